@@ -1,0 +1,113 @@
+// Reverse-mode autodiff. Every op output that depends on a tensor with requiresGrad carries a GradNode (its
+// inputs and a backward function). backward() walks those nodes in reverse topological order, calls each
+// backward once with the summed upstream gradient, accumulates into the leaves' `.grad`, and frees each node
+// after use (unless retainGraph) so saved activations are released as soon as possible.
+import type { Tensor } from '../tensor/tensor.js';
+import { fmtShape, shapesEqual } from '../tensor/shape.js';
+import { contiguous } from './ops/views.js';
+import { addInto, cloneTensor, onesLike } from './ops/kernels.js';
+
+let gradDisabled = 0;
+
+export function isGradEnabled(): boolean {
+  return gradDisabled === 0;
+}
+
+/** Run fn without recording any graph (inference, optimizer updates, gradient arithmetic). */
+export function noGrad<T>(fn: () => T): T {
+  gradDisabled++;
+  try {
+    return fn();
+  } finally {
+    gradDisabled--;
+  }
+}
+
+/**
+ * Attach a backward function to `out` when grad mode is on and any input requires grad. The backward gets dL/dout
+ * (contiguous, shape of out) and returns dL/dinput for each input, or null where an input needs none.
+ */
+export function record(out: Tensor, op: string, inputs: readonly Tensor[], backward: (gy: Tensor) => readonly (Tensor | null)[]): Tensor {
+  if (gradDisabled > 0) return out;
+  let any = false;
+  for (const t of inputs) if (t.requiresGrad) any = true;
+  if (!any) return out;
+  out.requiresGrad = true;
+  out.node = { op, inputs, backward };
+  return out;
+}
+
+function topoOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  seen.add(root);
+  while (stack.length) {
+    const top = stack[stack.length - 1]!;
+    const [t, i] = top;
+    const inputs = t.node?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1]++;
+      const next = inputs[i]!;
+      if (next.requiresGrad && !seen.has(next)) {
+        seen.add(next);
+        stack.push([next, 0]);
+      }
+    } else {
+      order.push(t);
+      stack.pop();
+    }
+  }
+  return order; // children before parents; reversed below
+}
+
+export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainGraph?: boolean } = {}): void {
+  if (!root.requiresGrad) throw new Error('backward(): this tensor does not require grad (no input had requiresGrad)');
+  if (!grad && root.size !== 1) {
+    throw new Error(`backward(): a non-scalar output (shape ${fmtShape(root.shape)}) needs an explicit gradient`);
+  }
+  const seed = grad ?? onesLike(root);
+  if (!shapesEqual(seed.shape, root.shape)) {
+    throw new Error(`backward(): gradient shape ${fmtShape(seed.shape)} does not match output shape ${fmtShape(root.shape)}`);
+  }
+  noGrad(() => {
+    const grads = new Map<Tensor, Tensor>([[root, seed]]);
+    const order = topoOrder(root);
+    for (let n = order.length - 1; n >= 0; n--) {
+      const t = order[n]!;
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      const node = t.node;
+      if (!node) {
+        // a leaf: accumulate into .grad, which this engine owns (a fresh copy the first time)
+        if (t.grad) addInto(t.grad, g);
+        else t.grad = cloneTensor(g);
+        continue;
+      }
+      if (!node.backward) {
+        throw new Error(`backward(): the graph through '${node.op}' was already freed; pass { retainGraph: true } to backward twice`);
+      }
+      const inputGrads = node.backward(contiguous(g));
+      for (let i = 0; i < node.inputs.length; i++) {
+        const x = node.inputs[i]!;
+        const gx = inputGrads[i];
+        if (!gx || !x.requiresGrad) continue;
+        if (!shapesEqual(gx.shape, x.shape)) {
+          throw new Error(
+            `internal: '${node.op}' produced a gradient of shape ${fmtShape(gx.shape)} for an input of shape ${fmtShape(x.shape)}`,
+          );
+        }
+        const prev = grads.get(x);
+        grads.set(x, prev ? addOutOfPlace(prev, gx) : gx);
+      }
+      if (!opts.retainGraph) t.node = { op: node.op, inputs: [], backward: null };
+    }
+  });
+}
+
+function addOutOfPlace(a: Tensor, b: Tensor): Tensor {
+  const out = cloneTensor(a);
+  addInto(out, b);
+  return out;
+}

@@ -1,0 +1,104 @@
+// Index ops: embedding lookup, gather rows (index-select), scatter-add rows (index-add), take-along-last-axis
+// gather, top-k and argsort. Indices are int32 tensors and never carry gradient.
+import { empty, emptyInt, type Tensor } from '../../tensor/tensor.js';
+import { fmtShape, sizeOf } from '../../tensor/shape.js';
+import { record } from '../graph.js';
+import { contiguous, reshape } from './views.js';
+
+function needInt(t: Tensor, what: string): void {
+  if (t.dtype !== 'i32') throw new Error(`${what}: indices must be an int32 tensor`);
+}
+
+/** Rows of x [N, ...] picked by idx [M] → [M, ...].  dx = index-add of gy at idx */
+export function indexSelect(xIn: Tensor, idxIn: Tensor): Tensor {
+  needInt(idxIn, 'index_select');
+  if (idxIn.ndim !== 1) throw new Error(`index_select: indices must be 1-D, got ${fmtShape(idxIn.shape)}`);
+  const x = contiguous(xIn);
+  const idx = contiguous(idxIn);
+  const N = x.shape[0]!;
+  const D = x.size / Math.max(N, 1);
+  const M = idx.size;
+  const out = empty(x.backend, [M, ...x.shape.slice(1)]);
+  x.backend.gatherRows(x.f32(), idx.i32(), out.f32(), M, N, D);
+  return record(out, 'index_select', [x], (gy) => {
+    const gx = empty(x.backend, x.shape);
+    x.backend.scatterAddRows(gy.f32(), idx.i32(), gx.f32(), M, N, D);
+    return [gx];
+  });
+}
+
+/** target [N, ...] + scatter of src [M, ...] into rows idx [M].  dtarget = gy, dsrc = gy[idx] */
+export function indexAdd(targetIn: Tensor, idxIn: Tensor, srcIn: Tensor): Tensor {
+  needInt(idxIn, 'index_add');
+  const target = contiguous(targetIn);
+  const idx = contiguous(idxIn);
+  const src = contiguous(srcIn);
+  const N = target.shape[0]!;
+  const D = target.size / Math.max(N, 1);
+  const M = idx.size;
+  if (idx.ndim !== 1 || src.shape[0] !== M || src.size !== M * D) {
+    throw new Error(
+      `index_add: target ${fmtShape(target.shape)}, indices ${fmtShape(idx.shape)} and source ${fmtShape(src.shape)} do not fit`,
+    );
+  }
+  const out = empty(target.backend, target.shape);
+  out.f32().set(target.f32());
+  target.backend.scatterAddRows(src.f32(), idx.i32(), out.f32(), M, N, D);
+  return record(out, 'index_add', [target, src], (gy) => {
+    let gs: Tensor | null = null;
+    if (src.requiresGrad) {
+      gs = empty(src.backend, src.shape);
+      src.backend.gatherRows(gy.f32(), idx.i32(), gs.f32(), M, N, D);
+    }
+    return [gy, gs];
+  });
+}
+
+/** Embedding lookup: weight [V, D], ids int [...] → [..., D].  dweight = scatter-add of gy rows at ids */
+export function embedding(weight: Tensor, ids: Tensor): Tensor {
+  needInt(ids, 'embedding');
+  if (weight.ndim !== 2) throw new Error(`embedding: weight must be [vocab, dim], got ${fmtShape(weight.shape)}`);
+  const flat = reshape(ids, [ids.size]);
+  const rows = indexSelect(weight, flat);
+  return reshape(rows, [...ids.shape, weight.shape[1]!]);
+}
+
+/** Take along the last axis: x [..., N], idx [..., K] → [..., K].  dx = scatter-add of gy at idx */
+export function gather(xIn: Tensor, idxIn: Tensor): Tensor {
+  needInt(idxIn, 'gather');
+  const x = contiguous(xIn);
+  const idx = contiguous(idxIn);
+  const N = x.shape[x.ndim - 1]!;
+  const K = idx.shape[idx.ndim - 1]!;
+  if (x.ndim !== idx.ndim || x.shape.slice(0, -1).join() !== idx.shape.slice(0, -1).join()) {
+    throw new Error(`gather: input ${fmtShape(x.shape)} and indices ${fmtShape(idx.shape)} must agree on all but the last axis`);
+  }
+  const R = sizeOf(x.shape.slice(0, -1));
+  const out = empty(x.backend, idx.shape);
+  x.backend.gatherLast(x.f32(), idx.i32(), out.f32(), R, N, K);
+  return record(out, 'gather', [x], (gy) => {
+    const gx = empty(x.backend, x.shape);
+    x.backend.scatterAddLast(gy.f32(), idx.i32(), gx.f32(), R, N, K);
+    return [gx];
+  });
+}
+
+/** The k largest along the last axis, descending (ties → lower index). Values carry gradient; indices do not. */
+export function topk(xIn: Tensor, k: number): { values: Tensor; indices: Tensor } {
+  const x = contiguous(xIn);
+  const N = x.shape[x.ndim - 1]!;
+  if (!Number.isInteger(k) || k < 1 || k > N) throw new Error(`topk: k = ${k} must be in [1, ${N}]`);
+  const R = x.size / N;
+  const indices = emptyInt(x.backend, [...x.shape.slice(0, -1), k]);
+  x.backend.topk(x.f32(), indices.i32(), R, N, k);
+  return { values: gather(x, indices), indices };
+}
+
+/** A stable sorting permutation along the last axis (int32, no gradient). */
+export function argsort(xIn: Tensor, descending = false): Tensor {
+  const x = contiguous(xIn);
+  const N = x.shape[x.ndim - 1]!;
+  const out = emptyInt(x.backend, x.shape);
+  x.backend.argsort(x.f32(), out.i32(), x.size / Math.max(N, 1), N, descending);
+  return out;
+}

@@ -1,0 +1,139 @@
+// matmul with batch broadcasting and transposed operands read in place (no copy for a transposed view, which
+// is how linear layers hit the kernel: y = x·Wᵀ with W [out, in]).
+//   C [..., M, N] = A [..., M, K] · B [..., K, N]
+//   dA = dC · Bᵀ   (summed over the batch dims A was broadcast along)
+//   dB = Aᵀ · dC   (likewise)
+import type { F32 } from '../../backend/backend.js';
+import { empty, type Tensor } from '../../tensor/tensor.js';
+import { broadcastShapes, fmtShape, sizeOf } from '../../tensor/shape.js';
+import { record } from '../graph.js';
+import { sumTo } from './kernels.js';
+import { contiguous, expand, reshape, transpose } from './views.js';
+
+/** How the gemm reads one operand. */
+interface Operand {
+  t: Tensor;
+  batchStride: number;
+  rowStride: number;
+  colStride: number;
+}
+
+/** Batch dims collapse to one stride when, ignoring size-1 dims, each stride is the next one times its size. */
+function collapsedBatchStride(t: Tensor, nb: number): number | null {
+  let stride: number | null = null;
+  let expected: number | null = null;
+  for (let i = nb - 1; i >= 0; i--) {
+    const d = t.shape[i]!;
+    if (d === 1) continue;
+    const s = t.strides[i]!;
+    if (expected !== null && s !== expected) return null;
+    if (stride === null) stride = s;
+    expected = s * d;
+  }
+  return stride ?? 0;
+}
+
+function operand(tIn: Tensor, batchShape: readonly number[]): Operand {
+  let t = tIn;
+  const nb = t.ndim - 2;
+  const rs = t.strides[nb]!;
+  const cs = t.strides[nb + 1]!;
+  // the fast kernels want one of the two matrix strides to be 1
+  if (rs !== 1 && cs !== 1 && t.shape[nb]! > 1 && t.shape[nb + 1]! > 1) t = contiguous(t);
+  const batchSize = sizeOf(t.shape.slice(0, nb));
+  const fullBatch = sizeOf(batchShape);
+  if (batchSize === 1 || fullBatch === 1) {
+    return { t, batchStride: 0, rowStride: t.strides[nb]!, colStride: t.strides[nb + 1]! };
+  }
+  const sameBatch = nb === batchShape.length && t.shape.slice(0, nb).every((d, i) => d === batchShape[i]);
+  const bs = sameBatch ? collapsedBatchStride(t, nb) : null;
+  if (bs !== null) return { t, batchStride: bs, rowStride: t.strides[nb]!, colStride: t.strides[nb + 1]! };
+  // partial broadcast or an awkward layout: materialise the full batch
+  const m = contiguous(expand(t, [...batchShape, t.shape[nb]!, t.shape[nb + 1]!]));
+  return { t: m, batchStride: m.shape[nb]! * m.shape[nb + 1]!, rowStride: m.shape[nb + 1]!, colStride: 1 };
+}
+
+function gemmInto(
+  out: F32,
+  batch: number,
+  M: number,
+  N: number,
+  K: number,
+  A: Operand,
+  B: Operand,
+  cBatchStride: number,
+  beta: number,
+): void {
+  A.t.backend.gemm({
+    batch,
+    M,
+    N,
+    K,
+    a: A.t.data as F32,
+    aOffset: A.t.offset,
+    aBatchStride: A.batchStride,
+    aRowStride: A.rowStride,
+    aColStride: A.colStride,
+    b: B.t.data as F32,
+    bOffset: B.t.offset,
+    bBatchStride: B.batchStride,
+    bRowStride: B.rowStride,
+    bColStride: B.colStride,
+    c: out,
+    cOffset: 0,
+    cBatchStride,
+    alpha: 1,
+    beta,
+  });
+}
+
+const swap = (o: Operand): Operand => ({ t: o.t, batchStride: o.batchStride, rowStride: o.colStride, colStride: o.rowStride });
+
+/** Gradient for one operand: either summed over a broadcast batch in the kernel, or computed per batch and reduced. */
+function operandGrad(x: Tensor, xo: Operand, batchShape: number[], rows: number, cols: number, K: number, L: Operand, R: Operand): Tensor {
+  const batch = sizeOf(batchShape);
+  if (xo.batchStride === 0 && batch > 1) {
+    const g = empty(x.backend, [rows, cols]);
+    gemmInto(g.f32(), batch, rows, cols, K, L, R, 0, 1); // cBatchStride 0, beta 1: Σ over the batch
+    return reshape(g, x.shape);
+  }
+  const g = empty(x.backend, [...batchShape, rows, cols]);
+  gemmInto(g.f32(), batch, rows, cols, K, L, R, rows * cols, 0);
+  return sumTo(g, x.shape);
+}
+
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  if (a.ndim < 2 || b.ndim < 2) throw new Error(`matmul needs operands with ≥ 2 dims, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`);
+  if (a.dtype !== 'f32' || b.dtype !== 'f32') throw new Error('matmul needs float32 operands');
+  if (a.backend !== b.backend) throw new Error(`matmul operands live on different backends (${a.backend.name} vs ${b.backend.name})`);
+  const M = a.shape[a.ndim - 2]!;
+  const K = a.shape[a.ndim - 1]!;
+  const N = b.shape[b.ndim - 1]!;
+  if (b.shape[b.ndim - 2] !== K) {
+    throw new Error(`matmul: inner dims differ: ${fmtShape(a.shape)} · ${fmtShape(b.shape)}`);
+  }
+  const batchShape = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const batch = sizeOf(batchShape);
+  const A = operand(a, batchShape);
+  const B = operand(b, batchShape);
+  const out = empty(a.backend, [...batchShape, M, N]);
+  gemmInto(out.f32(), batch, M, N, K, A, B, M * N, 0);
+  return record(out, 'matmul', [a, b], (gy) => {
+    const G: Operand = { t: gy, batchStride: batch > 1 ? M * N : 0, rowStride: N, colStride: 1 };
+    return [
+      a.requiresGrad ? operandGrad(a, A, batchShape, M, K, N, G, swap(B)) : null, // dA = dC·Bᵀ
+      b.requiresGrad ? operandGrad(b, B, batchShape, K, N, M, swap(A), G) : null, // dB = Aᵀ·dC
+    ];
+  });
+}
+
+/** Linear layer without bias: y [..., out] = x [..., in] · Wᵀ, W [out, in] (PyTorch nn.Linear layout). */
+export function linear(x: Tensor, w: Tensor): Tensor {
+  if (w.ndim !== 2) throw new Error(`linear: weight must be [out, in], got ${fmtShape(w.shape)}`);
+  if (x.shape[x.ndim - 1] !== w.shape[1]) {
+    throw new Error(`linear: input width ${x.shape[x.ndim - 1]} does not match weight ${fmtShape(w.shape)} ([out, in])`);
+  }
+  const lead = x.shape.slice(0, -1);
+  const y = matmul(reshape(x, [sizeOf(lead), w.shape[1]!]), transpose(w));
+  return reshape(y, [...lead, w.shape[0]!]);
+}

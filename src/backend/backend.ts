@@ -1,0 +1,166 @@
+// The backend contract: buffer allocation plus a fixed list of kernels. Every loop of the engine lives behind
+// this interface; `src/model/` never sees it. Buffers are plain typed arrays (Float32Array for values, Int32Array
+// for indices) so that a native addon can read and write them in place, without copies at the boundary.
+//
+// Conventions: unless a parameter says otherwise, a buffer holds a contiguous row-major tensor starting at
+// element 0 (callers pass `subarray` views). Shape comments use the letters of the parameters.
+
+export type F32 = Float32Array;
+export type I32 = Int32Array;
+
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div';
+export type UnaryOp = 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'silu' | 'scale' | 'square' | 'abs';
+export type ReduceOp = 'sum' | 'max';
+
+/** A strided operand: element (i0, i1, …) lives at `buf[offset + Σ i_k·strides[k]]`. */
+export interface Strided<T extends F32 | I32 = F32> {
+  buf: T;
+  offset: number;
+  strides: readonly number[];
+}
+
+/**
+ * Batched GEMM: for each batch index p,
+ *   C_p[M,N] = alpha · A_p[M,K] · B_p[K,N] + beta · C_p[M,N]
+ * A_p(i,k) = a[aOffset + p·aBatchStride + i·aRowStride + k·aColStride], likewise B_p(k,n); C is row-major with
+ * leading dimension N. A batch stride of 0 broadcasts the operand; cBatchStride 0 with beta 1 sums over batches.
+ */
+export interface GemmParams {
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  a: F32;
+  aOffset: number;
+  aBatchStride: number;
+  aRowStride: number;
+  aColStride: number;
+  b: F32;
+  bOffset: number;
+  bBatchStride: number;
+  bRowStride: number;
+  bColStride: number;
+  c: F32;
+  cOffset: number;
+  cBatchStride: number;
+  alpha: number;
+  beta: number;
+}
+
+/**
+ * Causal/masked attention with d_qk ≠ d_v and grouped KV heads (H % Hkv == 0; head h reads KV head
+ * floor(h / (H / Hkv))): q [B,H,T,Dk], k [B,Hkv,S,Dk], v [B,Hkv,S,Dv] → out [B,H,T,Dv], lse [B,H,T].
+ * Scores are `scale · q·k + mask`, softmax in fp32. With `causal`, query row t (absolute position S−T+t) sees
+ * keys j ≤ S−T+t. `mask` is additive, [Bm,T,S] with Bm ∈ {1, B}, shared by all heads.
+ */
+export interface AttentionParams {
+  B: number;
+  H: number;
+  Hkv: number;
+  T: number;
+  S: number;
+  Dk: number;
+  Dv: number;
+  scale: number;
+  causal: boolean;
+  q: F32;
+  k: F32;
+  v: F32;
+  mask: F32 | null;
+  maskBatch: number;
+}
+
+export interface AdamWParams {
+  n: number;
+  param: F32;
+  grad: F32;
+  m: F32;
+  v: F32;
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step count, for bias correction. */
+  step: number;
+  /** Gradient multiplier applied before the update (global-norm clipping). */
+  gradScale: number;
+}
+
+export interface Backend {
+  readonly name: string;
+
+  // ---- memory ---------------------------------------------------------------------------------------------
+  /** A zero-filled float buffer of n elements. */
+  alloc(n: number): F32;
+  /** A zero-filled index buffer of n elements. */
+  allocInt(n: number): I32;
+  /** Hand a buffer back early; the backend may reuse it. Using it afterwards is an error. */
+  free(buf: F32 | I32): void;
+
+  // ---- layout ---------------------------------------------------------------------------------------------
+  /** dst (strided) = src (strided), over `shape`. Used for contiguous(), concat and narrow-backward. */
+  copy(src: Strided, dst: Strided, shape: readonly number[]): void;
+  /** dst (strided) += src (strided), over `shape`; dst strides may be 0 (that is how broadcasts are summed). */
+  accumulate(src: Strided, dst: Strided, shape: readonly number[]): void;
+  /** out[n] = value */
+  fill(out: F32, n: number, value: number): void;
+
+  // ---- elementwise ----------------------------------------------------------------------------------------
+  /** out (contiguous, `shape`) = a ∘ b, with a and b read through broadcast strides. */
+  binary(op: BinaryOp, a: Strided, b: Strided, out: F32, shape: readonly number[]): void;
+  /** out[n] = f(x[n]); `alpha` is the factor of 'scale'. */
+  unary(op: UnaryOp, x: F32, out: F32, n: number, alpha: number): void;
+  /** dx[n] = dy · f'(x); y = f(x) is passed for ops whose derivative is cheaper from it (exp, sqrt, rsqrt). */
+  unaryBackward(op: UnaryOp, x: F32, y: F32, dy: F32, dx: F32, n: number, alpha: number): void;
+
+  // ---- reductions -----------------------------------------------------------------------------------------
+  /** x [O,N,I] → out [O,I] (sum or max over N). For max, `arg` [O,I] receives the first arg-max. */
+  reduce(op: ReduceOp, x: F32, out: F32, arg: I32 | null, O: number, N: number, I: number): void;
+  /** dx [O,N,I] += scatter of dy [O,I] at arg (max backward). */
+  reduceMaxBackward(dy: F32, arg: I32, dx: F32, O: number, N: number, I: number): void;
+
+  // ---- matmul ---------------------------------------------------------------------------------------------
+  gemm(p: GemmParams): void;
+
+  // ---- fused kernels --------------------------------------------------------------------------------------
+  /** x [R,D], w [D] → y [R,D] = x·rsqrt(mean(x²)+eps)·w, rstd [R]. */
+  rmsnorm(x: F32, w: F32, y: F32, rstd: F32, R: number, D: number, eps: number): void;
+  /** dx [R,D] = ∂/∂x; dw [D] += ∂/∂w. */
+  rmsnormBackward(x: F32, w: F32, rstd: F32, dy: F32, dx: F32, dw: F32, R: number, D: number): void;
+  /** x [R,N] → y [R,N] softmax (or log-softmax) over N, max-subtracted. */
+  softmax(x: F32, y: F32, R: number, N: number, log: boolean): void;
+  softmaxBackward(y: F32, dy: F32, dx: F32, R: number, N: number, log: boolean): void;
+  /** out[n] = silu(a)·b */
+  swiglu(a: F32, b: F32, out: F32, n: number): void;
+  swigluBackward(a: F32, b: F32, dy: F32, da: F32, db: F32, n: number): void;
+  /**
+   * logits [R,V], targets [R] → loss [R] = logsumexp − logit[target] (0 where target == ignoreIndex), lse [R].
+   * Throws on a target outside [0,V) that is not ignoreIndex.
+   */
+  crossEntropy(logits: F32, targets: I32, loss: F32, lse: F32, R: number, V: number, ignoreIndex: number): void;
+  /** dlogits [R,V] = dloss[r] · (softmax − onehot(target)); rows with ignoreIndex get 0. */
+  crossEntropyBackward(logits: F32, targets: I32, lse: F32, dloss: F32, dlogits: F32, R: number, V: number, ignoreIndex: number): void;
+  /** out [M,D] = src[idx[m], :] for src [N,D]; throws on an index outside [0,N). */
+  gatherRows(src: F32, idx: I32, out: F32, M: number, N: number, D: number): void;
+  /** dst [N,D][idx[m], :] += src [M,D][m, :] (embedding backward, MoE combine). */
+  scatterAddRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number): void;
+  /** out [R,K] = x [R,N][r, idx[r,k]] (take along the last axis). */
+  gatherLast(x: F32, idx: I32, out: F32, R: number, N: number, K: number): void;
+  /** dx [R,N][r, idx[r,k]] += dy [R,K][r,k] */
+  scatterAddLast(dy: F32, idx: I32, dx: F32, R: number, N: number, K: number): void;
+  /** Per row of x [R,N]: indices [R,K] of the K largest values, descending, ties to the lower index. */
+  topk(x: F32, idx: I32, R: number, N: number, K: number): void;
+  /** Per row of x [R,N]: a stable sort permutation [R,N] (ascending or descending). */
+  argsort(x: F32, idx: I32, R: number, N: number, descending: boolean): void;
+  /**
+   * RoPE on interleaved pairs (spec §3.1): x [B,T,H,D], cos/sin [Bc,T,D/2] (Bc ∈ {1,B}) → out.
+   * inverse rotates by −θ (the backward).
+   */
+  rope(x: F32, cos: F32, sin: F32, out: F32, B: number, T: number, H: number, D: number, Bc: number, inverse: boolean): void;
+  attention(p: AttentionParams, out: F32, lse: F32): void;
+  /** Gradients of attention; dq, dk, dv are overwritten. */
+  attentionBackward(p: AttentionParams, out: F32, lse: F32, dout: F32, dq: F32, dk: F32, dv: F32): void;
+  /** One decoupled-weight-decay Adam step, in place on param, m, v. */
+  adamw(p: AdamWParams): void;
+}

@@ -1,0 +1,49 @@
+// The `ts` backend: plain TypeScript loops. It defines the semantics every faster backend must reproduce.
+import type { Backend, F32, I32 } from '../backend.js';
+import { adamw } from './adamw.js';
+import { attention, attentionBackward } from './attention.js';
+import { accumulate, binary, copy, reduce, reduceMaxBackward, unary, unaryBackward } from './elementwise.js';
+import { crossEntropy, crossEntropyBackward, rmsnorm, rmsnormBackward, softmax, softmaxBackward, swiglu, swigluBackward } from './fused.js';
+import { gemm } from './gemm.js';
+import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, topk } from './indexing.js';
+import { rope } from './rope.js';
+
+export function createTsBackend(): Backend {
+  return {
+    name: 'ts',
+    alloc: (n: number): F32 => new Float32Array(n),
+    allocInt: (n: number): I32 => new Int32Array(n),
+    free: () => {
+      // typed arrays are reclaimed by the garbage collector once unreachable
+    },
+    copy,
+    accumulate,
+    fill: (out, n, value) => {
+      out.fill(value, 0, n);
+    },
+    binary,
+    unary,
+    unaryBackward,
+    reduce,
+    reduceMaxBackward,
+    gemm,
+    rmsnorm,
+    rmsnormBackward,
+    softmax,
+    softmaxBackward,
+    swiglu,
+    swigluBackward,
+    crossEntropy,
+    crossEntropyBackward,
+    gatherRows,
+    scatterAddRows,
+    gatherLast,
+    scatterAddLast,
+    topk,
+    argsort,
+    rope,
+    attention,
+    attentionBackward,
+    adamw,
+  };
+}

@@ -1,0 +1,65 @@
+// dsv2: the command-line entry point. Every command reports failures as one line and a non-zero exit code.
+import { readFileSync } from 'node:fs';
+import { availableBackends, defaultBackend } from '../backend/registry.js';
+import { UsageError } from './args.js';
+import { runStart } from './commands/start.js';
+
+interface Command {
+  summary: string;
+  run: (argv: string[]) => Promise<number> | number;
+}
+
+const commands: Record<string, Command> = {
+  start: { summary: 'the main job (npm start): what it runs today and what it will run once training lands', run: runStart },
+  backends: {
+    summary: 'list the compute backends available on this machine and the default one',
+    run: () => {
+      console.log(JSON.stringify({ available: availableBackends(), default: defaultBackend().name }));
+      return 0;
+    },
+  },
+  version: {
+    summary: 'print the package version',
+    run: () => {
+      const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+      console.log(pkg.version);
+      return 0;
+    },
+  },
+};
+
+export function helpText(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  return [
+    'dsv2 — DeepSeek-V2 (MLA + DeepSeekMoE) in TypeScript',
+    '',
+    'Usage: dsv2 <command> [options]',
+    '',
+    'Commands:',
+    ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Environment: DSV2_BACKEND=ts|native|wasm selects the compute backend; DSV2_DEBUG=1 prints stack traces.',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(helpText());
+    return 0;
+  }
+  if (name === '--version') return commands['version']!.run([]);
+  const cmd = commands[name];
+  if (!cmd) {
+    console.error(`dsv2: unknown command '${name}'. Run 'dsv2 --help' for the list.`);
+    return 2;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (e) {
+    const err = e as Error;
+    if (process.env['DSV2_DEBUG']) console.error(err.stack);
+    console.error(`dsv2 ${name}: ${err.message}`);
+    return e instanceof UsageError ? 2 : 1;
+  }
+}

@@ -1,0 +1,113 @@
+// Optimizers update parameters in place (no graph) and reuse the parameters' gradient buffers across steps.
+import type { F32 } from '../backend/backend.js';
+import { noGrad } from '../autograd/graph.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+export function zeroGrad(params: readonly Tensor[]): void {
+  for (const p of params) if (p.grad) p.backend.fill(p.grad.f32(), p.grad.size, 0);
+}
+
+/** sqrt(Σ over all gradients of g²), accumulated in float64. */
+export function globalGradNorm(params: readonly Tensor[]): number {
+  let ss = 0;
+  for (const p of params) {
+    if (!p.grad) continue;
+    const g = p.grad.f32();
+    for (let i = 0; i < g.length; i++) ss += g[i]! * g[i]!;
+  }
+  return Math.sqrt(ss);
+}
+
+/** Plain SGD: θ ← θ − lr·g. */
+export class SGD {
+  constructor(
+    readonly params: readonly Tensor[],
+    public lr: number,
+  ) {}
+
+  step(): void {
+    noGrad(() => {
+      for (const p of this.params) {
+        if (!p.grad) continue;
+        const w = p.f32();
+        const g = p.grad.f32();
+        for (let i = 0; i < w.length; i++) w[i] = w[i]! - this.lr * g[i]!;
+      }
+    });
+  }
+
+  zeroGrad(): void {
+    zeroGrad(this.params);
+  }
+}
+
+export interface AdamWOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Clip the global gradient norm to this value before the update (PyTorch clip_grad_norm_). */
+  maxGradNorm?: number;
+  /** Which parameters decay; default: tensors with ≥ 2 dims (matrices and embeddings), never norms. */
+  decays?: (p: Tensor) => boolean;
+}
+
+/** AdamW with decoupled weight decay, bias correction, optional global-norm clipping (PyTorch semantics). */
+export class AdamW {
+  private m: F32[];
+  private v: F32[];
+  step_ = 0;
+  lastGradNorm = 0;
+  readonly opts: Required<Omit<AdamWOptions, 'maxGradNorm'>> & { maxGradNorm: number | undefined };
+
+  constructor(
+    readonly params: readonly Tensor[],
+    opts: AdamWOptions,
+  ) {
+    this.opts = {
+      lr: opts.lr,
+      beta1: opts.beta1 ?? 0.9,
+      beta2: opts.beta2 ?? 0.95,
+      eps: opts.eps ?? 1e-8,
+      weightDecay: opts.weightDecay ?? 0.1,
+      maxGradNorm: opts.maxGradNorm,
+      decays: opts.decays ?? ((p: Tensor) => p.ndim >= 2),
+    };
+    this.m = params.map((p) => p.backend.alloc(p.size));
+    this.v = params.map((p) => p.backend.alloc(p.size));
+  }
+
+  /** One update; returns the pre-clip global gradient norm. */
+  step(lr = this.opts.lr): number {
+    const { beta1, beta2, eps, weightDecay, maxGradNorm, decays } = this.opts;
+    this.step_++;
+    const norm = globalGradNorm(this.params);
+    this.lastGradNorm = norm;
+    const gradScale = maxGradNorm !== undefined ? Math.min(1, maxGradNorm / (norm + 1e-6)) : 1;
+    noGrad(() => {
+      this.params.forEach((p, i) => {
+        const grad = p.grad ? p.grad.f32() : p.backend.alloc(p.size);
+        p.backend.adamw({
+          n: p.size,
+          param: p.f32(),
+          grad,
+          m: this.m[i]!,
+          v: this.v[i]!,
+          lr,
+          beta1,
+          beta2,
+          eps,
+          weightDecay: decays(p) ? weightDecay : 0,
+          step: this.step_,
+          gradScale,
+        });
+      });
+    });
+    return norm;
+  }
+
+  zeroGrad(): void {
+    zeroGrad(this.params);
+  }
+}

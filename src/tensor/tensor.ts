@@ -1,0 +1,303 @@
+// The Tensor: a typed-array storage plus shape, strides and offset. Views (reshape, permute, narrow, expand)
+// share storage; `contiguous()` copies only when the layout requires it. Autograd state (requiresGrad, grad,
+// node) lives here too; the graph itself is built by the ops (src/autograd).
+//
+// Memory rule (docs/engine.md): storage is owned by reachability. There is no global tape: each op output
+// points to the node that made it, and `backward()` releases every node (and so every saved activation) as
+// soon as its gradient has been propagated. A training step therefore leaves nothing behind but parameters,
+// their `.grad` buffers (reused across steps) and optimizer state. `dispose()` releases a large buffer early.
+import type { Backend, F32, I32 } from '../backend/backend.js';
+import { defaultBackend, loadBackend } from '../backend/registry.js';
+import type { DType } from './dtype.js';
+import { Rng } from './random.js';
+import { checkShape, contiguousStrides, fmtShape, isContiguous, sizeOf, type Shape } from './shape.js';
+import * as views from '../autograd/ops/views.js';
+import * as ew from '../autograd/ops/elementwise.js';
+import { matmul } from '../autograd/ops/matmul.js';
+import { backward } from '../autograd/graph.js';
+
+/** How an op output was produced: its differentiable inputs and the function mapping dL/dy to dL/dinputs. */
+export interface GradNode {
+  op: string;
+  inputs: readonly Tensor[];
+  backward: ((gy: Tensor) => readonly (Tensor | null)[]) | null;
+}
+
+export class Tensor {
+  requiresGrad = false;
+  grad: Tensor | null = null;
+  node: GradNode | null = null;
+  name: string | undefined;
+  private disposed = false;
+
+  constructor(
+    readonly backend: Backend,
+    readonly data: F32 | I32,
+    readonly shape: Shape,
+    readonly strides: readonly number[],
+    readonly offset: number,
+    readonly dtype: DType,
+    /** The tensor whose storage this view shares, or null when this tensor owns its storage. */
+    readonly base: Tensor | null = null,
+  ) {}
+
+  get size(): number {
+    return sizeOf(this.shape);
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  isContiguous(): boolean {
+    return isContiguous(this.shape, this.strides);
+  }
+
+  isDisposed(): boolean {
+    return this.disposed || (this.base !== null && this.base.isDisposed());
+  }
+
+  /** The contiguous float data of this tensor as a zero-copy subarray. Throws if it is not contiguous. */
+  f32(): F32 {
+    this.check('f32');
+    if (this.dtype !== 'f32') throw new Error(`expected a float32 tensor, got ${this.dtype}`);
+    if (!this.isContiguous()) throw new Error('internal: f32() on a non-contiguous tensor; call contiguous() first');
+    return (this.data as F32).subarray(this.offset, this.offset + this.size);
+  }
+
+  /** The contiguous index data of an int32 tensor as a zero-copy subarray. */
+  i32(): I32 {
+    this.check('i32');
+    if (this.dtype !== 'i32') throw new Error(`expected an int32 tensor, got ${this.dtype}`);
+    if (!this.isContiguous()) throw new Error('internal: i32() on a non-contiguous tensor; call contiguous() first');
+    return (this.data as I32).subarray(this.offset, this.offset + this.size);
+  }
+
+  private check(what: string): void {
+    if (this.isDisposed()) throw new Error(`${what}: this tensor (shape ${fmtShape(this.shape)}) was disposed`);
+  }
+
+  /** Values in row-major order as a plain array. */
+  toArray(): number[] {
+    return Array.from(views.contiguous(this).dtype === 'i32' ? views.contiguous(this).i32() : views.contiguous(this).f32());
+  }
+
+  /** Values as nested arrays following the shape. */
+  toNested(): unknown {
+    const flat = this.toArray();
+    const build = (dim: number, start: number): unknown => {
+      if (dim === this.ndim) return flat[start];
+      const step = sizeOf(this.shape.slice(dim + 1));
+      return Array.from({ length: this.shape[dim]! }, (_, i) => build(dim + 1, start + i * step));
+    };
+    return build(0, 0);
+  }
+
+  /** The single value of a one-element tensor. */
+  item(): number {
+    if (this.size !== 1) throw new Error(`item() needs a one-element tensor, got shape ${fmtShape(this.shape)}`);
+    return this.data[this.offset]!;
+  }
+
+  /** Release the storage now (the owner's buffer goes back to the backend). Views of it become unusable. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.node = null;
+    this.grad = null;
+    if (this.base === null) this.backend.free(this.data);
+  }
+
+  /** Reverse-mode autodiff from this tensor; a non-scalar needs an explicit upstream gradient. */
+  backward(grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
+    backward(this, grad, opts);
+  }
+
+  /** Mark as a leaf that accumulates gradient. Returns this. */
+  requireGrad(on = true): this {
+    if (on && this.dtype !== 'f32') throw new Error('only float32 tensors can require gradients');
+    this.requiresGrad = on;
+    return this;
+  }
+
+  /** A new leaf sharing storage with this tensor, cut off from the graph. */
+  detach(): Tensor {
+    return new Tensor(this.backend, this.data, this.shape, this.strides, this.offset, this.dtype, this.base ?? this);
+  }
+
+  toString(): string {
+    return `Tensor(${fmtShape(this.shape)}, ${this.dtype}, ${this.backend.name})`;
+  }
+
+  // ---- fluent shorthands for the most common ops (all differentiable) -------------------------------------
+  reshape(shape: readonly number[]): Tensor {
+    return views.reshape(this, shape);
+  }
+  permute(dims: readonly number[]): Tensor {
+    return views.permute(this, dims);
+  }
+  transpose(a = -2, b = -1): Tensor {
+    return views.transpose(this, a, b);
+  }
+  get T(): Tensor {
+    return views.transpose(this, -2, -1);
+  }
+  narrow(axis: number, start: number, length: number): Tensor {
+    return views.narrow(this, axis, start, length);
+  }
+  expand(shape: readonly number[]): Tensor {
+    return views.expand(this, shape);
+  }
+  contiguous(): Tensor {
+    return views.contiguous(this);
+  }
+  add(b: Tensor | number): Tensor {
+    return ew.add(this, b);
+  }
+  sub(b: Tensor | number): Tensor {
+    return ew.sub(this, b);
+  }
+  mul(b: Tensor | number): Tensor {
+    return ew.mul(this, b);
+  }
+  div(b: Tensor | number): Tensor {
+    return ew.div(this, b);
+  }
+  matmul(b: Tensor): Tensor {
+    return matmul(this, b);
+  }
+}
+
+// ---- factories ----------------------------------------------------------------------------------------------
+
+export interface CreateOptions {
+  backend?: Backend | string;
+  requiresGrad?: boolean;
+}
+
+function pickBackend(b: Backend | string | undefined): Backend {
+  if (b === undefined) return defaultBackend();
+  return typeof b === 'string' ? loadBackend(b) : b;
+}
+
+/** A fresh, owning, contiguous tensor around a backend buffer. */
+export function wrap(backend: Backend, data: F32 | I32, shape: Shape, dtype: DType = data instanceof Int32Array ? 'i32' : 'f32'): Tensor {
+  if (data.length !== sizeOf(shape)) {
+    throw new Error(`internal: buffer of ${data.length} elements for shape ${fmtShape(shape)}`);
+  }
+  return new Tensor(backend, data, [...shape], contiguousStrides(shape), 0, dtype);
+}
+
+/** A new zero-filled float tensor on `backend`. */
+export function empty(backend: Backend, shape: Shape): Tensor {
+  return wrap(backend, backend.alloc(sizeOf(shape)), shape, 'f32');
+}
+
+export function emptyInt(backend: Backend, shape: Shape): Tensor {
+  return wrap(backend, backend.allocInt(sizeOf(shape)), shape, 'i32');
+}
+
+type Nested = number | readonly Nested[];
+
+function inferShape(v: Nested): number[] {
+  const shape: number[] = [];
+  let cur: Nested = v;
+  while (Array.isArray(cur)) {
+    shape.push(cur.length);
+    cur = cur[0] as Nested;
+  }
+  return shape;
+}
+
+function flatten(v: Nested, out: number[]): void {
+  if (Array.isArray(v)) for (const x of v) flatten(x as Nested, out);
+  else out.push(v as number);
+}
+
+function fromValues(values: Nested | ArrayLike<number>, shape: Shape | undefined, dtype: DType, opts: CreateOptions): Tensor {
+  const backend = pickBackend(opts.backend);
+  let flat: ArrayLike<number>;
+  let shp: Shape;
+  if (ArrayBuffer.isView(values)) {
+    flat = values as unknown as ArrayLike<number>;
+    shp = shape ?? [flat.length];
+  } else {
+    const list: number[] = [];
+    flatten(values as Nested, list);
+    flat = list;
+    shp = shape ?? inferShape(values as Nested);
+  }
+  checkShape(shp);
+  if (flat.length !== sizeOf(shp)) {
+    throw new Error(`${flat.length} values do not fill shape ${fmtShape(shp)} (${sizeOf(shp)} elements)`);
+  }
+  const t = dtype === 'f32' ? empty(backend, shp) : emptyInt(backend, shp);
+  for (let i = 0; i < flat.length; i++) {
+    const x = flat[i]!;
+    if (dtype === 'i32' && !Number.isInteger(x)) throw new Error(`int32 tensor values must be integers, got ${x}`);
+    t.data[i] = x;
+  }
+  if (opts.requiresGrad) t.requireGrad();
+  return t;
+}
+
+/** A float32 tensor from nested arrays or a flat typed array (with an explicit shape). */
+export function tensor(values: Nested | ArrayLike<number>, shape?: Shape, opts: CreateOptions = {}): Tensor {
+  return fromValues(values, shape, 'f32', opts);
+}
+
+/** An int32 tensor (token ids, indices). */
+export function intTensor(values: Nested | ArrayLike<number>, shape?: Shape, opts: CreateOptions = {}): Tensor {
+  return fromValues(values, shape, 'i32', opts);
+}
+
+export function scalar(value: number, opts: CreateOptions = {}): Tensor {
+  return fromValues([value], [], 'f32', opts);
+}
+
+export function zeros(shape: Shape, opts: CreateOptions = {}): Tensor {
+  checkShape(shape);
+  const t = empty(pickBackend(opts.backend), shape);
+  if (opts.requiresGrad) t.requireGrad();
+  return t;
+}
+
+export function full(shape: Shape, value: number, opts: CreateOptions = {}): Tensor {
+  const t = zeros(shape, opts);
+  t.backend.fill(t.data as F32, t.size, value);
+  return t;
+}
+
+export function ones(shape: Shape, opts: CreateOptions = {}): Tensor {
+  return full(shape, 1, opts);
+}
+
+/** 0, 1, …, n−1 as int32. */
+export function arange(n: number, opts: CreateOptions = {}): Tensor {
+  const t = emptyInt(pickBackend(opts.backend), [n]);
+  for (let i = 0; i < n; i++) t.data[i] = i;
+  return t;
+}
+
+export interface RandomOptions extends CreateOptions {
+  rng?: Rng;
+  seed?: number;
+}
+
+/** Normal(mean, std²) samples from a seeded generator. */
+export function randn(shape: Shape, opts: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
+  const rng = opts.rng ?? new Rng(opts.seed ?? 0);
+  const t = zeros(shape, opts);
+  const { mean = 0, std = 1 } = opts;
+  for (let i = 0; i < t.size; i++) t.data[i] = mean + std * rng.normal();
+  return t;
+}
+
+/** Uniform samples in [low, high) from a seeded generator. */
+export function rand(shape: Shape, opts: RandomOptions & { low?: number; high?: number } = {}): Tensor {
+  const rng = opts.rng ?? new Rng(opts.seed ?? 0);
+  const t = zeros(shape, opts);
+  const { low = 0, high = 1 } = opts;
+  for (let i = 0; i < t.size; i++) t.data[i] = low + (high - low) * rng.uniform();
+  return t;
+}

@@ -1,0 +1,243 @@
+// Forward values of the ops against independent straightforward computations, on every backend.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import * as T from '../src/index.js';
+import { assertClose, testBackends } from './helpers.js';
+
+for (const backend of testBackends()) {
+  describe(`ops [${backend.name}]`, () => {
+    const t = (v: number[] | number[][] | number[][][], shape?: number[]): T.Tensor => T.tensor(v, shape, { backend });
+    const rn = (shape: number[], seed: number): T.Tensor => T.randn(shape, { backend, seed });
+
+    it('gradcheck itself fails on a wrong backward', () => {
+      const wrongSquare = (x: T.Tensor): T.Tensor => {
+        const y = T.noGrad(() => T.square(x));
+        return T.record(y, 'wrong_square', [x], (gy) => [T.noGrad(() => T.mul(gy, x))]); // misses the factor 2
+      };
+      const r = T.gradcheck(wrongSquare, [T.randn([4], { backend, seed: 3, requiresGrad: true })]);
+      assert.equal(r.ok, false);
+    });
+
+    it('matmul equals the triple loop, for every transpose combination and a batch', () => {
+      const a = rn([2, 3, 4], 1);
+      const b = rn([2, 4, 5], 2);
+      const av = a.toArray();
+      const bv = b.toArray();
+      const want: number[] = [];
+      for (let p = 0; p < 2; p++)
+        for (let i = 0; i < 3; i++)
+          for (let j = 0; j < 5; j++) {
+            let s = 0;
+            for (let k = 0; k < 4; k++) s += av[p * 12 + i * 4 + k]! * bv[p * 20 + k * 5 + j]!;
+            want.push(s);
+          }
+      assertClose(T.matmul(a, b).toArray(), want, 1e-5, 1e-5);
+      const aT = T.contiguous(T.transpose(a));
+      const bT = T.contiguous(T.transpose(b));
+      assertClose(T.matmul(T.transpose(aT), b).toArray(), want, 1e-5, 1e-5, 'Aᵀ');
+      assertClose(T.matmul(a, T.transpose(bT)).toArray(), want, 1e-5, 1e-5, 'Bᵀ');
+      assertClose(T.matmul(T.transpose(aT), T.transpose(bT)).toArray(), want, 1e-5, 1e-5, 'AᵀBᵀ');
+    });
+
+    it('linear uses the [out, in] weight layout', () => {
+      const x = t([[1, 2, 3]]);
+      const w = t([
+        [1, 0, 0],
+        [0, 1, 1],
+      ]); // [2 out, 3 in]
+      assert.deepEqual(T.linear(x, w).toArray(), [1, 5]);
+    });
+
+    it('broadcasting edge cases: scalars, size-1 dims, leading dims, zero-size', () => {
+      assert.deepEqual(T.add(t([[1], [2]]), t([10, 20, 30])).toNested(), [
+        [11, 21, 31],
+        [12, 22, 32],
+      ]);
+      assert.deepEqual(T.mul(t([1, 2]), 3).toArray(), [3, 6]);
+      assert.deepEqual(T.sub(T.scalar(5, { backend }), t([1, 2])).toArray(), [4, 3]);
+      assert.deepEqual(
+        T.add(
+          t([[[1, 2]]]),
+          t([
+            [10, 20],
+            [30, 40],
+          ]),
+        ).shape,
+        [1, 2, 2],
+      );
+      assert.deepEqual(T.add(T.zeros([0, 3], { backend }), t([1, 2, 3])).shape, [0, 3]);
+      assert.throws(() => T.add(t([1, 2, 3]), t([1, 2])), /cannot be broadcast/);
+    });
+
+    it('reductions: sum, mean, max with axes and keepdim', () => {
+      const x = t([
+        [
+          [1, 2],
+          [3, 4],
+          [5, 6],
+        ],
+      ]); // [1,3,2]
+      assert.deepEqual(T.sum(x).toArray(), [21]);
+      assert.deepEqual(T.sum(x, 1).toNested(), [[9, 12]]);
+      assert.deepEqual(T.sum(x, [0, 1], true).shape, [1, 1, 2]);
+      assert.deepEqual(T.mean(x, -1).toNested(), [[1.5, 3.5, 5.5]]);
+      assert.deepEqual(T.max(x, 1).toNested(), [[5, 6]]);
+      const { indices } = T.maxWithIndices(
+        t([
+          [1, 7, 7],
+          [4, 2, 0],
+        ]),
+        1,
+      );
+      assert.deepEqual(indices.toArray(), [1, 0], 'first arg-max wins');
+    });
+
+    it('softmax and log-softmax are stable for large logits', () => {
+      const x = t([
+        [1000, 1001, 1002],
+        [-5, 0, 5],
+      ]);
+      const p = T.softmax(x).toArray();
+      const e = [Math.exp(-2), Math.exp(-1), 1];
+      const z = e[0]! + e[1]! + e[2]!;
+      assertClose(
+        p.slice(0, 3),
+        e.map((v) => v / z),
+        1e-7,
+        1e-6,
+      );
+      assertClose(
+        T.logSoftmax(x).toArray().slice(0, 3),
+        e.map((v) => Math.log(v / z)),
+        1e-6,
+        1e-6,
+      );
+    });
+
+    it('rmsnorm matches x·rsqrt(mean(x²)+eps)·w', () => {
+      const x = t([[1, 2, 3, 4]]);
+      const w = t([1, 0.5, 2, -1]);
+      const r = 1 / Math.sqrt((1 + 4 + 9 + 16) / 4 + 1e-6);
+      assertClose(T.rmsnorm(x, w, 1e-6).toArray(), [r, 2 * r * 0.5, 3 * r * 2, -4 * r], 1e-7, 1e-6);
+    });
+
+    it('cross-entropy: mean over valid targets, −100 ignored, bad target rejected', () => {
+      const logits = t([
+        [0, Math.log(3)],
+        [5, 5],
+        [1, 2],
+      ]);
+      const loss = T.crossEntropy(logits, T.intTensor([1, -100, 0], undefined, { backend }));
+      const want = (-Math.log(3 / 4) + -Math.log(Math.E / (Math.E + Math.E ** 2))) / 2;
+      assertClose(loss.toArray(), [want], 1e-6, 1e-6);
+      assert.throws(() => T.crossEntropy(logits, T.intTensor([2, 0, 0], undefined, { backend })), /outside the vocabulary/);
+    });
+
+    it('topk: descending, ties to the lower index; argsort is stable', () => {
+      const x = t([[1, 3, 3, 2, 3]]);
+      const { values, indices } = T.topk(x, 3);
+      assert.deepEqual(indices.toArray(), [1, 2, 4]);
+      assert.deepEqual(values.toArray(), [3, 3, 3]);
+      assert.deepEqual(T.argsort(x).toArray(), [0, 3, 1, 2, 4]);
+      assert.deepEqual(T.argsort(x, true).toArray(), [1, 2, 4, 3, 0]);
+      assert.deepEqual(T.argsort(t([Infinity, -Infinity, 0])).toArray(), [1, 2, 0]);
+    });
+
+    it('embedding / index_select / index_add / gather', () => {
+      const w = t([
+        [0, 1],
+        [2, 3],
+        [4, 5],
+      ]);
+      assert.deepEqual(T.embedding(w, T.intTensor([[2, 0]], undefined, { backend })).toNested(), [
+        [
+          [4, 5],
+          [0, 1],
+        ],
+      ]);
+      assert.throws(() => T.embedding(w, T.intTensor([3], undefined, { backend })), /outside \[0, 3\)/);
+      const added = T.indexAdd(
+        T.zeros([3, 2], { backend }),
+        T.intTensor([1, 1], undefined, { backend }),
+        t([
+          [1, 1],
+          [2, 3],
+        ]),
+      );
+      assert.deepEqual(added.toNested(), [
+        [0, 0],
+        [3, 4],
+        [0, 0],
+      ]);
+      assert.deepEqual(T.gather(t([[5, 6, 7]]), T.intTensor([[2, 0]], undefined, { backend })).toNested(), [[7, 5]]);
+    });
+
+    it('concat / split round-trip', () => {
+      const a = rn([2, 3], 4);
+      const [p, q] = T.split(a, [1, 2], 1);
+      assert.deepEqual(T.concat([p!, q!], 1).toArray(), a.toArray());
+    });
+
+    it('rope rotates interleaved pairs (2k, 2k+1)', () => {
+      const x = t([1, 2, 3, 4], [1, 1, 1, 4]);
+      const th = [0.3, 0.05];
+      const cos = t([th.map(Math.cos)]);
+      const sin = t([th.map(Math.sin)]);
+      const y = T.rope(x, cos, sin).toArray();
+      const want = [
+        1 * Math.cos(0.3) - 2 * Math.sin(0.3),
+        1 * Math.sin(0.3) + 2 * Math.cos(0.3),
+        3 * Math.cos(0.05) - 4 * Math.sin(0.05),
+        3 * Math.sin(0.05) + 4 * Math.cos(0.05),
+      ];
+      assertClose(y, want, 1e-6, 1e-6);
+    });
+
+    it('attention equals softmax(scale·QKᵀ + causal)·V computed naively (d_qk ≠ d_v, cache offset, GQA)', () => {
+      const [B, H, Hkv, Tq, S, Dk, Dv] = [2, 4, 2, 3, 5, 6, 4];
+      const q = rn([B, H, Tq, Dk], 7);
+      const k = rn([B, Hkv, S, Dk], 8);
+      const v = rn([B, Hkv, S, Dv], 9);
+      const scale = 0.37;
+      const got = T.attention(q, k, v, { scale, causal: true }).toArray();
+      const qa = q.toArray();
+      const ka = k.toArray();
+      const va = v.toArray();
+      const want: number[] = [];
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < H; h++)
+          for (let i = 0; i < Tq; i++) {
+            const g = Math.floor(h / (H / Hkv));
+            const s: number[] = [];
+            for (let j = 0; j <= S - Tq + i; j++) {
+              let d = 0;
+              for (let c = 0; c < Dk; c++) d += qa[((b * H + h) * Tq + i) * Dk + c]! * ka[((b * Hkv + g) * S + j) * Dk + c]!;
+              s.push(d * scale);
+            }
+            const m = Math.max(...s);
+            const e = s.map((x) => Math.exp(x - m));
+            const z = e.reduce((p, x) => p + x, 0);
+            for (let c = 0; c < Dv; c++) {
+              let o = 0;
+              e.forEach((w, j) => (o += (w / z) * va[((b * Hkv + g) * S + j) * Dv + c]!));
+              want.push(o);
+            }
+          }
+      assertClose(got, want, 1e-5, 1e-5);
+    });
+
+    it('AdamW matches the PyTorch formula, including decay only on ≥ 2-dim tensors and clipping', () => {
+      const w = T.tensor([[0.5, -0.25]], undefined, { backend, requiresGrad: true });
+      const n = T.tensor([1.5], undefined, { backend, requiresGrad: true });
+      w.grad = t([[3, -4]]);
+      n.grad = t([0]);
+      const opt = new T.AdamW([w, n], { lr: 0.1, weightDecay: 0.5, maxGradNorm: 1 });
+      const norm = opt.step();
+      assert.equal(norm, 5);
+      const gc = [3 / (5 + 1e-6), -4 / (5 + 1e-6)];
+      const want = [0.5, -0.25].map((p, i) => p * (1 - 0.1 * 0.5) - (0.1 * gc[i]!) / (Math.abs(gc[i]!) + 1e-8));
+      assertClose(w.toArray(), want, 1e-7, 1e-6);
+      assert.deepEqual(n.toArray(), [1.5], 'no decay on 1-dim tensors; zero gradient → no move');
+    });
+  });
+}

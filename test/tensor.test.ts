@@ -1,0 +1,190 @@
+// Tensor storage, views, RNG determinism, dtype conversion and autograd mechanics.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import * as T from '../src/index.js';
+import { testBackends } from './helpers.js';
+
+describe('rng', () => {
+  it('repeats bit for bit from a seed, and differs across seeds', () => {
+    const a = new T.Rng(42);
+    const b = new T.Rng(42);
+    const xs = Array.from({ length: 1000 }, () => a.normal());
+    const ys = Array.from({ length: 1000 }, () => b.normal());
+    assert.deepEqual(xs, ys);
+    assert.notDeepEqual(
+      xs.slice(0, 10),
+      Array.from({ length: 10 }, () => new T.Rng(43).normal()),
+    );
+  });
+
+  it('has the right moments and a restorable state', () => {
+    const r = new T.Rng(7);
+    const n = 20000;
+    let s = 0;
+    let s2 = 0;
+    for (let i = 0; i < n; i++) {
+      const x = r.normal();
+      s += x;
+      s2 += x * x;
+    }
+    assert.ok(Math.abs(s / n) < 0.03, `mean ${s / n}`);
+    assert.ok(Math.abs(s2 / n - 1) < 0.04, `var ${s2 / n}`);
+    const st = r.getState();
+    const next = [r.uniform(), r.normal(), r.nextU32()];
+    r.setState(st);
+    assert.deepEqual([r.uniform(), r.normal(), r.nextU32()], next);
+    for (let i = 0; i < 1000; i++) {
+      const u = r.uniform();
+      assert.ok(u >= 0 && u < 1);
+    }
+  });
+});
+
+describe('dtype conversion', () => {
+  it('bf16 ↔ f32 round-trips bf16-representable values and rounds to nearest even', () => {
+    const vals = new Float32Array([0, -0, 1, -2.5, 3.140625, 65280, Infinity, -Infinity, 2 ** -130]);
+    assert.deepEqual(Array.from(T.bf16ToF32(T.f32ToBf16(vals))), Array.from(vals));
+    // 1 + 2^-8 sits exactly halfway between two bf16 values: ties go to the even one (1.0)
+    assert.deepEqual(Array.from(T.bf16ToF32(T.f32ToBf16(new Float32Array([1 + 2 ** -8, 1 + 3 * 2 ** -8])))), [1, 1 + 2 ** -6]);
+    assert.ok(Number.isNaN(T.bf16ToF32(T.f32ToBf16(new Float32Array([NaN])))[0]!));
+  });
+
+  it('f16 ↔ f32 handles normals, subnormals, overflow and specials', () => {
+    const vals = new Float32Array([0, 1, -2, 0.5, 65504, 2 ** -24, 2 ** -14, Infinity]);
+    assert.deepEqual(Array.from(T.f16ToF32(T.f32ToF16(vals))), Array.from(vals));
+    assert.equal(T.f16ToF32(T.f32ToF16(new Float32Array([70000])))[0], Infinity);
+    assert.ok(Number.isNaN(T.f16ToF32(T.f32ToF16(new Float32Array([NaN])))[0]!));
+    assert.equal(T.f16ToF32(T.f32ToF16(new Float32Array([1 + 2 ** -11])))[0], 1, 'tie to even');
+  });
+});
+
+for (const backend of testBackends()) {
+  describe(`tensor [${backend.name}]`, () => {
+    const t = (v: number[] | number[][], shape?: number[]): T.Tensor => T.tensor(v, shape, { backend });
+
+    it('creates from nested arrays and typed arrays; rejects bad shapes', () => {
+      assert.deepEqual(
+        t([
+          [1, 2],
+          [3, 4],
+        ]).shape,
+        [2, 2],
+      );
+      assert.deepEqual(T.tensor(new Float32Array(6), [2, 3], { backend }).shape, [2, 3]);
+      assert.throws(() => T.tensor([1, 2, 3], [2, 2], { backend }), /do not fill shape/);
+      assert.throws(() => T.zeros([2, -1], { backend }), /invalid shape/);
+      assert.throws(() => T.intTensor([1.5], undefined, { backend }), /integers/);
+    });
+
+    it('views share storage; contiguous copies only when needed', () => {
+      const x = t([
+        [1, 2, 3],
+        [4, 5, 6],
+      ]);
+      const tr = x.transpose();
+      assert.equal(tr.data, x.data);
+      assert.equal(tr.isContiguous(), false);
+      assert.deepEqual(tr.toNested(), [
+        [1, 4],
+        [2, 5],
+        [3, 6],
+      ]);
+      const c = tr.contiguous();
+      assert.notEqual(c.data, x.data);
+      assert.equal(x.contiguous(), x);
+      const n = x.narrow(1, 1, 2);
+      assert.equal(n.data, x.data);
+      assert.deepEqual(n.toNested(), [
+        [2, 3],
+        [5, 6],
+      ]);
+      assert.deepEqual(x.reshape([3, -1]).toNested(), [
+        [1, 2],
+        [3, 4],
+        [5, 6],
+      ]);
+      assert.deepEqual(t([7, 8]).reshape([2, 1]).expand([2, 3]).toNested(), [
+        [7, 7, 7],
+        [8, 8, 8],
+      ]);
+      assert.deepEqual(T.permute(T.zeros([2, 3, 4], { backend }), [2, 0, 1]).shape, [4, 2, 3]);
+      assert.deepEqual(T.unsqueeze(x, 0).shape, [1, 2, 3]);
+      assert.deepEqual(T.squeeze(T.unsqueeze(x, 2), 2).shape, [2, 3]);
+      assert.throws(() => x.reshape([4, 2]), /cannot view/);
+      assert.throws(() => x.narrow(1, 2, 2), /outside axis/);
+      assert.throws(() => T.permute(x, [0, 0]), /repeat/);
+    });
+
+    it('a reshape of a non-contiguous view copies and still back-propagates', () => {
+      const x = T.randn([3, 4], { backend, seed: 1, requiresGrad: true });
+      const y = x.transpose().reshape([12]);
+      T.sum(
+        T.mul(
+          y,
+          T.tensor(
+            Array.from({ length: 12 }, (_, i) => i),
+            [12],
+            { backend },
+          ),
+        ),
+      ).backward();
+      // d/dx[i][j] = index of (j, i) in the transposed flattening = j·3 + i
+      const want: number[] = [];
+      for (let i = 0; i < 3; i++) for (let j = 0; j < 4; j++) want.push(j * 3 + i);
+      assert.deepEqual(x.grad!.toArray(), want);
+    });
+
+    it('autograd: accumulation across uses and calls, noGrad, detach, freed graph', () => {
+      const x = t([1, 2, 3]).requireGrad();
+      const y = T.sum(T.add(T.mul(x, x), x)); // Σ x² + x  → 2x + 1
+      y.backward();
+      assert.deepEqual(x.grad!.toArray(), [3, 5, 7]);
+      T.sum(x).backward(); // accumulates
+      assert.deepEqual(x.grad!.toArray(), [4, 6, 8]);
+      assert.throws(() => y.backward(), /already freed/);
+      const z = T.noGrad(() => T.mul(x, 2));
+      assert.equal(z.requiresGrad, false);
+      assert.equal(z.node, null);
+      const d = x.detach();
+      assert.equal(d.requiresGrad, false);
+      assert.equal(d.data, x.data);
+      assert.throws(() => T.sum(d).backward(), /does not require grad/);
+      assert.throws(() => T.mul(x, 2).backward(), /explicit gradient/);
+      const w = t([1, 2]).requireGrad();
+      const out = T.mul(w, 3);
+      out.backward(t([1, 1]), { retainGraph: true });
+      out.backward(t([1, 1]));
+      assert.deepEqual(w.grad!.toArray(), [6, 6]);
+    });
+
+    it('a leaf gradient never aliases another buffer', () => {
+      const a = t([1, 2]).requireGrad();
+      const b = t([3, 4]).requireGrad();
+      T.sum(T.add(a, b)).backward();
+      assert.notEqual(a.grad!.data, b.grad!.data);
+      a.grad!.data[0] = 100;
+      assert.equal(b.grad!.toArray()[0], 1);
+    });
+
+    it('dispose releases storage and later use fails clearly', () => {
+      const x = t([1, 2, 3]);
+      const v = x.narrow(0, 0, 2);
+      x.dispose();
+      assert.throws(() => v.f32(), /disposed/);
+    });
+
+    it('mixing backends or dtypes fails with a clear message', () => {
+      assert.throws(() => T.add(t([1]), T.intTensor([1], undefined, { backend })), /float32/);
+      assert.throws(() => T.matmul(t([1, 2]), t([1, 2])), /≥ 2 dims/);
+      assert.throws(() => T.matmul(t([[1, 2]]), t([[1, 2]])), /inner dims/);
+    });
+  });
+}
+
+describe('backend registry', () => {
+  it('names unknown and unavailable backends clearly', () => {
+    assert.throws(() => T.loadBackend('cuda'), /unknown backend 'cuda' \(known: ts, native, wasm\)/);
+    if (!T.availableBackends().includes('wasm')) assert.throws(() => T.loadBackend('wasm'), /not available in this build/);
+    assert.ok(T.availableBackends().includes('ts'));
+  });
+});
