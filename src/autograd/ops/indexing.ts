@@ -102,3 +102,16 @@ export function argsort(xIn: Tensor, descending = false): Tensor {
   x.backend.argsort(x.f32(), out.i32(), x.size / Math.max(N, 1), N, descending);
   return out;
 }
+
+/** A float mask [..., n] with 1 at idx [..., k] and 0 elsewhere (no gradient). */
+export function maskFromIndices(idxIn: Tensor, n: number): Tensor {
+  needInt(idxIn, 'mask_from_indices');
+  const idx = contiguous(idxIn);
+  const K = idx.shape[idx.ndim - 1]!;
+  const R = idx.size / Math.max(K, 1);
+  const out = empty(idx.backend, [...idx.shape.slice(0, -1), n]);
+  const ones = empty(idx.backend, idx.shape);
+  idx.backend.fill(ones.f32(), ones.size, 1);
+  idx.backend.scatterAddLast(ones.f32(), idx.i32(), out.f32(), R, n, K);
+  return out;
+}

@@ -96,3 +96,16 @@ export function squeeze(x: Tensor, axis: number): Tensor {
   shape.splice(a, 1);
   return reshape(x, shape);
 }
+
+/** Copy src into dst[..., start:start+len, ...] along `axis`, in place. Not differentiable (caches, buffers). */
+export function writeSlice(dst: Tensor, src: Tensor, axis: number, start: number): void {
+  const a = normAxis(axis, dst.ndim);
+  if (src.ndim !== dst.ndim || src.shape.some((d, i) => i !== a && d !== dst.shape[i]) || start + src.shape[a]! > dst.shape[a]!) {
+    throw new Error(`writeSlice: ${fmtShape(src.shape)} does not fit into ${fmtShape(dst.shape)} at ${start} along axis ${axis}`);
+  }
+  dst.backend.copy(
+    strided(src),
+    { buf: dst.data as Float32Array, offset: dst.offset + start * dst.strides[a]!, strides: dst.strides },
+    src.shape,
+  );
+}

@@ -1,0 +1,30 @@
+// Atomic file writes: write a temp file beside the target, fsync it, rename over the target, fsync the directory.
+// A crash leaves either the old file or the new one, never a torn one.
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+
+export function writeFileAtomic(path: string, chunks: readonly Uint8Array[] | Uint8Array | string): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  const list = typeof chunks === 'string' ? [Buffer.from(chunks, 'utf8')] : chunks instanceof Uint8Array ? [chunks] : chunks;
+  const fd = openSync(tmp, 'w');
+  try {
+    for (const c of list) {
+      let off = 0;
+      while (off < c.length) off += writeSync(fd, c, off, c.length - off);
+    }
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  try {
+    const dfd = openSync(dirname(path), 'r');
+    fsyncSync(dfd);
+    closeSync(dfd);
+  } catch {
+    // some filesystems do not allow fsync on a directory; the rename is still atomic
+  }
+}

@@ -1,0 +1,247 @@
+// safetensors reader and writer (spec §7.1). The header is validated against the file size (offsets in range,
+// non-overlapping, byte length = numel × dtype size); tensors are read lazily, one at a time, so a checkpoint
+// larger than memory can be opened and inspected. F32, BF16 and F16 are widened to float32 on read.
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
+import { writeFileAtomic } from './atomic.js';
+
+export type StDType = 'F32' | 'BF16' | 'F16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
+const DTYPE_BYTES: Record<string, number> = {
+  F64: 8,
+  I64: 8,
+  F32: 4,
+  I32: 4,
+  BF16: 2,
+  F16: 2,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+};
+
+export interface TensorInfo {
+  name: string;
+  dtype: StDType;
+  shape: number[];
+  /** Absolute byte offsets in the file. */
+  begin: number;
+  end: number;
+  file: string;
+}
+
+export class CheckpointError extends Error {}
+
+const MAX_HEADER = 100 * 1024 * 1024;
+
+/** One .safetensors file: header parsed and validated at open, data read on demand. */
+export class SafetensorsFile {
+  readonly tensors = new Map<string, TensorInfo>();
+  readonly metadata: Record<string, string> = {};
+  private fd: number | null;
+
+  constructor(readonly path: string) {
+    if (!existsSync(path)) throw new CheckpointError(`${path}: no such file`);
+    this.fd = openSync(path, 'r');
+    try {
+      this.parseHeader();
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  private parseHeader(): void {
+    const size = fstatSync(this.fd!).size;
+    const bad = (msg: string): never => {
+      throw new CheckpointError(`${this.path}: ${msg}`);
+    };
+    if (size < 8) bad(`file is ${size} bytes, too short for a safetensors header`);
+    const lenBuf = Buffer.alloc(8);
+    readSync(this.fd!, lenBuf, 0, 8, 0);
+    const n = Number(lenBuf.readBigUInt64LE(0));
+    if (n < 2 || n > MAX_HEADER || 8 + n > size)
+      bad(`header length ${n} does not fit in a ${size}-byte file (truncated or not safetensors)`);
+    const hb = Buffer.alloc(n);
+    readSync(this.fd!, hb, 0, n, 8);
+    let header: Record<string, unknown>;
+    try {
+      header = JSON.parse(hb.toString('utf8')) as Record<string, unknown>;
+    } catch {
+      return bad('header is not valid JSON (corrupt or not safetensors)');
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) bad('header is not a JSON object');
+    const dataStart = 8 + n;
+    const dataLen = size - dataStart;
+    const spans: [number, number, string][] = [];
+    for (const [name, v] of Object.entries(header)) {
+      if (name === '__metadata__') {
+        if (v && typeof v === 'object') Object.assign(this.metadata, v);
+        continue;
+      }
+      const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+      if (typeof e?.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) bad(`tensor '${name}': unknown dtype ${JSON.stringify(e?.dtype)}`);
+      const dtype = e.dtype as StDType;
+      if (!Array.isArray(e.shape) || e.shape.some((d) => !Number.isInteger(d) || d < 0)) bad(`tensor '${name}': invalid shape`);
+      const shape = e.shape as number[];
+      const off = e.data_offsets;
+      if (!Array.isArray(off) || off.length !== 2 || !off.every((x) => Number.isInteger(x) && x >= 0) || off[0] > off[1]) {
+        bad(`tensor '${name}': invalid data_offsets`);
+      }
+      const [b, en] = off as [number, number];
+      const want = shape.reduce((p, d) => p * d, 1) * DTYPE_BYTES[dtype]!;
+      if (en - b !== want) bad(`tensor '${name}': ${en - b} bytes of data for shape [${shape}] ${dtype} (needs ${want})`);
+      if (en > dataLen) bad(`tensor '${name}': data ends at byte ${en} but the file has only ${dataLen} data bytes (truncated?)`);
+      spans.push([b, en, name]);
+      this.tensors.set(name, { name, dtype, shape, begin: dataStart + b, end: dataStart + en, file: this.path });
+    }
+    spans.sort((p, q) => p[0] - q[0]);
+    for (let i = 1; i < spans.length; i++) {
+      if (spans[i]![0] < spans[i - 1]![1]) bad(`tensors '${spans[i - 1]![2]}' and '${spans[i]![2]}' overlap`);
+    }
+  }
+
+  /** Read one tensor as float32 (F32, BF16 and F16 are supported). */
+  read(name: string): Float32Array {
+    const info = this.tensors.get(name);
+    if (!info) throw new CheckpointError(`${this.path}: no tensor '${name}'`);
+    if (this.fd === null) this.fd = openSync(this.path, 'r');
+    const bytes = Buffer.alloc(info.end - info.begin);
+    let got = 0;
+    while (got < bytes.length) {
+      const r = readSync(this.fd, bytes, got, bytes.length - got, info.begin + got);
+      if (r === 0) throw new CheckpointError(`${this.path}: unexpected end of file reading '${name}'`);
+      got += r;
+    }
+    const n = bytes.length / DTYPE_BYTES[info.dtype]!;
+    // copy into aligned typed arrays (Buffer pool memory may be unaligned)
+    switch (info.dtype) {
+      case 'F32':
+        return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+      case 'BF16':
+        return bf16ToF32(new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)), new Float32Array(n));
+      case 'F16':
+        return f16ToF32(new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)), new Float32Array(n));
+      default:
+        throw new CheckpointError(`${this.path}: tensor '${name}' has dtype ${info.dtype}; only F32, BF16 and F16 can be loaded`);
+    }
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+/** A set of safetensors files addressed by tensor name: one file, or shards listed by an index.json weight_map. */
+export class Checkpoint {
+  readonly tensors = new Map<string, TensorInfo>();
+  private files = new Map<string, SafetensorsFile>();
+
+  private constructor() {}
+
+  /**
+   * Open a file, a `model.safetensors.index.json`, or a directory (which must hold an index.json,
+   * `model.safetensors`, or exactly one `*.safetensors` file).
+   */
+  static open(path: string): Checkpoint {
+    if (!existsSync(path)) throw new CheckpointError(`${path}: no such file or directory`);
+    const ck = new Checkpoint();
+    if (path.endsWith('.json')) {
+      ck.openIndex(path);
+      return ck;
+    }
+    if (path.endsWith('.safetensors')) {
+      ck.add(path);
+      return ck;
+    }
+    const index = join(path, 'model.safetensors.index.json');
+    if (existsSync(index)) ck.openIndex(index);
+    else if (existsSync(join(path, 'model.safetensors'))) ck.add(join(path, 'model.safetensors'));
+    else {
+      const all = readdirSync(path).filter((f) => f.endsWith('.safetensors'));
+      if (all.length !== 1) {
+        throw new CheckpointError(
+          `${path}: expected model.safetensors, model.safetensors.index.json or one *.safetensors file (found ${all.length})`,
+        );
+      }
+      ck.add(join(path, all[0]!));
+    }
+    return ck;
+  }
+
+  private openIndex(indexPath: string): void {
+    let idx: { weight_map?: Record<string, string> };
+    try {
+      idx = JSON.parse(readFileSync(indexPath, 'utf8')) as typeof idx;
+    } catch {
+      throw new CheckpointError(`${indexPath}: not valid JSON`);
+    }
+    if (!idx.weight_map || typeof idx.weight_map !== 'object') throw new CheckpointError(`${indexPath}: no "weight_map"`);
+    const dir = dirname(indexPath);
+    for (const shard of new Set(Object.values(idx.weight_map))) this.add(join(dir, shard), false);
+    for (const [name, shard] of Object.entries(idx.weight_map)) {
+      const info = this.files.get(join(dir, shard))!.tensors.get(name);
+      if (!info) throw new CheckpointError(`${indexPath}: weight_map puts '${name}' in ${shard}, which does not hold it`);
+      this.tensors.set(name, info);
+    }
+  }
+
+  private add(file: string, registerAll = true): void {
+    const f = new SafetensorsFile(file);
+    this.files.set(file, f);
+    if (!registerAll) return;
+    for (const [name, info] of f.tensors) {
+      if (this.tensors.has(name)) throw new CheckpointError(`tensor '${name}' appears in two files (${basename(file)})`);
+      this.tensors.set(name, info);
+    }
+  }
+
+  read(name: string): Float32Array {
+    const info = this.tensors.get(name);
+    if (!info) throw new CheckpointError(`checkpoint has no tensor '${name}'`);
+    return this.files.get(info.file)!.read(name);
+  }
+
+  close(): void {
+    for (const f of this.files.values()) f.close();
+  }
+}
+
+export interface TensorToWrite {
+  name: string;
+  shape: readonly number[];
+  data: Float32Array;
+}
+
+/** Write tensors (sorted by name, header padded to 8 bytes) atomically, stored as F32, BF16 or F16. */
+export function writeSafetensors(
+  path: string,
+  tensors: readonly TensorToWrite[],
+  dtype: 'F32' | 'BF16' | 'F16' = 'F32',
+  metadata: Record<string, string> = { format: 'pt' },
+): void {
+  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  const chunks: Uint8Array[] = [];
+  let off = 0;
+  for (const t of sorted) {
+    const numel = t.shape.reduce((p, d) => p * d, 1);
+    if (numel !== t.data.length) throw new Error(`writeSafetensors: '${t.name}' has ${t.data.length} values for shape [${t.shape}]`);
+    const bytes =
+      dtype === 'F32'
+        ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
+        : new Uint8Array((dtype === 'BF16' ? f32ToBf16(t.data) : f32ToF16(t.data)).buffer);
+    header[t.name] = { dtype, shape: [...t.shape], data_offsets: [off, off + bytes.length] };
+    chunks.push(bytes);
+    off += bytes.length;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const hb = Buffer.from(json, 'utf8');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(hb.length));
+  writeFileAtomic(path, [len, hb, ...chunks]);
+}

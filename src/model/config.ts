@@ -1,0 +1,280 @@
+// DeepseekV2Config: the Hugging Face config.json fields (spec §7.3), validated on construction, plus presets.
+// One extension: `attention_type` selects MLA (the default, what the checkpoints use) or a plain MHA/GQA/MQA
+// baseline for the paper's Fig. 3 comparison; GQA/MQA read `num_key_value_heads`.
+
+export interface RopeScaling {
+  type: 'yarn';
+  factor: number;
+  original_max_position_embeddings: number;
+  beta_fast: number;
+  beta_slow: number;
+  mscale: number;
+  mscale_all_dim: number;
+}
+
+export type AttentionType = 'mla' | 'mha' | 'gqa' | 'mqa';
+
+export interface DeepseekV2Config {
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  moe_intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  q_lora_rank: number | null;
+  kv_lora_rank: number;
+  qk_nope_head_dim: number;
+  qk_rope_head_dim: number;
+  v_head_dim: number;
+  n_routed_experts: number | null;
+  n_shared_experts: number | null;
+  num_experts_per_tok: number | null;
+  topk_method: 'greedy' | 'group_limited_greedy';
+  n_group: number;
+  topk_group: number;
+  scoring_func: 'softmax';
+  norm_topk_prob: boolean;
+  routed_scaling_factor: number;
+  first_k_dense_replace: number;
+  moe_layer_freq: number;
+  aux_loss_alpha: number;
+  seq_aux: boolean;
+  hidden_act: 'silu';
+  rms_norm_eps: number;
+  rope_theta: number;
+  rope_scaling: RopeScaling | null;
+  max_position_embeddings: number;
+  tie_word_embeddings: boolean;
+  initializer_range: number;
+  bos_token_id: number | null;
+  eos_token_id: number | null;
+  attention_type: AttentionType;
+}
+
+/** Fields of real config.json files that this implementation reads but that do not change the math. */
+const PASSIVE_FIELDS = new Set([
+  'architectures',
+  'auto_map',
+  'model_type',
+  'attention_bias',
+  'attention_dropout',
+  'ep_size',
+  'pretraining_tp',
+  'torch_dtype',
+  'transformers_version',
+  'use_cache',
+  'pad_token_id',
+  '_name_or_path',
+]);
+
+const DEFAULTS: DeepseekV2Config = {
+  vocab_size: 102400,
+  hidden_size: 4096,
+  intermediate_size: 11008,
+  moe_intermediate_size: 1407,
+  num_hidden_layers: 30,
+  num_attention_heads: 32,
+  num_key_value_heads: 32,
+  q_lora_rank: 1536,
+  kv_lora_rank: 512,
+  qk_nope_head_dim: 128,
+  qk_rope_head_dim: 64,
+  v_head_dim: 128,
+  n_routed_experts: null,
+  n_shared_experts: null,
+  num_experts_per_tok: null,
+  topk_method: 'greedy',
+  n_group: 1,
+  topk_group: 1,
+  scoring_func: 'softmax',
+  norm_topk_prob: false,
+  routed_scaling_factor: 1.0,
+  first_k_dense_replace: 0,
+  moe_layer_freq: 1,
+  aux_loss_alpha: 0.001,
+  seq_aux: true,
+  hidden_act: 'silu',
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  rope_scaling: null,
+  max_position_embeddings: 2048,
+  tie_word_embeddings: false,
+  initializer_range: 0.02,
+  bos_token_id: 100000,
+  eos_token_id: 100001,
+  attention_type: 'mla',
+};
+
+export class ConfigError extends Error {}
+
+type Json = Record<string, unknown>;
+
+function fail(msg: string): never {
+  throw new ConfigError(`config: ${msg}`);
+}
+
+function int(j: Json, key: keyof DeepseekV2Config, min: number, nullable = false): number | null {
+  const v = j[key];
+  if (v === null && nullable) return null;
+  if (typeof v !== 'number' || !Number.isInteger(v))
+    fail(`'${key}' must be an integer${nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`);
+  if (v < min) fail(`'${key}' must be ≥ ${min}, got ${v}`);
+  return v;
+}
+
+function num(j: Json, key: string, positive = false): number {
+  const v = j[key];
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`'${key}' must be a number, got ${JSON.stringify(v)}`);
+  if (positive && v <= 0) fail(`'${key}' must be > 0, got ${v}`);
+  return v;
+}
+
+function bool(j: Json, key: string): boolean {
+  const v = j[key];
+  if (typeof v !== 'boolean') fail(`'${key}' must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function oneOf<T extends string>(j: Json, key: string, allowed: readonly T[]): T {
+  const v = j[key];
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    fail(`unknown ${key} ${JSON.stringify(v)} (expected one of: ${allowed.join(', ')})`);
+  }
+  return v as T;
+}
+
+function parseRopeScaling(v: unknown): RopeScaling | null {
+  if (v === null || v === undefined) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) fail(`'rope_scaling' must be an object or null`);
+  const r = v as Json;
+  const type = r['type'] ?? r['rope_type'];
+  if (type !== 'yarn') fail(`rope_scaling type ${JSON.stringify(type)} is not supported (DeepSeek-V2 uses "yarn")`);
+  const known = new Set([
+    'type',
+    'rope_type',
+    'factor',
+    'original_max_position_embeddings',
+    'beta_fast',
+    'beta_slow',
+    'mscale',
+    'mscale_all_dim',
+  ]);
+  for (const k of Object.keys(r)) if (!known.has(k)) fail(`unknown rope_scaling field '${k}'`);
+  const get = (k: string, d: number): number => (r[k] === undefined ? d : num(r, k));
+  const out: RopeScaling = {
+    type: 'yarn',
+    factor: get('factor', 1),
+    original_max_position_embeddings: get('original_max_position_embeddings', 4096),
+    beta_fast: get('beta_fast', 32),
+    beta_slow: get('beta_slow', 1),
+    mscale: get('mscale', 1),
+    mscale_all_dim: get('mscale_all_dim', 0),
+  };
+  if (out.factor <= 0) fail(`rope_scaling.factor must be > 0, got ${out.factor}`);
+  if (!Number.isInteger(out.original_max_position_embeddings) || out.original_max_position_embeddings < 1) {
+    fail(`rope_scaling.original_max_position_embeddings must be a positive integer`);
+  }
+  return out;
+}
+
+/** Validate a config.json object (HF field names) and fill HF defaults for absent fields. */
+export function parseConfig(json: unknown): DeepseekV2Config {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail('expected a JSON object');
+  const src = json as Json;
+  for (const k of Object.keys(src)) {
+    if (!(k in DEFAULTS) && !PASSIVE_FIELDS.has(k)) fail(`unknown field '${k}'`);
+  }
+  if (src['model_type'] !== undefined && src['model_type'] !== 'deepseek_v2') {
+    fail(`model_type ${JSON.stringify(src['model_type'])} is not "deepseek_v2"`);
+  }
+  const j: Json = { ...DEFAULTS, ...src };
+  // DeepSeek's own configs write q_lora_rank 0 for "no query compression" (spec §2.1)
+  if (j['q_lora_rank'] === 0) j['q_lora_rank'] = null;
+  const c: DeepseekV2Config = {
+    vocab_size: int(j, 'vocab_size', 1)!,
+    hidden_size: int(j, 'hidden_size', 1)!,
+    intermediate_size: int(j, 'intermediate_size', 1)!,
+    moe_intermediate_size: int(j, 'moe_intermediate_size', 1)!,
+    num_hidden_layers: int(j, 'num_hidden_layers', 1)!,
+    num_attention_heads: int(j, 'num_attention_heads', 1)!,
+    num_key_value_heads: int(j, 'num_key_value_heads', 1)!,
+    q_lora_rank: int(j, 'q_lora_rank', 1, true),
+    kv_lora_rank: int(j, 'kv_lora_rank', 1)!,
+    qk_nope_head_dim: int(j, 'qk_nope_head_dim', 0)!,
+    qk_rope_head_dim: int(j, 'qk_rope_head_dim', 0)!,
+    v_head_dim: int(j, 'v_head_dim', 1)!,
+    n_routed_experts: int(j, 'n_routed_experts', 1, true),
+    n_shared_experts: int(j, 'n_shared_experts', 0, true),
+    num_experts_per_tok: int(j, 'num_experts_per_tok', 1, true),
+    topk_method: oneOf(j, 'topk_method', ['greedy', 'group_limited_greedy'] as const),
+    n_group: int(j, 'n_group', 1)!,
+    topk_group: int(j, 'topk_group', 1)!,
+    scoring_func: oneOf(j, 'scoring_func', ['softmax'] as const),
+    norm_topk_prob: bool(j, 'norm_topk_prob'),
+    routed_scaling_factor: num(j, 'routed_scaling_factor', true),
+    first_k_dense_replace: int(j, 'first_k_dense_replace', 0)!,
+    moe_layer_freq: int(j, 'moe_layer_freq', 1)!,
+    aux_loss_alpha: num(j, 'aux_loss_alpha'),
+    seq_aux: bool(j, 'seq_aux'),
+    hidden_act: oneOf(j, 'hidden_act', ['silu'] as const),
+    rms_norm_eps: num(j, 'rms_norm_eps', true),
+    rope_theta: num(j, 'rope_theta', true),
+    rope_scaling: parseRopeScaling(j['rope_scaling']),
+    max_position_embeddings: int(j, 'max_position_embeddings', 1)!,
+    tie_word_embeddings: bool(j, 'tie_word_embeddings'),
+    initializer_range: num(j, 'initializer_range', true),
+    bos_token_id: int(j, 'bos_token_id', 0, true),
+    eos_token_id: int(j, 'eos_token_id', 0, true),
+    attention_type: oneOf(j, 'attention_type', ['mla', 'mha', 'gqa', 'mqa'] as const),
+  };
+  if (c.tie_word_embeddings) fail(`tie_word_embeddings must be false: DeepSeek-V2 has a separate lm_head (spec §10.14)`);
+  if (c.qk_rope_head_dim % 2 !== 0) fail(`qk_rope_head_dim must be even (RoPE rotates pairs), got ${c.qk_rope_head_dim}`);
+  if (c.qk_nope_head_dim + c.qk_rope_head_dim < 1) fail('qk_nope_head_dim + qk_rope_head_dim must be ≥ 1');
+  if (c.n_routed_experts !== null) {
+    if (c.num_experts_per_tok === null) fail(`'num_experts_per_tok' is required when n_routed_experts is set`);
+    if (c.num_experts_per_tok > c.n_routed_experts) {
+      fail(`num_experts_per_tok (${c.num_experts_per_tok}) exceeds n_routed_experts (${c.n_routed_experts})`);
+    }
+    if (c.n_routed_experts % c.n_group !== 0) fail(`n_routed_experts (${c.n_routed_experts}) is not divisible by n_group (${c.n_group})`);
+    if (c.topk_group > c.n_group) fail(`topk_group (${c.topk_group}) exceeds n_group (${c.n_group})`);
+    if (c.topk_method === 'group_limited_greedy' && c.topk_group * (c.n_routed_experts / c.n_group) < c.num_experts_per_tok) {
+      fail(
+        `topk_group (${c.topk_group}) groups of ${c.n_routed_experts / c.n_group} experts cannot supply num_experts_per_tok (${c.num_experts_per_tok})`,
+      );
+    }
+  }
+  if (c.attention_type === 'gqa' && c.num_attention_heads % c.num_key_value_heads !== 0) {
+    fail(`num_attention_heads (${c.num_attention_heads}) is not divisible by num_key_value_heads (${c.num_key_value_heads})`);
+  }
+  if (c.attention_type !== 'mla' && c.qk_nope_head_dim + c.qk_rope_head_dim !== c.v_head_dim) {
+    // the baselines use one head dim for q, k and v (as the paper's MHA/GQA/MQA models do)
+    fail(`attention_type ${c.attention_type} needs qk_nope_head_dim + qk_rope_head_dim == v_head_dim`);
+  }
+  return c;
+}
+
+/** Layer i uses DeepSeekMoE (spec §1). */
+export function isMoeLayer(c: DeepseekV2Config, i: number): boolean {
+  return c.n_routed_experts !== null && i >= c.first_k_dense_replace && i % c.moe_layer_freq === 0;
+}
+
+/** KV heads of the attention variant (MLA: 1 shared latent "head"; MHA: all; MQA: 1). */
+export function kvHeads(c: DeepseekV2Config): number {
+  switch (c.attention_type) {
+    case 'mha':
+    case 'mla':
+      return c.num_attention_heads;
+    case 'gqa':
+      return c.num_key_value_heads;
+    case 'mqa':
+      return 1;
+  }
+}
+
+/** config.json form of a config (HF names; the extension field only when it differs from MLA). */
+export function configToJson(c: DeepseekV2Config): Json {
+  const out: Json = { architectures: ['DeepseekV2ForCausalLM'], model_type: 'deepseek_v2', ...c };
+  if (c.attention_type === 'mla') delete out['attention_type'];
+  return out;
+}
