@@ -1,5 +1,6 @@
 // The tensor inventory of DeepseekV2ForCausalLM (spec §7.2): HF names and shapes built from the config, the
 // parameter counts of spec §8, KV-cache sizes, and the check that names every missing, unexpected or mis-shaped tensor.
+import { fmtShape } from '../tensor/shape.js';
 import { isMoeLayer, type DeepseekV2Config } from './config.js';
 
 export interface TensorSpec {
@@ -122,8 +123,8 @@ export function inventoryProblems(c: DeepseekV2Config, have: ReadonlyMap<string,
   const want = new Map(expectedTensors(c).map((t) => [t.name, t.shape]));
   for (const [name, shape] of want) {
     const h = have.get(name);
-    if (!h) problems.push(`missing tensor '${name}' [${shape}]`);
-    else if (h.shape.join() !== shape.join()) problems.push(`tensor '${name}' has shape [${h.shape}], expected [${shape}]`);
+    if (!h) problems.push(`missing tensor '${name}' ${fmtShape(shape)}`);
+    else if (h.shape.join() !== shape.join()) problems.push(`tensor '${name}' has shape ${fmtShape(h.shape)}, expected ${fmtShape(shape)}`);
   }
   for (const name of have.keys()) if (!want.has(name)) problems.push(`unexpected tensor '${name}'`);
   return problems;
