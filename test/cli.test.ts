@@ -12,7 +12,8 @@ describe('dsv2 cli', () => {
   it('--help lists the commands that exist', () => {
     const r = dsv2('--help');
     assert.equal(r.code, 0);
-    for (const c of ['start', 'backends', 'version']) assert.match(r.out, new RegExp(`^  ${c} `, 'm'));
+    for (const c of ['start', 'inspect', 'logits', 'generate', 'step', 'backends', 'version'])
+      assert.match(r.out, new RegExp(`^  ${c} `, 'm'));
   });
 
   it('an unknown command or flag is one line on stderr and exit 2, no stack trace', () => {

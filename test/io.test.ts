@@ -29,7 +29,14 @@ describe('safetensors', () => {
     const b = new Float32Array([0.5, 0.25]);
     for (const dtype of ['F32', 'BF16', 'F16'] as const) {
       const p = join(dir, `${dtype}.safetensors`);
-      writeSafetensors(p, [{ name: 'z', shape: [2, 2], data: a }, { name: 'a', shape: [2], data: b }], dtype);
+      writeSafetensors(
+        p,
+        [
+          { name: 'z', shape: [2, 2], data: a },
+          { name: 'a', shape: [2], data: b },
+        ],
+        dtype,
+      );
       const f = new SafetensorsFile(p);
       assert.deepEqual([...f.tensors.keys()], ['a', 'z']);
       assert.equal(f.tensors.get('a')!.dtype, dtype);
@@ -39,17 +46,27 @@ describe('safetensors', () => {
       assert.equal((8 + n) % 8, 0);
       f.close();
     }
-    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp')), [], 'no temp files left behind');
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('.tmp')),
+      [],
+      'no temp files left behind',
+    );
   });
 
   it('rejects truncated, corrupt and inconsistent files with a message naming the problem', () => {
     const ok = { w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } };
     const bad: [string, RegExp][] = [
       [rawFile(ok, new Uint8Array(4)), /data ends at byte 8 but the file has only 4/],
-      [rawFile({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8)), /8 bytes of data for shape \[3\] F32 \(needs 12\)/],
+      [
+        rawFile({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8)),
+        /8 bytes of data for shape \[3\] F32 \(needs 12\)/,
+      ],
       [rawFile({ w: { dtype: 'Q4', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(8)), /unknown dtype "Q4"/],
       [
-        rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, new Uint8Array(12)),
+        rawFile(
+          { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } },
+          new Uint8Array(12),
+        ),
         /overlap/,
       ],
     ];

@@ -55,8 +55,16 @@ describe('spec §11 acceptance checks (backend-independent)', () => {
     assert.deepEqual(yarnRange(lite.rope_scaling!, 64, 10000), { low: 10, high: 23 });
     const inv = ropeInvFreq(lite);
     const table: [number, number][] = [
-      [0, 1.0], [1, 7.498942093e-1], [10, 5.623413252e-2], [11, 3.900692657e-2], [15, 8.334508951e-3],
-      [16, 5.5e-3], [20, 7.90569415e-4], [22, 1.77827941e-4], [23, 3.33380358e-5], [31, 3.33380358e-6],
+      [0, 1.0],
+      [1, 7.498942093e-1],
+      [10, 5.623413252e-2],
+      [11, 3.900692657e-2],
+      [15, 8.334508951e-3],
+      [16, 5.5e-3],
+      [20, 7.90569415e-4],
+      [22, 1.77827941e-4],
+      [23, 3.33380358e-5],
+      [31, 3.33380358e-6],
     ];
     for (const [k, v] of table) assert.ok(Math.abs(inv[k]! - v) <= 1e-7 * v + 1e-15, `inv_freq[${k}] = ${inv[k]} vs ${v}`);
     assert.ok(Math.abs(softmaxScale(lite) - 0.1147213868) < 1e-9);
@@ -121,7 +129,12 @@ describe('spec §11 acceptance checks (backend-independent)', () => {
       assert.throws(() => parseConfig(json), re, JSON.stringify(patch));
     }
     // accepted spellings: q_lora_rank 0 means none; rope_type instead of type; integer rope_theta
-    const ok = parseConfig({ ...tiny, q_lora_rank: 0, rope_theta: 10000, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 16 } });
+    const ok = parseConfig({
+      ...tiny,
+      q_lora_rank: 0,
+      rope_theta: 10000,
+      rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 16 },
+    });
     assert.equal(ok.q_lora_rank, null);
     assert.equal(ok.rope_scaling!.type, 'yarn');
   });
@@ -135,8 +148,20 @@ for (const backend of testBackends()) {
 
     it('§11.2 absorbed MLA equals naive MLA (H 3, d_nope 8, d_rope 4, d_v 6, d_c 10, d 16, T 5), with and without q_lora', () => {
       for (const q_lora_rank of [null, 12]) {
-        const m = mk({ hidden_size: 16, num_attention_heads: 3, num_key_value_heads: 3, qk_nope_head_dim: 8, qk_rope_head_dim: 4, v_head_dim: 6, kv_lora_rank: 10, q_lora_rank });
-        const x = ids([[3, 9, 27, 1, 40], [5, 5, 8, 13, 2]]);
+        const m = mk({
+          hidden_size: 16,
+          num_attention_heads: 3,
+          num_key_value_heads: 3,
+          qk_nope_head_dim: 8,
+          qk_rope_head_dim: 4,
+          v_head_dim: 6,
+          kv_lora_rank: 10,
+          q_lora_rank,
+        });
+        const x = ids([
+          [3, 9, 27, 1, 40],
+          [5, 5, 8, 13, 2],
+        ]);
         const naive = T.noGrad(() => m.forward(x, { cache: m.newCache(2, 5) }).logits.toArray());
         const absorbed = T.noGrad(() => m.forward(x, { cache: m.newCache(2, 5), absorb: true }).logits.toArray());
         const plain = T.noGrad(() => m.forward(x).logits.toArray());
@@ -148,8 +173,10 @@ for (const backend of testBackends()) {
     for (const attention_type of ['mla', 'mha', 'gqa', 'mqa'] as const) {
       it(`${attention_type}: decoding with the cache equals recomputing the whole sequence`, () => {
         const patch: Record<string, unknown> = { attention_type };
-        if (attention_type !== 'mla') Object.assign(patch, { qk_nope_head_dim: 4, qk_rope_head_dim: 4, v_head_dim: 8, num_attention_heads: 4, num_key_value_heads: 2 });
-        if (attention_type === 'mla') patch['rope_scaling'] = { type: 'yarn', factor: 4, original_max_position_embeddings: 4, mscale: 0.707, mscale_all_dim: 0.707 };
+        if (attention_type !== 'mla')
+          Object.assign(patch, { qk_nope_head_dim: 4, qk_rope_head_dim: 4, v_head_dim: 8, num_attention_heads: 4, num_key_value_heads: 2 });
+        if (attention_type === 'mla')
+          patch['rope_scaling'] = { type: 'yarn', factor: 4, original_max_position_embeddings: 4, mscale: 0.707, mscale_all_dim: 0.707 };
         const m = mk(patch, 7);
         const seq = [[4, 8, 15, 16, 23, 42, 7, 9]];
         const full = T.noGrad(() => m.forward(ids(seq)).logits);
@@ -157,7 +184,8 @@ for (const backend of testBackends()) {
         const steps: number[] = [];
         T.noGrad(() => {
           steps.push(...m.forward(ids([seq[0]!.slice(0, 3)]), { cache }).logits.toArray());
-          for (let t = 3; t < 8; t++) steps.push(...m.forward(ids([[seq[0]![t]!]]), { cache, absorb: attention_type === 'mla' }).logits.toArray());
+          for (let t = 3; t < 8; t++)
+            steps.push(...m.forward(ids([[seq[0]![t]!]]), { cache, absorb: attention_type === 'mla' }).logits.toArray());
         });
         assertClose(steps, full.toArray(), 1e-5, 1e-5, 'cached decode vs recompute');
         assert.equal(cache.bytesUsed(), 4 * cache.width * m.config.num_hidden_layers * 8);
@@ -167,7 +195,15 @@ for (const backend of testBackends()) {
     it('the MLA cache holds exactly (kv_lora_rank + qk_rope_head_dim) floats per token per layer', () => {
       const m = mk();
       const cache = m.newCache(2, 6);
-      T.noGrad(() => m.forward(ids([[1, 2, 3], [4, 5, 6]]), { cache }));
+      T.noGrad(() =>
+        m.forward(
+          ids([
+            [1, 2, 3],
+            [4, 5, 6],
+          ]),
+          { cache },
+        ),
+      );
       assert.equal(cache.width, 16 + 4);
       assert.equal(cache.bytesUsed(), 4 * 20 * 2 * 3 * 2);
     });
@@ -176,7 +212,14 @@ for (const backend of testBackends()) {
       // logits = x·Wᵀ with x = 1 and W diagonal-free: expert i gets logit z[i]
       const z = [3.0, 2.8, 2.9, 0.1, 0.2, 0.3, 0.4, 0.5];
       const w = new Params();
-      w.set('g.gate.weight', T.tensor(z.map((v) => [v]), [8, 1], { backend }));
+      w.set(
+        'g.gate.weight',
+        T.tensor(
+          z.map((v) => [v]),
+          [8, 1],
+          { backend },
+        ),
+      );
       const x = T.ones([1, 1], { backend });
       const base = { n_routed_experts: 8, num_experts_per_tok: 2, routed_scaling_factor: 2.5, hidden_size: 1 };
       const greedy = route(preset('tiny', { ...base, topk_method: 'greedy', n_group: 1, topk_group: 1 }), w, 'g', 1, x);
@@ -193,18 +236,35 @@ for (const backend of testBackends()) {
       const c = preset('tiny', { n_routed_experts: 4, num_experts_per_tok: 1, n_group: 2, topk_group: 1 });
       const coef = { alpha1: 1, alpha2: 1, alpha3: 1 };
       // uniform: every expert chosen once across T = 4 tokens, all scores 1/4
-      const uniform = { layer: 1, scores: T.full([4, 4], 0.25, { backend }), indices: T.intTensor([[0], [1], [2], [3]], undefined, { backend }), weights: T.zeros([4, 1], { backend }) };
+      const uniform = {
+        layer: 1,
+        scores: T.full([4, 4], 0.25, { backend }),
+        indices: T.intTensor([[0], [1], [2], [3]], undefined, { backend }),
+        weights: T.zeros([4, 1], { backend }),
+      };
       const u = balanceLosses(c, uniform, 1, 4, coef);
       assertClose([u.L_exp.item(), u.L_dev.item(), u.L_comm.item()], [1, 1, 1], 1e-6, 1e-6);
       // collapsed on expert 0 with P_0 → 1
-      const collapsed = { ...uniform, scores: T.tensor(Array.from({ length: 4 }, () => [1, 0, 0, 0]), undefined, { backend }), indices: T.intTensor([[0], [0], [0], [0]], undefined, { backend }) };
+      const collapsed = {
+        ...uniform,
+        scores: T.tensor(
+          Array.from({ length: 4 }, () => [1, 0, 0, 0]),
+          undefined,
+          { backend },
+        ),
+        indices: T.intTensor([[0], [0], [0], [0]], undefined, { backend }),
+      };
       assertClose([balanceLosses(c, collapsed, 1, 4, coef).L_exp.item()], [4 / 1], 1e-6, 1e-6);
       // gradient check with the selection held fixed: differentiate through the scores only
       const idx = T.intTensor([[1], [0], [3], [1], [2], [0]], undefined, { backend });
       const logits = T.randn([6, 4], { backend, seed: 9, requiresGrad: true });
       const r = T.gradcheck(
         (l) => {
-          const b = balanceLosses(c, { layer: 1, scores: T.softmax(l!), indices: idx, weights: T.zeros([6, 1], { backend }) }, 2, 3, { alpha1: 0.3, alpha2: 0.5, alpha3: 0.2 });
+          const b = balanceLosses(c, { layer: 1, scores: T.softmax(l!), indices: idx, weights: T.zeros([6, 1], { backend }) }, 2, 3, {
+            alpha1: 0.3,
+            alpha2: 0.5,
+            alpha3: 0.2,
+          });
           return T.add(T.add(b.L_exp, b.L_dev), b.L_comm);
         },
         [logits],
@@ -216,7 +276,10 @@ for (const backend of testBackends()) {
       const run = (): number[] => {
         const m = mk({}, 3);
         const opt = new T.AdamW(m.parameters(), { lr: 1e-2, maxGradNorm: 1 });
-        const x = ids([[1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1]]);
+        const x = ids([
+          [1, 2, 3, 4, 5, 6, 7, 8],
+          [8, 7, 6, 5, 4, 3, 2, 1],
+        ]);
         const losses: number[] = [];
         for (let s = 0; s < 5; s++) {
           opt.zeroGrad();

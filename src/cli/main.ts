@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { availableBackends, defaultBackend } from '../backend/registry.js';
 import { UsageError } from './args.js';
+import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js';
 import { runStart } from './commands/start.js';
 
 interface Command {
@@ -11,6 +12,10 @@ interface Command {
 
 const commands: Record<string, Command> = {
   start: { summary: 'the main job (npm start): what it runs today and what it will run once training lands', run: runStart },
+  inspect: { summary: 'inspect (<model-dir> | --preset NAME): parameter counts and KV-cache sizes as JSON', run: runInspect },
+  logits: { summary: 'logits --model DIR --input ids.json --output out.json', run: runLogits },
+  generate: { summary: 'generate --model DIR --input ids.json --max-new-tokens N --greedy --output out.json', run: runGenerate },
+  step: { summary: 'step --model DIR --batch batch.json --output DIR: one verification training step', run: runStep },
   backends: {
     summary: 'list the compute backends available on this machine and the default one',
     run: () => {

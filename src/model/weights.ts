@@ -100,7 +100,8 @@ export function paramCounts(c: DeepseekV2Config): ParamCounts {
 
 /**
  * KV-cache elements per token summed over layers (spec §4.1, §8.3): MLA caches the latent and the rope key;
- * the baselines cache K and V with head dim d_h = qk_nope_head_dim (the paper's Table 1 convention).
+ * the baselines cache K and V with head dim d_h = qk_nope_head_dim (the paper's Table 1 convention); GQA uses
+ * min(groups, heads) KV groups.
  */
 export function kvCacheElementsPerToken(
   c: DeepseekV2Config,

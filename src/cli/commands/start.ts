@@ -13,7 +13,8 @@ const PLAN = `The main job of deepseek-v2-ts, once training lands (issue "Train 
   2. train the 'small' DeepSeek-V2 preset (MLA + DeepSeekMoE: 32 routed experts, top-4, 4 device groups, 2 shared)
      for a few minutes with a live view of loss, tokens/s and expert load;
   3. print samples in Melville's manner and the paths of the checkpoint and the HTML report.
-Today the tensor engine and autograd are in place; the model and trainer are not yet.`;
+Today the tensor engine, autograd and the DeepSeek-V2 model (golden-exact, HF checkpoints in and out) are in place;
+the tokenizer, data pipeline and trainer are not yet.`;
 
 export function runStart(argv: string[]): number {
   const { flags } = parseFlags(argv, { steps: { type: 'int', help: 'demo training steps' } });
