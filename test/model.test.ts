@@ -296,6 +296,43 @@ for (const backend of testBackends()) {
       assert.deepEqual(run(), a);
     });
 
+    it('a left-padded batch (positions from the mask, padded keys masked) equals single-sequence results (§2.4)', () => {
+      const m = mk(
+        { rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 4, mscale: 0.707, mscale_all_dim: 0.707 } },
+        5,
+      );
+      const a = [7, 3, 9, 12, 5];
+      const b = [4, 8, 2];
+      const pad = 2;
+      const ninf = -Infinity;
+      // row 1 is left-padded by 2: its real tokens sit at positions 0..2 and never see the pad keys
+      const mask = T.tensor(
+        [0, 1].map((r) => Array.from({ length: 5 }, () => Array.from({ length: 5 }, (_, j) => (r === 1 && j < pad ? ninf : 0)))),
+        undefined,
+        { backend },
+      );
+      const out = T.noGrad(
+        () =>
+          m.forward(ids([a, [0, 0, ...b]]), {
+            positions: [
+              [0, 1, 2, 3, 4],
+              [0, 0, 0, 1, 2],
+            ],
+            mask,
+          }).logits,
+      );
+      const single = T.noGrad(() => m.forward(ids([b])).logits.toArray());
+      const V = 64;
+      assertClose(out.toArray().slice((5 + pad) * V), single, 1e-5, 1e-5, 'padded row');
+      assertClose(
+        out.toArray().slice(0, 5 * V),
+        T.noGrad(() => m.forward(ids([a])).logits.toArray()),
+        1e-5,
+        1e-5,
+        'unpadded row',
+      );
+    });
+
     it('forward rejects bad input clearly', () => {
       const m = mk();
       assert.throws(() => m.forward(T.tensor([[1, 2]], undefined, { backend })), /int32 \[batch, seq\]/);
