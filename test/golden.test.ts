@@ -103,6 +103,19 @@ for (const backend of testBackends()) {
         return { model, o };
       };
 
+      /** AdamW with the golden case's settings (clip, then a decoupled-decay step). */
+      const goldenAdamW = (model: ReturnType<typeof loadModel>): T.AdamW => {
+        const a = c.adamw;
+        return new T.AdamW(model.parameters(), {
+          lr: a.lr,
+          beta1: a.beta1,
+          beta2: a.beta2,
+          eps: a.eps,
+          weightDecay: a.weight_decay,
+          maxGradNorm: a.max_grad_norm,
+        });
+      };
+
       it('cross-entropy, token losses and the three balance losses with their statistics', () => {
         const { o } = run();
         within([o.lossCe.item()], [c.loss_ce], 1e-5, 1e-5, 'loss_ce');
@@ -152,14 +165,7 @@ for (const backend of testBackends()) {
         for (const [name, p] of model.params.map) p.grad = T.tensor(g.read(name), p.shape, { backend });
         g.close();
         const a = c.adamw;
-        const opt = new T.AdamW(model.parameters(), {
-          lr: a.lr,
-          beta1: a.beta1,
-          beta2: a.beta2,
-          eps: a.eps,
-          weightDecay: a.weight_decay,
-          maxGradNorm: a.max_grad_norm,
-        });
+        const opt = goldenAdamW(model);
         within([opt.step()], [a.grad_norm_preclip], 0, 1e-5, 'grad_norm_preclip');
         const want = Checkpoint.open(`${dir}/params_after_step.safetensors`);
         for (const [name, p] of model.params.map) within(p.toArray(), Array.from(want.read(name)), 1e-6, 1e-6, name);
@@ -170,14 +176,7 @@ for (const backend of testBackends()) {
         const { model, o } = run();
         o.lossTotal.backward();
         const a = c.adamw;
-        const opt = new T.AdamW(model.parameters(), {
-          lr: a.lr,
-          beta1: a.beta1,
-          beta2: a.beta2,
-          eps: a.eps,
-          weightDecay: a.weight_decay,
-          maxGradNorm: a.max_grad_norm,
-        });
+        const opt = goldenAdamW(model);
         opt.step();
         const gold = Checkpoint.open(`${dir}/grads.safetensors`);
         const want = Checkpoint.open(`${dir}/params_after_step.safetensors`);

@@ -2,24 +2,28 @@
 import type { BinaryOp, F32, I32, ReduceOp, Strided, UnaryOp } from '../backend.js';
 import { forEachRow } from './strided.js';
 
+/** Visit every element pair of two strided operands: the innermost dim as a tight loop. */
+function pairRows(
+  src: Strided,
+  dst: Strided,
+  shape: readonly number[],
+  row: (a: F32, ia: number, sa: number, b: F32, ib: number, sb: number, n: number) => void,
+): void {
+  const nd = shape.length;
+  const n = nd ? shape[nd - 1]! : 1;
+  const sa = nd ? src.strides[nd - 1]! : 0;
+  const sb = nd ? dst.strides[nd - 1]! : 0;
+  forEachRow(shape, src.strides, src.offset, dst.strides, dst.offset, (ia, ib) => row(src.buf, ia, sa, dst.buf, ib, sb, n));
+}
+
 export function copy(src: Strided, dst: Strided, shape: readonly number[]): void {
-  const n = shape.length ? shape[shape.length - 1]! : 1;
-  const sa = shape.length ? src.strides[shape.length - 1]! : 0;
-  const sb = shape.length ? dst.strides[shape.length - 1]! : 0;
-  const a = src.buf;
-  const b = dst.buf;
-  forEachRow(shape, src.strides, src.offset, dst.strides, dst.offset, (ia, ib) => {
+  pairRows(src, dst, shape, (a, ia, sa, b, ib, sb, n) => {
     for (let i = 0; i < n; i++) b[ib + i * sb] = a[ia + i * sa]!;
   });
 }
 
 export function accumulate(src: Strided, dst: Strided, shape: readonly number[]): void {
-  const n = shape.length ? shape[shape.length - 1]! : 1;
-  const sa = shape.length ? src.strides[shape.length - 1]! : 0;
-  const sb = shape.length ? dst.strides[shape.length - 1]! : 0;
-  const a = src.buf;
-  const b = dst.buf;
-  forEachRow(shape, src.strides, src.offset, dst.strides, dst.offset, (ia, ib) => {
+  pairRows(src, dst, shape, (a, ia, sa, b, ib, sb, n) => {
     for (let i = 0; i < n; i++) b[ib + i * sb] += a[ia + i * sa]!;
   });
 }
