@@ -80,10 +80,16 @@ for (const backend of testBackends()) {
       }
     }
 
-    for (const mode of [{ absorb: true }, { absorb: false }, { noCache: true }]) {
-      it(`gen: greedy tokens and step logits (${JSON.stringify(mode)})`, () => {
+    const genRuns: [string, object][] = [
+      ['model.safetensors', { absorb: true }],
+      ['model.safetensors', { absorb: false }],
+      ['model.safetensors', { noCache: true }],
+      ['model.bf16.safetensors', { absorb: true }],
+    ];
+    for (const [file, mode] of genRuns) {
+      it(`gen (${file}): greedy tokens and step logits (${JSON.stringify(mode)})`, () => {
         const c = cases('gen');
-        const model = loadModel(`${GOLDEN}/gen`, { trainable: false, backend });
+        const model = loadModel(`${GOLDEN}/gen`, { weights: `${GOLDEN}/gen/${file}`, trainable: false, backend });
         const want = c.step_logits as number[][][];
         const ids = generateGreedy(model, c.prompt_ids, {
           maxNewTokens: c.new_tokens,

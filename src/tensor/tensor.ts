@@ -79,7 +79,8 @@ export class Tensor {
 
   /** Values in row-major order as a plain array. */
   toArray(): number[] {
-    return Array.from(views.contiguous(this).dtype === 'i32' ? views.contiguous(this).i32() : views.contiguous(this).f32());
+    const c = views.contiguous(this);
+    return Array.from(c.dtype === 'i32' ? c.i32() : c.f32());
   }
 
   /** Values as nested arrays following the shape. */
