@@ -34,7 +34,12 @@ export function loadBackend(name: string): Backend {
 
 /** Names of the backends that load on this machine. */
 export function availableBackends(): BackendName[] {
-  return BACKEND_NAMES.filter((n) => loaded.has(n) || loaders[n]() !== null);
+  return BACKEND_NAMES.filter((n) => {
+    if (loaded.has(n)) return true;
+    const b = loaders[n]();
+    if (b) loaded.set(n, b);
+    return b !== null;
+  });
 }
 
 /** The default backend: the last one passed to useBackend, else DSV2_BACKEND, else native if it loads, else ts. */

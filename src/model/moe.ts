@@ -94,7 +94,7 @@ export function moe(c: DeepseekV2Config, w: Params, prefix: string, layer: numbe
   const [B, T, d] = x.shape as [number, number, number];
   const N = B * T;
   const xf = reshape(x, [N, d]);
-  const router = route(c, w, `${prefix}`, layer, xf);
+  const router = route(c, w, prefix, layer, xf);
   const K = c.num_experts_per_tok!;
   const { tokens, assignments, counts } = dispatchPlan(router.indices, c.n_routed_experts!);
   const xs = indexSelect(xf, tokens); // [N·K, d], grouped by expert

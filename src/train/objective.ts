@@ -1,5 +1,5 @@
 // The training objective: next-token cross-entropy plus Σ over MoE layers of the three balance losses.
-import { add, crossEntropy, reshape } from '../autograd/ops/index.js';
+import { add, crossEntropy, reshape, scale, sum } from '../autograd/ops/index.js';
 import type { DeepseekV2ForCausalLM } from '../model/model.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { balanceLosses, type BalanceCoefficients, type LayerBalance } from './losses.js';
@@ -22,8 +22,10 @@ export function objective(model: DeepseekV2ForCausalLM, ids: Tensor, labels: Ten
   const V = model.config.vocab_size;
   const flat = reshape(logits, [B * T, V]);
   const flatLabels = reshape(labels, [B * T]);
-  const lossCe = crossEntropy(flat, flatLabels);
-  const tokenCe = reshape(crossEntropy(flat, flatLabels, { reduction: 'none' }), [B, T]);
+  const rowCe = crossEntropy(flat, flatLabels, { reduction: 'none' }); // [B·T], 0 where ignored
+  const valid = flatLabels.toArray().filter((t) => t !== -100).length;
+  const lossCe = scale(sum(rowCe), 1 / Math.max(valid, 1)); // mean over valid targets
+  const tokenCe = reshape(rowCe, [B, T]);
   const balance = router.map((r) => balanceLosses(model.config, r, B, T, coef));
   let lossTotal = lossCe;
   for (const l of balance) lossTotal = add(add(add(lossTotal, l.L_exp), l.L_dev), l.L_comm);

@@ -16,6 +16,19 @@ import { readJson, required, tokenMatrix, writeJson } from '../io.js';
 const MODEL = { type: 'string', help: 'a Hugging Face model directory (config.json + safetensors)' } as const;
 const WEIGHTS = { type: 'string', help: 'a weights file or index.json to use instead of the directory’s' } as const;
 
+/** The flags every model command shares: --model (required), --weights, and the named required file flags. */
+function modelFlags<K extends string>(
+  flags: Record<string, unknown>,
+  files: readonly K[],
+): { dir: string; weights: string | undefined } & Record<K, string> {
+  const out = { dir: required(flags['model'] as string | undefined, 'model'), weights: flags['weights'] as string | undefined } as {
+    dir: string;
+    weights: string | undefined;
+  } & Record<K, string>;
+  for (const f of files) (out as Record<string, unknown>)[f] = required(flags[f] as string | undefined, f);
+  return out;
+}
+
 /** dsv2 inspect (<model-dir> | --preset NAME): parameter counts and KV-cache sizes (spec §8). */
 export function runInspect(argv: string[]): number {
   const { flags, positional } = parseFlags(argv, { preset: { type: 'string', help: 'a preset name' } });
@@ -55,10 +68,8 @@ export function runLogits(argv: string[]): number {
     input: { type: 'string', help: 'ids.json' },
     output: { type: 'string', help: 'out.json' },
   });
-  const dir = required(flags['model'] as string | undefined, 'model');
-  const input = required(flags['input'] as string | undefined, 'input');
-  const output = required(flags['output'] as string | undefined, 'output');
-  const model = loadModel(dir, { weights: flags['weights'] as string | undefined, trainable: false });
+  const { dir, weights, input, output } = modelFlags(flags, ['input', 'output'] as const);
+  const model = loadModel(dir, { weights, trainable: false });
   const j = readJson(input, 'input') as { input_ids?: unknown };
   const ids = tokenMatrix(j?.input_ids, 'input_ids', model.config.vocab_size, input);
   if (ids.some((r) => r.includes(-100))) throw new Error(`${input}: "input_ids" may not contain -100`);
@@ -78,13 +89,11 @@ export function runGenerate(argv: string[]): number {
     greedy: { type: 'bool', help: 'argmax decoding' },
     naive: { type: 'bool', help: 'decode without weight absorption' },
   });
-  const dir = required(flags['model'] as string | undefined, 'model');
-  const input = required(flags['input'] as string | undefined, 'input');
-  const output = required(flags['output'] as string | undefined, 'output');
+  const { dir, weights, input, output } = modelFlags(flags, ['input', 'output'] as const);
   const n = required(flags['max-new-tokens'] as number | undefined, 'max-new-tokens');
   if (n < 1) throw new UsageError(`--max-new-tokens must be ≥ 1, got ${n}`);
   if (!flags['greedy']) throw new UsageError('only --greedy decoding exists so far (the sampler arrives with the inference issue)');
-  const model = loadModel(dir, { weights: flags['weights'] as string | undefined, trainable: false });
+  const model = loadModel(dir, { weights, trainable: false });
   const j = readJson(input, 'input') as { input_ids?: unknown; prompt_ids?: unknown };
   const key = j?.input_ids !== undefined ? 'input_ids' : 'prompt_ids';
   const ids = tokenMatrix(j?.[key], key, model.config.vocab_size, input);
@@ -113,10 +122,8 @@ export function runStep(argv: string[]): number {
     batch: { type: 'string', help: 'batch.json' },
     output: { type: 'string', help: 'output directory' },
   });
-  const dir = required(flags['model'] as string | undefined, 'model');
-  const batchPath = required(flags['batch'] as string | undefined, 'batch');
-  const out = required(flags['output'] as string | undefined, 'output');
-  const model = loadModel(dir, { weights: flags['weights'] as string | undefined });
+  const { dir, weights, batch: batchPath, output: out } = modelFlags(flags, ['batch', 'output'] as const);
+  const model = loadModel(dir, { weights });
   const batch = readJson(batchPath, 'batch') as StepBatch;
   const V = model.config.vocab_size;
   const ids = tokenMatrix(batch?.input_ids, 'input_ids', V, batchPath);
