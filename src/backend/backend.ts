@@ -163,4 +163,12 @@ export interface Backend {
   attentionBackward(p: AttentionParams, out: F32, lse: F32, dout: F32, dq: F32, dk: F32, dv: F32): void;
   /** One decoupled-weight-decay Adam step, in place on param, m, v. */
   adamw(p: AdamWParams): void;
+  /** Σ x[i]² over n elements, accumulated in double (global gradient norm). */
+  sumsq(x: F32, n: number): number;
+
+  // ---- threads (backends that run kernels on several threads) ----------------------------------------------
+  /** Threads the kernels use. */
+  threads?(): number;
+  /** Set the thread count (DSV2_THREADS sets the start value; default: all cores). */
+  setThreads?(n: number): void;
 }

@@ -12,8 +12,7 @@ export function globalGradNorm(params: readonly Tensor[]): number {
   let ss = 0;
   for (const p of params) {
     if (!p.grad) continue;
-    const g = p.grad.f32();
-    for (let i = 0; i < g.length; i++) ss += g[i]! * g[i]!;
+    ss += p.backend.sumsq(p.grad.f32(), p.grad.size);
   }
   return Math.sqrt(ss);
 }

@@ -45,5 +45,10 @@ export function createTsBackend(): Backend {
     attention,
     attentionBackward,
     adamw,
+    sumsq: (x, n) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += x[i]! * x[i]!;
+      return s;
+    },
   };
 }

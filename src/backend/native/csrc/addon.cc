@@ -1,0 +1,460 @@
+// Node-API glue: unpacks typed arrays (their own memory, never copied) and numbers, checks that every operand is
+// long enough for the sizes given, runs the kernel and turns kernel errors into JavaScript exceptions.
+#include <node_api.h>
+
+#include <vector>
+
+#include "kernels.h"
+
+namespace dsv2 {
+
+static int g_threads = 0;
+
+int threads() {
+  if (g_threads == 0) {
+    const char* env = std::getenv("DSV2_THREADS");
+    const int n = env ? std::atoi(env) : 0;
+    g_threads = n > 0 ? n : omp_get_num_procs();
+  }
+  return g_threads;
+}
+
+void set_threads(int n) { g_threads = n > 0 ? n : omp_get_num_procs(); }
+
+float* scratch(int slot, size_t floats) {
+  struct Buf {
+    float* p = nullptr;
+    size_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf bufs[4];
+  Buf& b = bufs[slot];
+  if (b.n < floats) {
+    std::free(b.p);
+    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    b.p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!b.p) throw KernelError("out of memory for a packing buffer");
+    b.n = floats;
+  }
+  return b.p;
+}
+
+}  // namespace dsv2
+
+namespace {
+
+using namespace dsv2;
+
+struct Call {
+  napi_env env;
+  napi_value argv[16];
+  size_t argc = 16;
+  Call(napi_env e, napi_callback_info info) : env(e) { napi_get_cb_info(e, info, &argc, argv, nullptr, nullptr); }
+
+  void* typed(size_t i, napi_typedarray_type want, double need, const char* what) {
+    if (i >= argc) throw KernelError(std::string(what) + ": missing argument");
+    napi_typedarray_type type;
+    size_t length;
+    void* data;
+    bool is;
+    napi_is_typedarray(env, argv[i], &is);
+    if (!is) throw KernelError(std::string(what) + ": argument " + std::to_string(i) + " is not a typed array");
+    napi_get_typedarray_info(env, argv[i], &type, &length, &data, nullptr, nullptr);
+    const bool word = want == napi_float32_array && type == napi_int32_array && allow_int;
+    if (type != want && !word) throw KernelError(std::string(what) + ": argument " + std::to_string(i) + " has the wrong element type");
+    if ((double)length < need)
+      throw KernelError(std::string(what) + ": argument " + std::to_string(i) + " holds " + std::to_string(length) + " elements, needs " +
+                        std::to_string((i64)need));
+    return data;
+  }
+  bool allow_int = false;  // copy moves 4-byte words: int32 tensors go through the float path bit for bit
+  float* f32(size_t i, double need, const char* what) { return static_cast<float*>(typed(i, napi_float32_array, need, what)); }
+  int32_t* i32(size_t i, double need, const char* what) { return static_cast<int32_t*>(typed(i, napi_int32_array, need, what)); }
+  const double* f64(size_t i, double need, const char* what) { return static_cast<const double*>(typed(i, napi_float64_array, need, what)); }
+  bool is_null(size_t i) {
+    napi_valuetype t;
+    napi_typeof(env, argv[i], &t);
+    return t == napi_null || t == napi_undefined;
+  }
+  double num(size_t i) {
+    double d = 0;
+    napi_get_value_double(env, argv[i], &d);
+    return d;
+  }
+  i64 n(size_t i) { return (i64)num(i); }
+  bool flag(size_t i) {
+    bool b = false;
+    napi_get_value_bool(env, argv[i], &b);
+    return b;
+  }
+};
+
+template <class F>
+napi_value guarded(napi_env env, F body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    napi_throw_error(env, nullptr, e.what());
+  }
+  return nullptr;
+}
+
+napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+napi_value number(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+/** Elements a strided operand reaches: offset + Σ (shape_d − 1)·|stride_d| + 1. */
+double reach(i64 off, const i64* strides, const i64* shape, int nd) {
+  double r = (double)off;
+  for (int d = 0; d < nd; d++) {
+    if (shape[d] == 0) return 0;
+    r += (double)(shape[d] - 1) * (double)std::llabs(strides[d]);
+  }
+  return r + 1;
+}
+
+#define FN(name) napi_value name(napi_env env, napi_callback_info info)
+#define BODY(what, ...) \
+  return guarded(env, [&]() -> napi_value { \
+    Call c(env, info);                      \
+    const char* W = what;                   \
+    (void)W;                                \
+    __VA_ARGS__                             \
+  })
+
+FN(Threads) { return number(env, threads()); }
+FN(SetThreads) { BODY("setThreads", set_threads((int)c.n(0)); return undef(env);); }
+FN(Avx2) {
+  napi_value v;
+  napi_get_boolean(env, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), &v);
+  return v;
+}
+
+// copy(src, dst, meta): meta = [nd, accumulate, srcOff, dstOff, shape×nd, srcStrides×nd, dstStrides×nd]
+FN(Copy) {
+  BODY("copy", {
+    const double* m = c.f64(2, 4, W);
+    const int nd = (int)m[0];
+    if (nd > 16) throw KernelError("copy: more than 16 dimensions");
+    i64 v[48];
+    for (int i = 0; i < 3 * nd; i++) v[i] = (i64)m[4 + i];
+    const i64 *shape = v, *ss = v + nd, *ds = v + 2 * nd;
+    c.allow_int = m[1] == 0;
+    const float* src = c.f32(0, reach((i64)m[2], ss, shape, nd), W);
+    float* dst = c.f32(1, reach((i64)m[3], ds, shape, nd), W);
+    copy_strided(src, (i64)m[2], ss, dst, (i64)m[3], ds, shape, nd, m[1] != 0);
+    return undef(env);
+  });
+}
+
+FN(Fill) {
+  BODY("fill", {
+    const i64 n = c.n(1);
+    float* out = c.f32(0, n, W);
+    std::fill(out, out + n, (float)c.num(2));
+    return undef(env);
+  });
+}
+
+// binary(op, a, b, out, meta): meta = [nd, aOff, bOff, shape×nd, aStrides×nd, bStrides×nd]
+FN(Binary) {
+  BODY("binary", {
+    const double* m = c.f64(4, 3, W);
+    const int nd = (int)m[0];
+    if (nd > 16) throw KernelError("binary: more than 16 dimensions");
+    i64 v[48];
+    for (int i = 0; i < 3 * nd; i++) v[i] = (i64)m[3 + i];
+    const i64 *shape = v, *as = v + nd, *bs = v + 2 * nd;
+    double total = 1;
+    for (int d = 0; d < nd; d++) total *= (double)shape[d];
+    const float* a = c.f32(1, reach((i64)m[1], as, shape, nd), W);
+    const float* b = c.f32(2, reach((i64)m[2], bs, shape, nd), W);
+    float* out = c.f32(3, total, W);
+    binary((int)c.n(0), a, (i64)m[1], as, b, (i64)m[2], bs, out, shape, nd);
+    return undef(env);
+  });
+}
+
+FN(Unary) {
+  BODY("unary", {
+    const i64 n = c.n(3);
+    unary((int)c.n(0), c.f32(1, n, W), c.f32(2, n, W), n, (float)c.num(4));
+    return undef(env);
+  });
+}
+
+FN(UnaryBackward) {
+  BODY("unary backward", {
+    const i64 n = c.n(5);
+    unary_backward((int)c.n(0), c.f32(1, n, W), c.f32(2, n, W), c.f32(3, n, W), c.f32(4, n, W), n, (float)c.num(6));
+    return undef(env);
+  });
+}
+
+FN(Reduce) {
+  BODY("reduce", {
+    const i64 O = c.n(4), N = c.n(5), I = c.n(6);
+    int32_t* arg = c.is_null(3) ? nullptr : c.i32(3, O * I, W);
+    reduce(c.flag(0), c.f32(1, (double)O * N * I, W), c.f32(2, O * I, W), arg, O, N, I);
+    return undef(env);
+  });
+}
+
+FN(ReduceMaxBackward) {
+  BODY("reduce-max backward", {
+    const i64 O = c.n(3), N = c.n(4), I = c.n(5);
+    const int32_t* arg = c.i32(1, O * I, W);
+    for (i64 i = 0; i < O * I; i++)
+      if (arg[i] < 0 || arg[i] >= N) throw KernelError("reduce-max backward: arg-max index outside the axis");
+    reduce_max_backward(c.f32(0, O * I, W), arg, c.f32(2, (double)O * N * I, W), O, N, I);
+    return undef(env);
+  });
+}
+
+// gemm(a, b, c, meta): meta = [batch, M, N, K, aOff, aBS, aRS, aCS, bOff, bBS, bRS, bCS, cOff, cBS, alpha, beta]
+FN(Gemm) {
+  BODY("gemm", {
+    const double* m = c.f64(3, 16, W);
+    GemmArgs g{};
+    g.batch = (i64)m[0], g.M = (i64)m[1], g.N = (i64)m[2], g.K = (i64)m[3];
+    g.aOff = (i64)m[4], g.aBS = (i64)m[5], g.aRS = (i64)m[6], g.aCS = (i64)m[7];
+    g.bOff = (i64)m[8], g.bBS = (i64)m[9], g.bRS = (i64)m[10], g.bCS = (i64)m[11];
+    g.cOff = (i64)m[12], g.cBS = (i64)m[13], g.alpha = (float)m[14], g.beta = (float)m[15];
+    if (g.batch > 0 && g.M > 0 && g.N > 0) {
+      const i64 as[3] = {g.aBS, g.aRS, g.aCS}, ash[3] = {g.batch, g.M, g.K};
+      const i64 bs[3] = {g.bBS, g.bRS, g.bCS}, bsh[3] = {g.batch, g.K, g.N};
+      const i64 cs[3] = {g.cBS, g.N, 1}, csh[3] = {g.batch, g.M, g.N};
+      g.a = c.f32(0, g.K ? reach(g.aOff, as, ash, 3) : 0, W);
+      g.b = c.f32(1, g.K ? reach(g.bOff, bs, bsh, 3) : 0, W);
+      g.c = c.f32(2, reach(g.cOff, cs, csh, 3), W);
+      gemm(g);
+    }
+    return undef(env);
+  });
+}
+
+FN(RmsNorm) {
+  BODY("rmsnorm", {
+    const i64 R = c.n(4), D = c.n(5);
+    rmsnorm(c.f32(0, R * D, W), c.f32(1, D, W), c.f32(2, R * D, W), c.f32(3, R, W), R, D, (float)c.num(6));
+    return undef(env);
+  });
+}
+
+FN(RmsNormBackward) {
+  BODY("rmsnorm backward", {
+    const i64 R = c.n(6), D = c.n(7);
+    rmsnorm_backward(c.f32(0, R * D, W), c.f32(1, D, W), c.f32(2, R, W), c.f32(3, R * D, W), c.f32(4, R * D, W), c.f32(5, D, W), R, D);
+    return undef(env);
+  });
+}
+
+FN(Softmax) {
+  BODY("softmax", {
+    const i64 R = c.n(2), N = c.n(3);
+    softmax(c.f32(0, R * N, W), c.f32(1, R * N, W), R, N, c.flag(4));
+    return undef(env);
+  });
+}
+
+FN(SoftmaxBackward) {
+  BODY("softmax backward", {
+    const i64 R = c.n(3), N = c.n(4);
+    softmax_backward(c.f32(0, R * N, W), c.f32(1, R * N, W), c.f32(2, R * N, W), R, N, c.flag(5));
+    return undef(env);
+  });
+}
+
+FN(Swiglu) {
+  BODY("swiglu", {
+    const i64 n = c.n(3);
+    swiglu(c.f32(0, n, W), c.f32(1, n, W), c.f32(2, n, W), n);
+    return undef(env);
+  });
+}
+
+FN(SwigluBackward) {
+  BODY("swiglu backward", {
+    const i64 n = c.n(5);
+    swiglu_backward(c.f32(0, n, W), c.f32(1, n, W), c.f32(2, n, W), c.f32(3, n, W), c.f32(4, n, W), n);
+    return undef(env);
+  });
+}
+
+FN(CrossEntropy) {
+  BODY("cross-entropy", {
+    const i64 R = c.n(4), V = c.n(5);
+    cross_entropy(c.f32(0, R * V, W), c.i32(1, R, W), c.f32(2, R, W), c.f32(3, R, W), R, V, (int32_t)c.n(6));
+    return undef(env);
+  });
+}
+
+FN(CrossEntropyBackward) {
+  BODY("cross-entropy backward", {
+    const i64 R = c.n(5), V = c.n(6);
+    cross_entropy_backward(c.f32(0, R * V, W), c.i32(1, R, W), c.f32(2, R, W), c.f32(3, R, W), c.f32(4, R * V, W), R, V, (int32_t)c.n(7));
+    return undef(env);
+  });
+}
+
+FN(GatherRows) {
+  BODY("gather rows", {
+    const i64 M = c.n(3), N = c.n(4), D = c.n(5);
+    gather_rows(c.f32(0, N * D, W), c.i32(1, M, W), c.f32(2, M * D, W), M, N, D);
+    return undef(env);
+  });
+}
+
+FN(ScatterAddRows) {
+  BODY("scatter-add rows", {
+    const i64 M = c.n(3), N = c.n(4), D = c.n(5);
+    scatter_add_rows(c.f32(0, M * D, W), c.i32(1, M, W), c.f32(2, N * D, W), M, N, D);
+    return undef(env);
+  });
+}
+
+FN(GatherLast) {
+  BODY("gather", {
+    const i64 R = c.n(3), N = c.n(4), K = c.n(5);
+    gather_last(c.f32(0, R * N, W), c.i32(1, R * K, W), c.f32(2, R * K, W), R, N, K);
+    return undef(env);
+  });
+}
+
+FN(ScatterAddLast) {
+  BODY("scatter-add", {
+    const i64 R = c.n(3), N = c.n(4), K = c.n(5);
+    scatter_add_last(c.f32(0, R * K, W), c.i32(1, R * K, W), c.f32(2, R * N, W), R, N, K);
+    return undef(env);
+  });
+}
+
+FN(Topk) {
+  BODY("top-k", {
+    const i64 R = c.n(2), N = c.n(3), K = c.n(4);
+    topk(c.f32(0, R * N, W), c.i32(1, R * K, W), R, N, K);
+    return undef(env);
+  });
+}
+
+FN(Argsort) {
+  BODY("argsort", {
+    const i64 R = c.n(2), N = c.n(3);
+    argsort(c.f32(0, R * N, W), c.i32(1, R * N, W), R, N, c.flag(4));
+    return undef(env);
+  });
+}
+
+FN(Rope) {
+  BODY("rope", {
+    const i64 B = c.n(4), T = c.n(5), H = c.n(6), D = c.n(7), Bc = c.n(8);
+    if (D % 2) throw KernelError("rope: odd head dimension");
+    rope(c.f32(0, B * T * H * D, W), c.f32(1, Bc * T * D / 2, W), c.f32(2, Bc * T * D / 2, W), c.f32(3, B * T * H * D, W), B, T, H, D, Bc,
+         c.flag(9));
+    return undef(env);
+  });
+}
+
+// meta = [B, H, Hkv, T, S, Dk, Dv, scale, causal, maskBatch]
+AttentionArgs attention_args(Call& c, size_t metaAt, const char* W) {
+  const double* m = c.f64(metaAt, 10, W);
+  AttentionArgs p{};
+  p.B = (i64)m[0], p.H = (i64)m[1], p.Hkv = (i64)m[2], p.T = (i64)m[3], p.S = (i64)m[4], p.Dk = (i64)m[5], p.Dv = (i64)m[6];
+  p.scale = (float)m[7], p.causal = m[8] != 0, p.maskBatch = (i64)m[9];
+  if (p.Hkv <= 0 || p.H % p.Hkv) throw KernelError("attention: heads must be a multiple of KV heads");
+  if (p.causal && p.T > p.S) throw KernelError("attention: more queries than keys under a causal mask");
+  p.q = c.f32(0, (double)p.B * p.H * p.T * p.Dk, W);
+  p.k = c.f32(1, (double)p.B * p.Hkv * p.S * p.Dk, W);
+  p.v = c.f32(2, (double)p.B * p.Hkv * p.S * p.Dv, W);
+  p.mask = c.is_null(3) ? nullptr : c.f32(3, (double)p.maskBatch * p.T * p.S, W);
+  return p;
+}
+
+FN(Attention) {
+  BODY("attention", {
+    AttentionArgs p = attention_args(c, 6, W);
+    attention(p, c.f32(4, (double)p.B * p.H * p.T * p.Dv, W), c.f32(5, (double)p.B * p.H * p.T, W));
+    return undef(env);
+  });
+}
+
+FN(AttentionBackward) {
+  BODY("attention backward", {
+    AttentionArgs p = attention_args(c, 10, W);
+    const double qn = (double)p.B * p.H * p.T;
+    attention_backward(p, c.f32(4, qn * p.Dv, W), c.f32(5, qn, W), c.f32(6, qn * p.Dv, W), c.f32(7, qn * p.Dk, W),
+                       c.f32(8, (double)p.B * p.Hkv * p.S * p.Dk, W), c.f32(9, (double)p.B * p.Hkv * p.S * p.Dv, W));
+    return undef(env);
+  });
+}
+
+// adamw(param, grad, m, v, meta): meta = [n, lr, beta1, beta2, eps, weightDecay, step, gradScale]
+FN(AdamW) {
+  BODY("adamw", {
+    const double* m = c.f64(4, 8, W);
+    AdamWArgs a{};
+    a.n = (i64)m[0];
+    a.param = c.f32(0, a.n, W), a.grad = c.f32(1, a.n, W), a.m = c.f32(2, a.n, W), a.v = c.f32(3, a.n, W);
+    a.lr = m[1], a.beta1 = m[2], a.beta2 = m[3], a.eps = m[4], a.weightDecay = m[5], a.step = m[6], a.gradScale = m[7];
+    adamw(a);
+    return undef(env);
+  });
+}
+
+FN(SumSq) {
+  BODY("sumsq", {
+    const i64 n = c.n(1);
+    return number(env, sumsq(c.f32(0, n, W), n));
+  });
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+#define P(js, fn) {js, nullptr, fn, nullptr, nullptr, nullptr, napi_default, nullptr}
+      P("threads", Threads),
+      P("setThreads", SetThreads),
+      P("avx2", Avx2),
+      P("copy", Copy),
+      P("fill", Fill),
+      P("binary", Binary),
+      P("unary", Unary),
+      P("unaryBackward", UnaryBackward),
+      P("reduce", Reduce),
+      P("reduceMaxBackward", ReduceMaxBackward),
+      P("gemm", Gemm),
+      P("rmsnorm", RmsNorm),
+      P("rmsnormBackward", RmsNormBackward),
+      P("softmax", Softmax),
+      P("softmaxBackward", SoftmaxBackward),
+      P("swiglu", Swiglu),
+      P("swigluBackward", SwigluBackward),
+      P("crossEntropy", CrossEntropy),
+      P("crossEntropyBackward", CrossEntropyBackward),
+      P("gatherRows", GatherRows),
+      P("scatterAddRows", ScatterAddRows),
+      P("gatherLast", GatherLast),
+      P("scatterAddLast", ScatterAddLast),
+      P("topk", Topk),
+      P("argsort", Argsort),
+      P("rope", Rope),
+      P("attention", Attention),
+      P("attentionBackward", AttentionBackward),
+      P("adamw", AdamW),
+      P("sumsq", SumSq),
+#undef P
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

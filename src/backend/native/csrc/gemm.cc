@@ -1,0 +1,350 @@
+// Packed, cache-blocked SGEMM in the BLIS/GotoBLAS manner, plus a GEMV path for decode (M ≤ 4).
+//
+// Loop nest (BLIS): jc over NC columns → pc over KC of the K axis (pack B: KC×NC, lives in L3) → ic over MC rows
+// (pack A: MC×KC, lives in L2) → jr over NR-wide B micro-panels (one stays in L1) → ir over MR-high A micro-panels
+// → a 6×16 register-blocked micro-kernel (12 accumulators + 2 B vectors + 1 broadcast A = 15 of 16 ymm registers).
+// Packing reads any row/column stride, so transposed operands cost nothing extra. Threads split the (jr, ir)
+// micro-tile grid and pack the shared panels together.
+#include "kernels.h"
+
+namespace dsv2 {
+namespace {
+
+constexpr int MR = 6;
+constexpr int NR = 16;
+constexpr i64 KC = 256;  // B micro-panel KC·NR·4 = 16 KiB: half of L1d
+constexpr i64 MC = 144;  // packed A block MC·KC·4 = 144 KiB: under a third of L2
+constexpr i64 NC = 4080; // packed B block KC·NC·4 ≈ 4 MiB: an eighth of L3
+
+struct Gemm {
+  i64 M, N, K;
+  const float* a;
+  i64 ars, acs;
+  const float* b;
+  i64 brs, bcs;
+  float* c;
+  i64 ldc;
+  float alpha, beta;
+};
+
+// A block rows [i0, i0+mc) × cols [p0, p0+kc) → MR-row panels, k-major inside a panel, scaled by alpha,
+// zero-padded to whole panels.
+void pack_a_panel(const Gemm& g, i64 i0, i64 mc, i64 p0, i64 kc, i64 panel, float* dst) {
+  float* d = dst + panel * MR * kc;
+  const i64 r0 = panel * MR;
+  const int rows = (int)std::min<i64>(MR, mc - r0);
+  const float al = g.alpha;
+  if (g.acs == 1) {
+    for (int r = 0; r < MR; r++) {
+      if (r < rows) {
+        const float* s = g.a + (i0 + r0 + r) * g.ars + p0;
+        for (i64 k = 0; k < kc; k++) d[k * MR + r] = al * s[k];
+      } else {
+        for (i64 k = 0; k < kc; k++) d[k * MR + r] = 0.f;
+      }
+    }
+  } else {
+    for (i64 k = 0; k < kc; k++) {
+      const float* s = g.a + (p0 + k) * g.acs + (i0 + r0) * g.ars;
+      int r = 0;
+      for (; r < rows; r++) d[k * MR + r] = al * s[r * g.ars];
+      for (; r < MR; r++) d[k * MR + r] = 0.f;
+    }
+  }
+}
+
+// B block rows [p0, p0+kc) × cols [j0, j0+nc) → NR-column panels, k-major inside a panel, zero-padded.
+void pack_b_panel(const Gemm& g, i64 j0, i64 nc, i64 p0, i64 kc, i64 panel, float* dst) {
+  float* d = dst + panel * NR * kc;
+  const i64 c0 = j0 + panel * NR;
+  const int cols = (int)std::min<i64>(NR, nc - panel * NR);
+  if (g.bcs == 1) {
+    if (cols == NR) {
+      for (i64 k = 0; k < kc; k++) {
+        const float* s = g.b + (p0 + k) * g.brs + c0;
+        _mm_prefetch((const char*)(s + 2 * NR), _MM_HINT_T0);  // the same rows of the panel after next
+        _mm256_store_ps(d + k * NR, _mm256_loadu_ps(s));
+        _mm256_store_ps(d + k * NR + 8, _mm256_loadu_ps(s + 8));
+      }
+    } else {
+      for (i64 k = 0; k < kc; k++) {
+        const float* s = g.b + (p0 + k) * g.brs + c0;
+        int j = 0;
+        for (; j < cols; j++) d[k * NR + j] = s[j];
+        for (; j < NR; j++) d[k * NR + j] = 0.f;
+      }
+    }
+  } else if (g.brs == 1 && cols == NR) {
+    // B is a transposed row-major matrix (x·Wᵀ): each column is contiguous in k. Move 8×8 tiles through an
+    // in-register transpose so both the reads and the writes are whole vectors.
+    i64 k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      for (int jb = 0; jb < NR; jb += 8) {
+        const float* s = g.b + (c0 + jb) * g.bcs + p0 + k;
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + g.bcs), r2 = _mm256_loadu_ps(s + 2 * g.bcs), r3 = _mm256_loadu_ps(s + 3 * g.bcs);
+        __m256 r4 = _mm256_loadu_ps(s + 4 * g.bcs), r5 = _mm256_loadu_ps(s + 5 * g.bcs), r6 = _mm256_loadu_ps(s + 6 * g.bcs),
+               r7 = _mm256_loadu_ps(s + 7 * g.bcs);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+               u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44),
+               u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float* o = d + k * NR + jb;
+        _mm256_store_ps(o + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_store_ps(o + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_store_ps(o + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_store_ps(o + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_store_ps(o + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_store_ps(o + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_store_ps(o + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_store_ps(o + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+      }
+    }
+    for (; k < kc; k++)
+      for (int j = 0; j < NR; j++) d[k * NR + j] = g.b[(c0 + j) * g.bcs + p0 + k];
+  } else {
+    for (int j = 0; j < NR; j++) {
+      if (j < cols) {
+        const float* s = g.b + (c0 + j) * g.bcs + p0 * g.brs;
+        if (g.brs == 1) {
+          for (i64 k = 0; k < kc; k++) d[k * NR + j] = s[k];
+        } else {
+          for (i64 k = 0; k < kc; k++) d[k * NR + j] = s[k * g.brs];
+        }
+      } else {
+        for (i64 k = 0; k < kc; k++) d[k * NR + j] = 0.f;
+      }
+    }
+  }
+}
+
+inline void store_row(float* c, __m256 v0, __m256 v1, float beta) {
+  if (beta == 0.f) {
+    _mm256_storeu_ps(c, v0);
+    _mm256_storeu_ps(c + 8, v1);
+  } else if (beta == 1.f) {
+    _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), v0));
+    _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), v1));
+  } else {
+    const __m256 bb = _mm256_set1_ps(beta);
+    _mm256_storeu_ps(c, _mm256_fmadd_ps(bb, _mm256_loadu_ps(c), v0));
+    _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(bb, _mm256_loadu_ps(c + 8), v1));
+  }
+}
+
+// C[mr×nr] = beta·C + Ap·Bp over kc (Ap: kc×MR, Bp: kc×NR, both packed).
+void micro_6x16(i64 kc, const float* __restrict A, const float* __restrict B, float* C, i64 ldc, int mr, int nr, float beta) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+#define DSV2_STEP(k)                                           \
+  {                                                            \
+    const __m256 b0 = _mm256_load_ps(B + (k) * NR);            \
+    const __m256 b1 = _mm256_load_ps(B + (k) * NR + 8);        \
+    __m256 a = _mm256_broadcast_ss(A + (k) * MR + 0);          \
+    c00 = _mm256_fmadd_ps(a, b0, c00);                         \
+    c01 = _mm256_fmadd_ps(a, b1, c01);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 1);                 \
+    c10 = _mm256_fmadd_ps(a, b0, c10);                         \
+    c11 = _mm256_fmadd_ps(a, b1, c11);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 2);                 \
+    c20 = _mm256_fmadd_ps(a, b0, c20);                         \
+    c21 = _mm256_fmadd_ps(a, b1, c21);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 3);                 \
+    c30 = _mm256_fmadd_ps(a, b0, c30);                         \
+    c31 = _mm256_fmadd_ps(a, b1, c31);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 4);                 \
+    c40 = _mm256_fmadd_ps(a, b0, c40);                         \
+    c41 = _mm256_fmadd_ps(a, b1, c41);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 5);                 \
+    c50 = _mm256_fmadd_ps(a, b0, c50);                         \
+    c51 = _mm256_fmadd_ps(a, b1, c51);                         \
+  }
+  i64 k = 0;
+  for (; k + 4 <= kc; k += 4) {
+    _mm_prefetch((const char*)(B + (k + 8) * NR), _MM_HINT_T0);
+    DSV2_STEP(0) DSV2_STEP(1) DSV2_STEP(2) DSV2_STEP(3)
+    A += 4 * MR;
+    B += 4 * NR;
+  }
+  for (; k < kc; k++) {
+    DSV2_STEP(0)
+    A += MR;
+    B += NR;
+  }
+#undef DSV2_STEP
+  if (mr == MR && nr == NR) {
+    store_row(C + 0 * ldc, c00, c01, beta);
+    store_row(C + 1 * ldc, c10, c11, beta);
+    store_row(C + 2 * ldc, c20, c21, beta);
+    store_row(C + 3 * ldc, c30, c31, beta);
+    store_row(C + 4 * ldc, c40, c41, beta);
+    store_row(C + 5 * ldc, c50, c51, beta);
+    return;
+  }
+  alignas(32) float t[MR][NR];
+  _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01);
+  _mm256_store_ps(t[1], c10), _mm256_store_ps(t[1] + 8, c11);
+  _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21);
+  _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31);
+  _mm256_store_ps(t[4], c40), _mm256_store_ps(t[4] + 8, c41);
+  _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
+  for (int r = 0; r < mr; r++) {
+    float* cr = C + r * ldc;
+    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : beta * cr[j] + t[r][j];
+  }
+}
+
+void scale_c(const Gemm& g) {
+  for (i64 i = 0; i < g.M; i++) {
+    float* cr = g.c + i * g.ldc;
+    if (g.beta == 0.f) std::memset(cr, 0, sizeof(float) * g.N);
+    else if (g.beta != 1.f) for (i64 j = 0; j < g.N; j++) cr[j] *= g.beta;
+  }
+}
+
+void gemm_blocked(const Gemm& g, int nt) {
+  const i64 nc_max = std::min<i64>(NC, (g.N + NR - 1) / NR * NR);
+  const i64 kc_max = std::min<i64>(KC, g.K);
+  const i64 mc_max = std::min<i64>(MC, (g.M + MR - 1) / MR * MR);
+  // The team shares the packed blocks of the thread that called: slots 0 and 1 of its scratch.
+  float* Bp = scratch(0, (size_t)nc_max * kc_max);
+  float* Ap = scratch(1, (size_t)mc_max * kc_max);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  for (i64 jc = 0; jc < g.N; jc += NC) {
+    const i64 nc = std::min<i64>(NC, g.N - jc);
+    const i64 nbp = (nc + NR - 1) / NR;
+    for (i64 pc = 0; pc < g.K; pc += KC) {
+      const i64 kc = std::min<i64>(KC, g.K - pc);
+      const float beta = pc == 0 ? g.beta : 1.f;
+#pragma omp for schedule(static)
+      for (i64 jp = 0; jp < nbp; jp++) pack_b_panel(g, jc, nc, pc, kc, jp, Bp);
+      for (i64 ic = 0; ic < g.M; ic += MC) {
+        const i64 mc = std::min<i64>(MC, g.M - ic);
+        const i64 nap = (mc + MR - 1) / MR;
+#pragma omp for schedule(static)
+        for (i64 ip = 0; ip < nap; ip++) pack_a_panel(g, ic, mc, pc, kc, ip, Ap);
+#pragma omp for collapse(2) schedule(static)
+        for (i64 jp = 0; jp < nbp; jp++) {
+          for (i64 ip = 0; ip < nap; ip++) {
+            const int nr = (int)std::min<i64>(NR, nc - jp * NR);
+            const int mr = (int)std::min<i64>(MR, mc - ip * MR);
+            micro_6x16(kc, Ap + ip * MR * kc, Bp + jp * NR * kc, g.c + (ic + ip * MR) * g.ldc + jc + jp * NR, g.ldc, mr, nr, beta);
+          }
+        }
+      }
+    }
+  }
+}
+
+// M ≤ MC: one A block per k-block, packed by the team; then each thread walks its share of the NR-wide column
+// panels, packing each B micro-panel into its own L1-sized buffer just before the MR-high panels of A sweep it.
+// Nothing of B is written beyond L1, which matters when B is the big operand (64×1024 · 1024×4096).
+void gemm_small_m(const Gemm& g, int nt) {
+  const i64 kc_max = std::min<i64>(KC, g.K);
+  const i64 nap = (g.M + MR - 1) / MR;
+  float* Ap = scratch(1, (size_t)nap * MR * kc_max);
+  const i64 nbp = (g.N + NR - 1) / NR;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float* Bp = scratch(2, (size_t)NR * kc_max);
+    for (i64 pc = 0; pc < g.K; pc += KC) {
+      const i64 kc = std::min<i64>(KC, g.K - pc);
+      const float beta = pc == 0 ? g.beta : 1.f;
+#pragma omp for schedule(static)
+      for (i64 ip = 0; ip < nap; ip++) pack_a_panel(g, 0, g.M, pc, kc, ip, Ap);
+#pragma omp for schedule(static)
+      for (i64 jp = 0; jp < nbp; jp++) {
+        pack_b_panel(g, jp * NR, std::min<i64>(NR, g.N - jp * NR), pc, kc, 0, Bp);
+        const int nr = (int)std::min<i64>(NR, g.N - jp * NR);
+        for (i64 ip = 0; ip < nap; ip++) {
+          const int mr = (int)std::min<i64>(MR, g.M - ip * MR);
+          micro_6x16(kc, Ap + ip * MR * kc, Bp, g.c + ip * MR * g.ldc + jp * NR, g.ldc, mr, nr, beta);
+        }
+      }
+    }
+  }
+}
+
+// Decode GEMV, B read as columns (B(k, n) = b[n·bcs + k·brs] with brs == 1: x·Wᵀ for W [N,K] row-major):
+// every output is a dot product over contiguous memory. Four columns at a time share the loads of A.
+void gemv_dot(const Gemm& g, int nt) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+  for (i64 n0 = 0; n0 < g.N; n0 += 4) {
+    const int cols = (int)std::min<i64>(4, g.N - n0);
+    for (i64 i = 0; i < g.M; i++) {
+      const float* x = g.a + i * g.ars;
+      float out[4];
+      for (int q = 0; q < cols; q++) {
+        const float* w = g.b + (n0 + q) * g.bcs;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        i64 k = 0;
+        for (; k + 16 <= g.K; k += 16) {
+          s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), s0);
+          s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(w + k + 8), s1);
+        }
+        float s = hsum(_mm256_add_ps(s0, s1));
+        for (; k < g.K; k++) s += x[k] * w[k];
+        out[q] = g.alpha * s;
+      }
+      float* cr = g.c + i * g.ldc + n0;
+      for (int q = 0; q < cols; q++) cr[q] = g.beta == 0.f ? out[q] : g.beta * cr[q] + out[q];
+    }
+  }
+}
+
+// Decode GEMV, B read as rows (bcs == 1): C[i, :] += A[i, k] · B[k, :], threads split the columns.
+void gemv_axpy(const Gemm& g, int nt) {
+  scale_c(g);
+  const i64 chunk = std::max<i64>(64, ((g.N + nt - 1) / nt + 7) / 8 * 8);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+  for (i64 n0 = 0; n0 < g.N; n0 += chunk) {
+    const i64 n1 = std::min<i64>(g.N, n0 + chunk);
+    for (i64 i = 0; i < g.M; i++) {
+      float* cr = g.c + i * g.ldc;
+      for (i64 k = 0; k < g.K; k++) {
+        const float aik = g.alpha * g.a[i * g.ars + k * g.acs];
+        const __m256 av = _mm256_set1_ps(aik);
+        const float* br = g.b + k * g.brs;
+        i64 n = n0;
+        for (; n + 8 <= n1; n += 8) _mm256_storeu_ps(cr + n, _mm256_fmadd_ps(av, _mm256_loadu_ps(br + n), _mm256_loadu_ps(cr + n)));
+        for (; n < n1; n++) cr[n] += aik * br[n];
+      }
+    }
+  }
+}
+
+void gemm_one(const Gemm& g, int nt) {
+  if (g.M == 0 || g.N == 0) return;
+  if (g.K == 0 || g.alpha == 0.f) {
+    scale_c(g);
+    return;
+  }
+  if (g.M <= 4 && g.brs == 1 && g.acs == 1) return gemv_dot(g, nt);
+  if (g.M <= 4 && g.bcs == 1) return gemv_axpy(g, nt);
+  if (g.M <= MC) return gemm_small_m(g, nt);
+  gemm_blocked(g, nt);
+}
+
+}  // namespace
+
+void gemm(const GemmArgs& p) {
+  const double flops = 2.0 * p.M * p.N * p.K;
+  auto item = [&](i64 q) {
+    return Gemm{p.M, p.N, p.K, p.a + p.aOff + q * p.aBS, p.aRS, p.aCS, p.b + p.bOff + q * p.bBS, p.bRS, p.bCS,
+                p.c + p.cOff + q * p.cBS, p.N, p.alpha, p.beta};
+  };
+  const int nt = threads_for(flops * p.batch);
+  // Many small products: one per thread, each single-threaded. Not when every item adds into the same C.
+  if (p.batch >= nt && nt > 1 && p.cBS != 0 && flops < 4e7) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (i64 q = 0; q < p.batch; q++) gemm_one(item(q), 1);
+    return;
+  }
+  for (i64 q = 0; q < p.batch; q++) {
+    gemm_one(item(q), threads_for(flops));  // with cBS == 0 and beta 1 the items sum into one C
+  }
+}
+
+}  // namespace dsv2

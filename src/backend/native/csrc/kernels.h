@@ -1,0 +1,70 @@
+// The native kernel set: one C++ function per kernel of the backend interface (src/backend/backend.ts), with the
+// same semantics as the `ts` reference. Pointers are the typed arrays' own memory; nothing is copied.
+#pragma once
+#include "common.h"
+
+namespace dsv2 {
+
+struct GemmArgs {
+  i64 batch, M, N, K;
+  const float* a;
+  i64 aOff, aBS, aRS, aCS;
+  const float* b;
+  i64 bOff, bBS, bRS, bCS;
+  float* c;
+  i64 cOff, cBS;
+  float alpha, beta;
+};
+void gemm(const GemmArgs& p);
+
+// ---- layout and elementwise (elementwise.cc) ----
+/** dst = src (accumulate: dst += src) over `shape`; strides and offsets in elements. */
+void copy_strided(const float* src, i64 srcOff, const i64* srcStrides, float* dst, i64 dstOff, const i64* dstStrides, const i64* shape, int nd,
+                  bool accumulate);
+enum BinaryOp { ADD = 0, SUB = 1, MUL = 2, DIV = 3 };
+void binary(int op, const float* a, i64 aOff, const i64* aStrides, const float* b, i64 bOff, const i64* bStrides, float* out, const i64* shape, int nd);
+enum UnaryOp { NEG = 0, EXP, LOG, SQRT, RSQRT, SILU, SCALE, SQUARE, ABS };
+void unary(int op, const float* x, float* out, i64 n, float alpha);
+void unary_backward(int op, const float* x, const float* y, const float* dy, float* dx, i64 n, float alpha);
+void reduce(bool max, const float* x, float* out, int32_t* arg, i64 O, i64 N, i64 I);
+void reduce_max_backward(const float* dy, const int32_t* arg, float* dx, i64 O, i64 N, i64 I);
+
+// ---- fused (fused.cc) ----
+void rmsnorm(const float* x, const float* w, float* y, float* rstd, i64 R, i64 D, float eps);
+void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx, float* dw, i64 R, i64 D);
+void softmax(const float* x, float* y, i64 R, i64 N, bool log);
+void softmax_backward(const float* y, const float* dy, float* dx, i64 R, i64 N, bool log);
+void swiglu(const float* a, const float* b, float* out, i64 n);
+void swiglu_backward(const float* a, const float* b, const float* dy, float* da, float* db, i64 n);
+void cross_entropy(const float* logits, const int32_t* targets, float* loss, float* lse, i64 R, i64 V, int32_t ignore);
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* dloss, float* dlogits, i64 R, i64 V,
+                            int32_t ignore);
+void rope(const float* x, const float* cos, const float* sin, float* out, i64 B, i64 T, i64 H, i64 D, i64 Bc, bool inverse);
+struct AdamWArgs {
+  i64 n;
+  float *param, *grad, *m, *v;
+  double lr, beta1, beta2, eps, weightDecay, step, gradScale;
+};
+void adamw(const AdamWArgs& p);
+double sumsq(const float* x, i64 n);
+
+// ---- indexing (indexing.cc) ----
+void gather_rows(const float* src, const int32_t* idx, float* out, i64 M, i64 N, i64 D);
+void scatter_add_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D);
+void gather_last(const float* x, const int32_t* idx, float* out, i64 R, i64 N, i64 K);
+void scatter_add_last(const float* dy, const int32_t* idx, float* dx, i64 R, i64 N, i64 K);
+void topk(const float* x, int32_t* idx, i64 R, i64 N, i64 K);
+void argsort(const float* x, int32_t* idx, i64 R, i64 N, bool descending);
+
+// ---- attention (attention.cc) ----
+struct AttentionArgs {
+  i64 B, H, Hkv, T, S, Dk, Dv;
+  float scale;
+  bool causal;
+  const float *q, *k, *v, *mask;
+  i64 maskBatch;
+};
+void attention(const AttentionArgs& p, float* out, float* lse);
+void attention_backward(const AttentionArgs& p, const float* out, const float* lse, const float* dout, float* dq, float* dk, float* dv);
+
+}  // namespace dsv2
