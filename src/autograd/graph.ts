@@ -2,8 +2,8 @@
 // inputs and a backward function). backward() walks those nodes in reverse topological order, calls each
 // backward once with the summed upstream gradient, accumulates into the leaves' `.grad`, and frees each node
 // after use (unless retainGraph) so saved activations are released as soon as possible.
-import type { Tensor } from '../tensor/tensor.js';
-import { fmtShape, shapesEqual } from '../tensor/shape.js';
+import { empty, Tensor, type SliceGrad } from '../tensor/tensor.js';
+import { contiguousStrides, fmtShape, shapesEqual } from '../tensor/shape.js';
 import { contiguous } from './ops/views.js';
 import { addInto, cloneTensor, onesLike } from './ops/kernels.js';
 
@@ -27,7 +27,12 @@ export function noGrad<T>(fn: () => T): T {
  * Attach a backward function to `out` when grad mode is on and any input requires grad. The backward gets dL/dout
  * (contiguous, shape of out) and returns dL/dinput for each input, or null where an input needs none.
  */
-export function record(out: Tensor, op: string, inputs: readonly Tensor[], backward: (gy: Tensor) => readonly (Tensor | null)[]): Tensor {
+export function record(
+  out: Tensor,
+  op: string,
+  inputs: readonly Tensor[],
+  backward: (gy: Tensor) => readonly (Tensor | SliceGrad | null)[],
+): Tensor {
   if (gradDisabled > 0) return out;
   let any = false;
   for (const t of inputs) if (t.requiresGrad) any = true;
@@ -72,17 +77,21 @@ export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainG
   }
   noGrad(() => {
     const grads = new Map<Tensor, Tensor>([[root, seed]]);
+    // Gradient sums this walk allocated itself and has handed to no one: safe to add into in place. A sum
+    // leaves the set when it is passed to a backward (which may return it, or views of it, for other inputs).
+    const owned = new Set<Tensor>();
     const order = topoOrder(root);
     for (let n = order.length - 1; n >= 0; n--) {
       const t = order[n]!;
       const g = grads.get(t);
       if (!g) continue;
       grads.delete(t);
+      const mine = owned.delete(g);
       const node = t.node;
       if (!node) {
         // a leaf: accumulate into .grad, which this engine owns (a fresh copy the first time)
         if (t.grad) addInto(t.grad, g);
-        else t.grad = cloneTensor(g);
+        else t.grad = mine ? g : cloneTensor(g);
         continue;
       }
       if (!node.backward) {
@@ -93,17 +102,45 @@ export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainG
         const x = node.inputs[i]!;
         const gx = inputGrads[i];
         if (!gx || !x.requiresGrad) continue;
-        if (!shapesEqual(gx.shape, x.shape)) {
-          throw new Error(
-            `internal: '${node.op}' produced a gradient of shape ${fmtShape(gx.shape)} for an input of shape ${fmtShape(x.shape)}`,
-          );
-        }
         const prev = grads.get(x);
-        grads.set(x, prev ? addOutOfPlace(prev, gx) : gx);
+        if (gx instanceof Tensor) {
+          if (!shapesEqual(gx.shape, x.shape)) {
+            throw new Error(
+              `internal: '${node.op}' produced a gradient of shape ${fmtShape(gx.shape)} for an input of shape ${fmtShape(x.shape)}`,
+            );
+          }
+          if (!prev) grads.set(x, gx);
+          else if (owned.has(prev)) addInto(prev, gx);
+          else {
+            const sum = addOutOfPlace(prev, gx);
+            owned.add(sum);
+            grads.set(x, sum);
+          }
+        } else {
+          let acc = prev && owned.has(prev) ? prev : null;
+          if (!acc) {
+            acc = empty(x.backend, x.shape);
+            if (prev) addInto(acc, prev);
+            owned.add(acc);
+            grads.set(x, acc);
+          }
+          addSlice(acc, gx);
+        }
       }
       if (!opts.retainGraph) t.node = { op: node.op, inputs: [], backward: null };
     }
   });
+}
+
+/** acc[..., start:start+len, ...] += slice, along axis (acc is contiguous). */
+function addSlice(acc: Tensor, g: SliceGrad): void {
+  const st = contiguousStrides(acc.shape);
+  const src = contiguous(g.slice);
+  acc.backend.accumulate(
+    { buf: src.data as Float32Array, offset: src.offset, strides: src.strides },
+    { buf: acc.data as Float32Array, offset: g.start * st[g.axis]!, strides: st },
+    src.shape,
+  );
 }
 
 function addOutOfPlace(a: Tensor, b: Tensor): Tensor {

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { availableBackends, defaultBackend } from '../backend/registry.js';
 import { UsageError } from './args.js';
+import { runBench } from './commands/bench.js';
 import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js';
 import { runStart } from './commands/start.js';
 
@@ -16,6 +17,10 @@ const commands: Record<string, Command> = {
   logits: { summary: 'logits --model DIR --input ids.json --output out.json', run: runLogits },
   generate: { summary: 'generate --model DIR --input ids.json --max-new-tokens N --greedy --output out.json', run: runGenerate },
   step: { summary: 'step --model DIR --batch batch.json --output DIR: one verification training step', run: runStep },
+  bench: {
+    summary: 'bench [gemm|kernels|train|all] [--backend B] [--threads N] [--preset P] [--json]: speed, medians of ≥ 5 runs',
+    run: runBench,
+  },
   backends: {
     summary: 'list the compute backends available on this machine and the default one',
     run: () => {
@@ -43,7 +48,8 @@ export function helpText(): string {
     'Commands:',
     ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
-    'Environment: DSV2_BACKEND=ts|native|wasm selects the compute backend; DSV2_DEBUG=1 prints stack traces.',
+    'Environment: DSV2_BACKEND=ts|native|wasm selects the compute backend; DSV2_THREADS=N sets kernel threads;',
+    '             DSV2_DEBUG=1 prints stack traces.',
   ].join('\n');
 }
 

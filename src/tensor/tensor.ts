@@ -17,10 +17,21 @@ import { matmul } from '../autograd/ops/matmul.js';
 import { backward } from '../autograd/graph.js';
 
 /** How an op output was produced: its differentiable inputs and the function mapping dL/dy to dL/dinputs. */
+/**
+ * A gradient that is zero outside one slice of its input (the backward of narrow/split): `grad` belongs at
+ * [start, start + grad.shape[axis]) along `axis`. The graph adds it into one shared buffer instead of
+ * materialising a full-size zero tensor per slice.
+ */
+export interface SliceGrad {
+  slice: Tensor;
+  axis: number;
+  start: number;
+}
+
 export interface GradNode {
   op: string;
   inputs: readonly Tensor[];
-  backward: ((gy: Tensor) => readonly (Tensor | null)[]) | null;
+  backward: ((gy: Tensor) => readonly (Tensor | SliceGrad | null)[]) | null;
 }
 
 export class Tensor {

@@ -58,7 +58,7 @@ export function transpose(x: Tensor, a = -2, b = -1): Tensor {
   return permute(x, dims);
 }
 
-/** x[..., start:start+length, ...] along `axis`. backward: the gradient placed into zeros. */
+/** x[..., start:start+length, ...] along `axis`. backward: the gradient placed into its slice (a SliceGrad). */
 export function narrow(x: Tensor, axis: number, start: number, length: number): Tensor {
   const a = normAxis(axis, x.ndim);
   if (!Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 || start + length > x.shape[a]!) {
@@ -67,12 +67,7 @@ export function narrow(x: Tensor, axis: number, start: number, length: number): 
   const shape = [...x.shape];
   shape[a] = length;
   const out = view(x, shape, x.strides, x.offset + start * x.strides[a]!);
-  return record(out, 'narrow', [x], (gy) => {
-    const gx = empty(x.backend, x.shape);
-    const st = contiguousStrides(x.shape);
-    x.backend.accumulate(strided(gy), { buf: gx.data as Float32Array, offset: start * st[a]!, strides: st }, gy.shape);
-    return [gx];
-  });
+  return record(out, 'narrow', [x], (gy) => [{ slice: gy, axis: a, start }]);
 }
 
 /** Broadcast to `shape` without copying (stride 0). backward: sum back to the input shape. */

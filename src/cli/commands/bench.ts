@@ -1,0 +1,92 @@
+// `dsv2 bench [gemm|kernels|train|all] [--backend B] [--threads N] [--json]` (npm run bench).
+// With --json: one JSON object per line; otherwise a table. Every figure is the median of ≥ 5 timed runs.
+import { benchGemm, benchKernels, type BenchRecord } from '../../bench/kernels.js';
+import { benchTrain } from '../../bench/train.js';
+import { defaultBackend, loadBackend } from '../../backend/registry.js';
+import { PRESET_NAMES } from '../../model/presets.js';
+import { parseFlags, UsageError } from '../args.js';
+
+const SUITES = ['gemm', 'kernels', 'train', 'all'] as const;
+
+function fmt(v: number | undefined, digits = 1): string {
+  return v === undefined ? '' : v >= 100 ? v.toFixed(0) : v.toFixed(digits);
+}
+
+function printTable(rows: BenchRecord[]): void {
+  let copy: BenchRecord | undefined;
+  for (const r of rows) {
+    const name = r.bench === 'gemm' ? (r.m! <= 4 ? 'gemv' : 'gemm') : r.bench;
+    const shape = r.m !== undefined ? `${r.m}×${r.k}×${r.n}` : (r.shape ?? []).join('×');
+    const rate =
+      r.bench === 'train'
+        ? `${fmt((r as unknown as { tok_s: number }).tok_s)} tok/s`
+        : r.gflops !== undefined && r.gbps === undefined
+          ? `${fmt(r.gflops)} GFLOP/s`
+          : `${fmt(r.gbps)} GB/s${r.gflops !== undefined ? `  ${fmt(r.gflops)} GFLOP/s` : ''}`;
+    if (r.bench === 'copy') {
+      copy = r;
+      continue;
+    }
+    console.log(`${name.padEnd(24)} ${shape.padEnd(22)} ${r.ms.toFixed(3).padStart(10)} ms  ${rate}`);
+    if (r.bench === 'train') {
+      const t = r as unknown as { forward_ms: number; backward_ms: number; optimizer_ms: number; batch: number; seq: number };
+      console.log(`${''.padEnd(24)} batch ${t.batch}×${t.seq}: forward ${fmt(t.forward_ms)} ms, backward ${fmt(t.backward_ms)} ms, AdamW ${fmt(t.optimizer_ms)} ms`);
+    }
+  }
+  void copy;
+}
+
+function printKernelTable(rows: BenchRecord[]): void {
+  for (let i = 0; i < rows.length; i += 2) {
+    const r = rows[i]!;
+    const c = rows[i + 1]!;
+    const ratio = r.gbps! / c.gbps!;
+    const extra = r.gflops !== undefined ? `  ${fmt(r.gflops)} GFLOP/s` : '';
+    console.log(
+      `${r.bench.padEnd(24)} ${(r.shape ?? []).join('×').padEnd(22)} ${r.ms.toFixed(3).padStart(10)} ms  ${fmt(r.gbps).padStart(6)} GB/s  copy ${fmt(c.gbps).padStart(6)} GB/s  ${(100 * ratio).toFixed(0).padStart(4)}% of copy${extra}`,
+    );
+  }
+}
+
+export function runBench(argv: string[]): number {
+  const { flags, positional } = parseFlags(argv, {
+    backend: { type: 'string', help: 'ts | native (default: the default backend)' },
+    threads: { type: 'int', help: 'kernel threads (default: DSV2_THREADS or all cores)' },
+    json: { type: 'bool', help: 'one JSON object per line' },
+    preset: { type: 'string', help: 'preset for the train benchmark (small | medium)' },
+    steps: { type: 'int', help: 'timed training steps (≥ 5)' },
+    batch: { type: 'int', help: 'override the training batch size' },
+    seq: { type: 'int', help: 'override the training sequence length' },
+  });
+  if (positional.length > 1) throw new UsageError(`bench takes one suite name, got: ${positional.join(' ')}`);
+  const suite = positional[0] ?? 'all';
+  if (!(SUITES as readonly string[]).includes(suite)) throw new UsageError(`unknown bench suite '${suite}' (known: ${SUITES.join(', ')})`);
+  const presetName = (flags['preset'] as string | undefined) ?? 'small';
+  if (!PRESET_NAMES.includes(presetName)) throw new UsageError(`unknown preset '${presetName}' (known: ${PRESET_NAMES.join(', ')})`);
+  const backend = flags['backend'] ? loadBackend(flags['backend'] as string) : defaultBackend();
+  if (flags['threads'] !== undefined) {
+    const n = flags['threads'] as number;
+    if (n < 1) throw new UsageError('--threads must be at least 1');
+    if (!backend.setThreads) {
+      if (n !== 1) throw new UsageError(`the '${backend.name}' backend runs on one thread`);
+    } else backend.setThreads(n);
+  }
+  const json = flags['json'] === true;
+  const emit = (rows: BenchRecord[], kernels = false): void => {
+    if (json) for (const r of rows) console.log(JSON.stringify(r));
+    else if (kernels) printKernelTable(rows);
+    else printTable(rows);
+  };
+  if (!json) console.log(`backend ${backend.name}, ${backend.threads?.() ?? 1} thread(s); medians of ≥ 5 timed runs after warm-up`);
+  if (suite === 'gemm' || suite === 'all') emit(benchGemm(backend));
+  if (suite === 'kernels' || suite === 'all') emit(benchKernels(backend), true);
+  if (suite === 'train' || suite === 'all') {
+    const rec = benchTrain(backend, presetName, {
+      steps: flags['steps'] as number | undefined,
+      batch: flags['batch'] as number | undefined,
+      seq: flags['seq'] as number | undefined,
+    });
+    emit([rec]);
+  }
+  return 0;
+}
