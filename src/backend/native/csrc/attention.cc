@@ -28,28 +28,71 @@ inline void axpy(float a, const float* x, float* y, i64 n) {
   }
 }
 
+/** out[0:D] += Σ_{j<n} w[j]·X[j, 0:D] (rows of X D apart), 32 columns at a time held in registers. */
+void weighted_rows(const float* w, const float* X, i64 n, i64 D, float* out) {
+  for (i64 c = 0; c < D; c += 32) {
+    const i64 cols = std::min<i64>(32, D - c);
+    if (cols == 32) {
+      __m256 a0 = _mm256_loadu_ps(out + c), a1 = _mm256_loadu_ps(out + c + 8), a2 = _mm256_loadu_ps(out + c + 16), a3 = _mm256_loadu_ps(out + c + 24);
+      for (i64 j = 0; j < n; j++) {
+        const float* x = X + j * D + c;
+        const __m256 wj = _mm256_set1_ps(w[j]);
+        a0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(x), a0);
+        a1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(x + 8), a1);
+        a2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(x + 16), a2);
+        a3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(x + 24), a3);
+      }
+      _mm256_storeu_ps(out + c, a0), _mm256_storeu_ps(out + c + 8, a1), _mm256_storeu_ps(out + c + 16, a2), _mm256_storeu_ps(out + c + 24, a3);
+    } else {
+      for (i64 j = 0; j < n; j++) axpy(w[j], X + j * D + c, out + c, cols);
+    }
+  }
+}
+
 inline i64 visible(const AttentionArgs& p, i64 t) { return p.causal ? std::min(p.S, p.S - p.T + t + 1) : p.S; }
 
-/** Scores of query row (b, h, t) against its visible keys into row[]; returns how many. */
-i64 scores(const AttentionArgs& p, i64 b, i64 h, i64 t, float* row) {
-  const i64 kvh = h / (p.H / p.Hkv);
-  const float* q = p.q + ((b * p.H + h) * p.T + t) * p.Dk;
-  const float* k = p.k + (b * p.Hkv + kvh) * p.S * p.Dk;
-  const float* m = p.mask ? p.mask + ((p.maskBatch == 1 ? 0 : b) * p.T + t) * p.S : nullptr;
-  const i64 n = visible(p, t);
-  for (i64 j = 0; j < n; j++) row[j] = dot(q, k + j * p.Dk, p.Dk) * p.scale + (m ? m[j] : 0.f);
-  return n;
+/** Xt [D][S] = X [S][D]ᵀ for one KV head, so that scores against 8 keys at a time are broadcast-FMAs (no hsum). */
+void transpose_into(const float* x, i64 S, i64 D, float* xt) {
+  for (i64 j = 0; j < S; j++)
+    for (i64 d = 0; d < D; d++) xt[d * S + j] = x[j * D + d];
 }
+
+/** out[j] = scale·Σ_d q[d]·Xt[d][j] (+ mask[j]) for j < n. */
+void row_scores(const float* q, const float* xt, i64 S, i64 D, i64 n, float scale, const float* mask, float* out) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (i64 j = 0; j < n; j += 8) {
+    const i64 l = std::min<i64>(8, n - j);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    i64 d = 0;
+    for (; d + 2 <= D; d += 2) {
+      a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), ld(xt + d * S, j, l), a0);
+      a1 = _mm256_fmadd_ps(_mm256_set1_ps(q[d + 1]), ld(xt + (d + 1) * S, j, l), a1);
+    }
+    if (d < D) a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), ld(xt + d * S, j, l), a0);
+    __m256 r = _mm256_mul_ps(_mm256_add_ps(a0, a1), sc);
+    if (mask) r = _mm256_add_ps(r, ld(mask, j, l));
+    st(out, j, l, r);
+  }
+}
+
+const float* row_mask(const AttentionArgs& p, i64 b, i64 t) { return p.mask ? p.mask + ((p.maskBatch == 1 ? 0 : b) * p.T + t) * p.S : nullptr; }
 
 }  // namespace
 
 void attention(const AttentionArgs& p, float* out, float* lse) {
   const i64 rows = p.B * p.H * p.T;
   parallel_rows(rows, (double)rows * p.S * (p.Dk + p.Dv), true, [&](i64 r0, i64 r1) {
-    std::vector<float> row((size_t)p.S + 8);
+    std::vector<float> row((size_t)p.S + 8), kt((size_t)p.S * p.Dk);
+    i64 have = -1;  // the (b, kv head) whose keys kt holds
     for (i64 r = r0; r < r1; r++) {
       const i64 t = r % p.T, bh = r / p.T, h = bh % p.H, b = bh / p.H;
-      const i64 n = scores(p, b, h, t, row.data());
+      const i64 g = b * p.Hkv + h / (p.H / p.Hkv);
+      if (g != have) {
+        transpose_into(p.k + g * p.S * p.Dk, p.S, p.Dk, kt.data());
+        have = g;
+      }
+      const i64 n = visible(p, t);
+      row_scores(p.q + r * p.Dk, kt.data(), p.S, p.Dk, n, p.scale, row_mask(p, b, t), row.data());
       float* o = out + r * p.Dv;
       std::memset(o, 0, sizeof(float) * p.Dv);
       float mx = -INFINITY;
@@ -58,7 +101,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
         lse[r] = -INFINITY;
         continue;
       }
-      const float* v = p.v + (b * p.Hkv + h / (p.H / p.Hkv)) * p.S * p.Dv;
+      const float* v = p.v + g * p.S * p.Dv;
       double sum = 0;
       for (i64 j = 0; j < n; j += 8) {
         const i64 l = std::min<i64>(8, n - j);
@@ -67,7 +110,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
         st(row.data(), j, l, e);
         sum += hsum(e);
       }
-      for (i64 j = 0; j < n; j++) axpy(row[j], v + j * p.Dv, o, p.Dv);
+      weighted_rows(row.data(), v, n, p.Dv, o);
       const float inv = (float)(1.0 / sum);
       for (i64 d = 0; d < p.Dv; d++) o[d] *= inv;
       lse[r] = (float)(mx + std::log(sum));
@@ -81,11 +124,13 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
   std::memset(dv, 0, sizeof(float) * p.B * p.Hkv * p.S * p.Dv);
   const i64 groups = p.B * p.Hkv, per = p.H / p.Hkv;
   parallel_rows(groups, (double)p.B * p.H * p.T * p.S * (p.Dk + p.Dv) * 2, true, [&](i64 g0, i64 g1) {
-    std::vector<float> row((size_t)p.S + 8);
+    std::vector<float> prow((size_t)p.S + 8), dsrow((size_t)p.S + 8), kt((size_t)p.S * p.Dk), vt((size_t)p.S * p.Dv);
     for (i64 g = g0; g < g1; g++) {
       const i64 b = g / p.Hkv, kvh = g % p.Hkv;
       const float* k = p.k + g * p.S * p.Dk;
       const float* v = p.v + g * p.S * p.Dv;
+      transpose_into(k, p.S, p.Dk, kt.data());
+      transpose_into(v, p.S, p.Dv, vt.data());
       float* dkg = dk + g * p.S * p.Dk;
       float* dvg = dv + g * p.S * p.Dv;
       for (i64 h = kvh * per; h < (kvh + 1) * per; h++) {
@@ -93,22 +138,23 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
           const i64 lo = (b * p.H + h) * p.T + t;
           const float l = lse[lo];
           if (l == -INFINITY) continue;
-          const i64 n = scores(p, b, h, t, row.data());
+          const i64 n = visible(p, t);
           const float* go = dout + lo * p.Dv;
           const float* q = p.q + lo * p.Dk;
           float* gq = dq + lo * p.Dk;
-          const float dOdotO = dot(go, out + lo * p.Dv, p.Dv);
-          for (i64 j = 0; j < n; j += 8) {
+          row_scores(q, kt.data(), p.S, p.Dk, n, p.scale, row_mask(p, b, t), prow.data());
+          row_scores(go, vt.data(), p.S, p.Dv, n, 1.f, nullptr, dsrow.data());  // dp_j = do·v_j
+          const __m256 lv = _mm256_set1_ps(l), dod = _mm256_set1_ps(dot(go, out + lo * p.Dv, p.Dv)), sc = _mm256_set1_ps(p.scale);
+          for (i64 j = 0; j < n; j += 8) {  // p_j = exp(s_j − lse); ds_j = p_j·(dp_j − do·o)·scale
             const i64 w = std::min<i64>(8, n - j);
-            st(row.data(), j, w, exp256(_mm256_sub_ps(ld(row.data(), j, w), _mm256_set1_ps(l))));
+            const __m256 pj = exp256(_mm256_sub_ps(ld(prow.data(), j, w), lv));
+            st(prow.data(), j, w, pj);
+            st(dsrow.data(), j, w, _mm256_mul_ps(_mm256_mul_ps(pj, _mm256_sub_ps(ld(dsrow.data(), j, w), dod)), sc));
           }
+          weighted_rows(dsrow.data(), k, n, p.Dk, gq);  // dq = Σ_j ds_j·k_j
           for (i64 j = 0; j < n; j++) {
-            const float pj = row[j];
-            const float dp = dot(go, v + j * p.Dv, p.Dv);
-            axpy(pj, go, dvg + j * p.Dv, p.Dv);
-            const float ds = pj * (dp - dOdotO) * p.scale;
-            axpy(ds, k + j * p.Dk, gq, p.Dk);
-            axpy(ds, q, dkg + j * p.Dk, p.Dk);
+            axpy(prow[j], go, dvg + j * p.Dv, p.Dv);
+            axpy(dsrow[j], q, dkg + j * p.Dk, p.Dk);
           }
         }
       }

@@ -47,6 +47,13 @@ void copy_strided(const float* src, i64 srcOff, const i64* ss, float* dst, i64 d
     dst[dstOff] = acc ? dst[dstOff] + src[srcOff] : src[srcOff];
     return;
   }
+  if (nd == 1 && ss[0] == 1 && ds[0] == 1 && shape[0] > 65536) {  // one long row: split it into pieces
+    const i64 piece = 16384, rows = shape[0] / piece, rest = shape[0] - rows * piece;
+    const i64 sh[2] = {rows, piece}, s2[2] = {piece, 1}, d2[2] = {piece, 1}, tail[1] = {rest}, one[1] = {1};
+    copy_strided(src, srcOff, s2, dst, dstOff, d2, sh, 2, acc);
+    if (rest) copy_strided(src, srcOff + rows * piece, one, dst, dstOff + rows * piece, one, tail, 1, acc);
+    return;
+  }
   const i64 n = shape[nd - 1], sa = ss[nd - 1], sb = ds[nd - 1];
   // Threads may split rows only when no two rows write the same destination (no zero-stride broadcast dims).
   bool disjoint = true;
