@@ -241,6 +241,8 @@ for (const backend of testBackends()) {
         scores: T.full([4, 4], 0.25, { backend }),
         indices: T.intTensor([[0], [1], [2], [3]], undefined, { backend }),
         weights: T.zeros([4, 1], { backend }),
+        dropped: 0,
+        load: [],
       };
       const u = balanceLosses(c, uniform, 1, 4, coef);
       assertClose([u.L_exp.item(), u.L_dev.item(), u.L_comm.item()], [1, 1, 1], 1e-6, 1e-6);
@@ -260,11 +262,17 @@ for (const backend of testBackends()) {
       const logits = T.randn([6, 4], { backend, seed: 9, requiresGrad: true });
       const r = T.gradcheck(
         (l) => {
-          const b = balanceLosses(c, { layer: 1, scores: T.softmax(l!), indices: idx, weights: T.zeros([6, 1], { backend }) }, 2, 3, {
-            alpha1: 0.3,
-            alpha2: 0.5,
-            alpha3: 0.2,
-          });
+          const b = balanceLosses(
+            c,
+            { layer: 1, scores: T.softmax(l!), indices: idx, weights: T.zeros([6, 1], { backend }), dropped: 0, load: [] },
+            2,
+            3,
+            {
+              alpha1: 0.3,
+              alpha2: 0.5,
+              alpha3: 0.2,
+            },
+          );
           return T.add(T.add(b.L_exp, b.L_dev), b.L_comm);
         },
         [logits],

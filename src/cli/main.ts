@@ -5,6 +5,7 @@ import { UsageError } from './args.js';
 import { runBench } from './commands/bench.js';
 import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js';
 import { runStart } from './commands/start.js';
+import { runSample, runTrain } from './commands/train.js';
 
 interface Command {
   summary: string;
@@ -13,6 +14,11 @@ interface Command {
 
 const commands: Record<string, Command> = {
   start: { summary: 'the main job (npm start): what it runs today and what it will run once training lands', run: runStart },
+  train: {
+    summary: 'train --preset small --data moby-dick --out runs/NAME (--steps N | --tokens N | --minutes M) [--resume] [--key=value …]',
+    run: runTrain,
+  },
+  sample: { summary: 'sample --model runs/NAME --prompt "Call me" [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]', run: runSample },
   inspect: { summary: 'inspect (<model-dir> | --preset NAME): parameter counts and KV-cache sizes as JSON', run: runInspect },
   logits: { summary: 'logits --model DIR --input ids.json --output out.json', run: runLogits },
   generate: { summary: 'generate --model DIR --input ids.json --max-new-tokens N --greedy --output out.json', run: runGenerate },

@@ -10,7 +10,7 @@ import { selfAttention, cacheWidth } from './attention.js';
 import { KVCache } from './cache.js';
 import { isMoeLayer, type DeepseekV2Config } from './config.js';
 import { mlp } from './mlp.js';
-import { moe, type RouterOutput } from './moe.js';
+import { moe, type RouterOutput, type TokenDropping } from './moe.js';
 import { Params } from './params.js';
 import { ropeTables, softmaxScale } from './rope.js';
 import { expectedTensors } from './weights.js';
@@ -26,6 +26,8 @@ export interface ForwardOptions {
   positions?: number[][];
   /** Additive attention mask [B or 1, T, S]. */
   mask?: Tensor;
+  /** Device-level token dropping in the MoE layers (training only, spec §6.3). */
+  drop?: TokenDropping;
 }
 
 export interface ForwardOutput {
@@ -87,7 +89,7 @@ export class DeepseekV2ForCausalLM {
       x = add(x, selfAttention(c, w, `${p}.self_attn`, a, { ...ctxBase, layer: i }));
       const b = rmsnorm(x, w.get(`${p}.post_attention_layernorm.weight`), c.rms_norm_eps);
       if (isMoeLayer(c, i)) {
-        const r = moe(c, w, `${p}.mlp`, i, b);
+        const r = moe(c, w, `${p}.mlp`, i, b, opts.drop);
         router.push(r.router);
         x = add(x, r.out);
       } else {

@@ -39,6 +39,41 @@ export interface RouterOutput {
   indices: Tensor;
   /** Weights applied to the chosen experts' outputs, [N, K_r]: score · routed_scaling_factor. */
   weights: Tensor;
+  /** Assignments dropped by device-level token dropping (0 when dropping is off). */
+  dropped: number;
+  /** Assignments per routed expert that actually ran, after dropping [N_r]. */
+  load: number[];
+}
+
+/** Device-level token dropping (spec §6.3), training only. */
+export interface TokenDropping {
+  /** Per-device budget = ceil(capacityFactor · N·K_r / D) assignments (paper: 1.0). */
+  capacityFactor: number;
+  /** Sequences (batch rows) whose assignments are never dropped (~10% of each step's sequences). */
+  protectedRows: ReadonlySet<number>;
+}
+
+/**
+ * Which of the N·K_r assignments survive token dropping (spec §6.3 [R]). Devices are the n_group contiguous
+ * expert groups. Protected rows are admitted first; on an over-full device the unprotected assignments with the
+ * lowest affinity (softmax score) are dropped until the device is at capacity.
+ */
+export function dropMask(c: DeepseekV2Config, indices: number[], affinity: number[], T: number, drop: TokenDropping): boolean[] {
+  const K = c.num_experts_per_tok!;
+  const D = c.n_group;
+  const perDevice = c.n_routed_experts! / D;
+  const capacity = Math.ceil((drop.capacityFactor * indices.length) / D);
+  const keep = new Array<boolean>(indices.length).fill(true);
+  const byDevice: number[][] = Array.from({ length: D }, () => []);
+  indices.forEach((e, a) => byDevice[Math.floor(e / perDevice)]!.push(a));
+  for (const list of byDevice) {
+    if (list.length <= capacity) continue;
+    const open = list.filter((a) => !drop.protectedRows.has(Math.floor(Math.floor(a / K) / T)));
+    open.sort((x, y) => affinity[x]! - affinity[y]! || y - x); // lowest affinity first; later tokens first on ties
+    const excess = Math.min(list.length - capacity, open.length);
+    for (let i = 0; i < excess; i++) keep[open[i]!] = false;
+  }
+  return keep;
 }
 
 /** §5.4–§5.6: scores, selection and weights for x [N, d]. */
@@ -61,49 +96,70 @@ export function route(c: DeepseekV2Config, w: Params, prefix: string, layer: num
   let weights = gather(scores, indices); // [N, K]: raw softmax probabilities (§5.6)
   if (c.norm_topk_prob && K > 1) weights = div(weights, add(sum(weights, -1, true), 1e-20)); // normalise, then scale
   weights = scale(weights, c.routed_scaling_factor);
-  return { layer, scores, indices, weights };
+  return { layer, scores, indices, weights, dropped: 0, load: [] };
 }
 
 /**
  * Group the N·K token→expert assignments by expert (a stable counting sort), so each expert runs once on one
  * contiguous batch of its tokens.
  */
-function dispatchPlan(indices: Tensor, Nr: number): { tokens: Tensor; assignments: Tensor; counts: number[] } {
+function dispatchPlan(
+  indices: Tensor,
+  Nr: number,
+  keep: boolean[] | null,
+): { tokens: Tensor; assignments: Tensor; counts: number[]; kept: number } {
   const idx = indices.toArray();
   const K = indices.shape[1]!;
   const counts = new Array<number>(Nr).fill(0);
-  for (const e of idx) counts[e]!++;
+  idx.forEach((e, a) => {
+    if (!keep || keep[a]) counts[e]!++;
+  });
   const start = new Array<number>(Nr).fill(0);
   for (let e = 1; e < Nr; e++) start[e] = start[e - 1]! + counts[e - 1]!;
-  const assignments = new Array<number>(idx.length);
-  idx.forEach((e, a) => (assignments[start[e]!++] = a));
+  const kept = start[Nr - 1]! + counts[Nr - 1]!;
+  const assignments = new Array<number>(kept);
+  idx.forEach((e, a) => {
+    if (!keep || keep[a]) assignments[start[e]!++] = a;
+  });
   const be = { backend: indices.backend };
   return {
     tokens: intTensor(
       assignments.map((a) => Math.floor(a / K)),
-      [idx.length],
+      [kept],
       be,
     ),
-    assignments: intTensor(assignments, [idx.length], be),
+    assignments: intTensor(assignments, [kept], be),
     counts,
+    kept,
   };
 }
 
 /** §5.1: MoE(x) = Σ_shared FFN(x) + Σ_k w_k · FFN_{idx_k}(x).  x [B,T,d] → [B,T,d] */
-export function moe(c: DeepseekV2Config, w: Params, prefix: string, layer: number, x: Tensor): { out: Tensor; router: RouterOutput } {
+export function moe(
+  c: DeepseekV2Config,
+  w: Params,
+  prefix: string,
+  layer: number,
+  x: Tensor,
+  drop?: TokenDropping,
+): { out: Tensor; router: RouterOutput } {
   const [B, T, d] = x.shape as [number, number, number];
   const N = B * T;
   const xf = reshape(x, [N, d]);
   const router = route(c, w, prefix, layer, xf);
   const K = c.num_experts_per_tok!;
-  const { tokens, assignments, counts } = dispatchPlan(router.indices, c.n_routed_experts!);
-  const xs = indexSelect(xf, tokens); // [N·K, d], grouped by expert
+  const keep = drop ? dropMask(c, router.indices.toArray(), gather(router.scores, router.indices).toArray(), T, drop) : null;
+  const { tokens, assignments, counts, kept } = dispatchPlan(router.indices, c.n_routed_experts!, keep);
+  router.dropped = N * K - kept;
+  router.load = counts;
+  const xs = indexSelect(xf, tokens); // [kept, d], grouped by expert
   const outs: Tensor[] = [];
   split(xs, counts, 0).forEach((xe, e) => {
     if (counts[e]! > 0) outs.push(mlp(w, `${prefix}.experts.${e}`, xe));
   });
-  const ws = reshape(indexSelect(reshape(router.weights, [N * K]), assignments), [N * K, 1]);
-  const routed = indexAdd(zeros([N, d], { backend: x.backend }), tokens, mul(concat(outs, 0), ws)); // [N, d]
+  const ws = reshape(indexSelect(reshape(router.weights, [N * K]), assignments), [kept, 1]);
+  const zero = zeros([N, d], { backend: x.backend });
+  const routed = outs.length ? indexAdd(zero, tokens, mul(concat(outs, 0), ws)) : zero; // [N, d]
   const out = c.n_shared_experts ? add(routed, mlp(w, `${prefix}.shared_experts`, xf)) : routed;
   return { out: reshape(out, [B, T, d]), router };
 }

@@ -77,6 +77,24 @@ export class AdamW {
     this.v = params.map((p) => p.backend.alloc(p.size));
   }
 
+  /** Moments and step count, for checkpoints (the arrays are the live buffers, not copies). */
+  state(): { step: number; m: readonly F32[]; v: readonly F32[] } {
+    return { step: this.step_, m: this.m, v: this.v };
+  }
+
+  /** Restore moments and step count saved by state(). */
+  loadState(st: { step: number; m: readonly Float32Array[]; v: readonly Float32Array[] }): void {
+    if (st.m.length !== this.m.length || st.v.length !== this.v.length) {
+      throw new Error(`optimizer state holds ${st.m.length} tensors, the model has ${this.m.length}`);
+    }
+    st.m.forEach((a, i) => {
+      if (a.length !== this.m[i]!.length) throw new Error(`optimizer state tensor ${i} has ${a.length} values, expected ${this.m[i]!.length}`);
+      this.m[i]!.set(a);
+      this.v[i]!.set(st.v[i]!);
+    });
+    this.step_ = st.step;
+  }
+
   /** One update; returns the pre-clip global gradient norm. */
   step(lr = this.opts.lr): number {
     const { beta1, beta2, eps, weightDecay, maxGradNorm, decays } = this.opts;

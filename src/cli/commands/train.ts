@@ -1,0 +1,263 @@
+// `dsv2 train` and `dsv2 sample`: train a DeepSeek-V2 preset on a corpus with the live view, then sample from a
+// run's checkpoint. Any training field (--lr, --batch, --capacity-factor, …) or config field (--num_hidden_layers=2,
+// --n_routed_experts=16, …) can be overridden with --key=value; values are type-checked.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { defaultBackend, loadBackend } from '../../backend/registry.js';
+import { BUILTIN_CORPORA } from '../../data/corpus.js';
+import { sampleTokens } from '../../infer/sample.js';
+import { configToJson } from '../../model/config.js';
+import { loadModel } from '../../model/load.js';
+import { preset, PRESET_NAMES } from '../../model/presets.js';
+import { Tokenizer, type TokenizerJson } from '../../tokenizer/tokenizer.js';
+import { writeReport, readMetrics } from '../../train/report.js';
+import { BOS, EOS, train, TRAIN_DEFAULTS, type TrainOptions, type TrainResult } from '../../train/trainer.js';
+import { LiveView } from '../../train/view.js';
+import { parseFlags, UsageError } from '../args.js';
+
+const kebab = (s: string): string => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+
+const TRAIN_HELP: Record<string, string> = {
+  batch: 'sequences per micro-batch',
+  seq: 'tokens per sequence',
+  gradAccum: 'micro-batches per optimizer step',
+  lr: 'peak learning rate',
+  warmup: 'warm-up, as a fraction of the steps',
+  decayAt: 'fractions of training after which lr ×0.316 (comma-separated)',
+  weightDecay: 'AdamW weight decay (tensors with ≥ 2 dims)',
+  beta1: 'AdamW β1',
+  beta2: 'AdamW β2',
+  clip: 'global gradient-norm clip (0: off)',
+  alpha1: 'expert-level balance loss weight',
+  alpha2: 'device-level balance loss weight',
+  alpha3: 'communication balance loss weight',
+  capacityFactor: 'device capacity factor for token dropping (0: off; paper 1.0)',
+  protectedFraction: 'share of sequences never dropped',
+  valFraction: 'share of documents held out for validation',
+  evalEvery: 'validate every N steps',
+  evalBatches: 'validation batches',
+  checkpointEvery: 'checkpoint every N steps',
+  seed: 'random seed',
+  cacheDir: 'tokenizer and token cache folder',
+};
+
+/** Parse train flags into TrainOptions; unknown keys that name config fields become config overrides. */
+export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {}): TrainOptions & { threads?: number } {
+  const config: Record<string, unknown> = {};
+  const rest: string[] = [];
+  const presetName = (() => {
+    const i = argv.findIndex((a) => a === '--preset' || a.startsWith('--preset='));
+    if (i < 0) return base.preset ?? 'small';
+    return argv[i]!.includes('=') ? argv[i]!.slice('--preset='.length) : (argv[i + 1] ?? '');
+  })();
+  if (!PRESET_NAMES.includes(presetName)) throw new UsageError(`unknown preset '${presetName}' (known: ${PRESET_NAMES.join(', ')})`);
+  const configKeys = new Set(Object.keys(configToJson(preset(presetName))));
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const eq = a.indexOf('=');
+    const key = a.startsWith('--') ? a.slice(2, eq < 0 ? undefined : eq) : '';
+    if (key && configKeys.has(key)) {
+      const raw = eq >= 0 ? a.slice(eq + 1) : argv[++i];
+      if (raw === undefined) throw new UsageError(`--${key} needs a value`);
+      let v: unknown = raw;
+      try {
+        v = JSON.parse(raw);
+      } catch {
+        // a plain string (e.g. --topk_method=greedy)
+      }
+      config[key] = v;
+    } else rest.push(a);
+  }
+  const spec: Parameters<typeof parseFlags>[1] = {
+    preset: { type: 'string', help: `model preset (${PRESET_NAMES.join(', ')})` },
+    data: { type: 'string', help: `${Object.keys(BUILTIN_CORPORA).join(' | ')} | a .txt/.jsonl file or folder` },
+    out: { type: 'string', help: 'run folder' },
+    steps: { type: 'int', help: 'optimizer steps' },
+    tokens: { type: 'int', help: 'training tokens' },
+    minutes: { type: 'number', help: 'wall-clock minutes' },
+    resume: { type: 'bool', help: 'continue from the run folder’s last checkpoint' },
+    backend: { type: 'string', help: 'ts | native' },
+    threads: { type: 'int', help: 'kernel threads' },
+  };
+  for (const [k, v] of Object.entries(TRAIN_DEFAULTS)) {
+    if (k === 'resume') continue;
+    spec[kebab(k)] = { type: typeof v === 'number' ? (Number.isInteger(v) && !['lr', 'warmup', 'clip'].includes(k) ? 'number' : 'number') : 'string', help: TRAIN_HELP[k] ?? k };
+  }
+  const { flags, positional } = parseFlags(rest, spec);
+  if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
+  const o: TrainOptions & { threads?: number } = {
+    ...TRAIN_DEFAULTS,
+    ...base,
+    preset: presetName,
+    config: { ...(base.config ?? {}), ...config },
+    data: (flags['data'] as string | undefined) ?? base.data ?? 'moby-dick',
+    out: (flags['out'] as string | undefined) ?? base.out ?? '',
+    resume: flags['resume'] === true,
+  };
+  for (const k of ['steps', 'tokens', 'minutes', 'backend', 'threads'] as const) if (flags[k] !== undefined) (o as unknown as Record<string, unknown>)[k] = flags[k];
+  const ints = ['batch', 'seq', 'gradAccum', 'evalEvery', 'evalBatches', 'checkpointEvery', 'seed'];
+  for (const k of Object.keys(TRAIN_DEFAULTS)) {
+    const v = flags[kebab(k)];
+    if (v === undefined) continue;
+    if (k === 'decayAt') {
+      const parts = String(v).split(',').map(Number);
+      if (parts.some((p) => !(p > 0 && p < 1))) throw new UsageError(`--decay-at expects fractions in (0, 1), got '${v}'`);
+      o.decayAt = parts;
+    } else if (k === 'cacheDir') o.cacheDir = String(v);
+    else {
+      if (ints.includes(k) && !Number.isInteger(v)) throw new UsageError(`--${kebab(k)} expects an integer, got '${v}'`);
+      if ((v as number) < 0 || (['batch', 'seq', 'gradAccum', 'evalEvery', 'evalBatches', 'checkpointEvery'].includes(k) && (v as number) < 1)) {
+        throw new UsageError(`--${kebab(k)} is out of range: ${v}`);
+      }
+      (o as unknown as Record<string, unknown>)[k] = v;
+    }
+  }
+  if (!o.out) throw new UsageError('--out DIR is required (the run folder)');
+  if (!o.resume && o.steps === undefined && o.tokens === undefined && o.minutes === undefined) {
+    throw new UsageError('say how long to train: --steps N, --tokens N or --minutes M');
+  }
+  // validate the config overrides now, with one clear message
+  try {
+    preset(presetName, o.config);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  return o;
+}
+
+export interface RunOutcome {
+  result: TrainResult;
+  report: string;
+  samples: { prompt: string; text: string }[];
+}
+
+export const SAMPLE_PROMPTS = ['Call me', 'The whale', 'It was'];
+
+/** Train with the live view, write the report with samples; shared by `dsv2 train` and `npm start`. */
+export function runTraining(o: TrainOptions & { threads?: number }, sampleTokensCount = 60): RunOutcome {
+  const backend = o.backend ? loadBackend(o.backend) : defaultBackend();
+  if (o.threads !== undefined) backend.setThreads?.(o.threads);
+  const view = new LiveView();
+  const result = train(o, {
+    onStatus: (msg) => view.note(msg),
+    onStart: (info) =>
+      view.note(
+        `model: ${o.preset} preset, ${(info.params / 1e6).toFixed(2)} M parameters, ${info.config.n_routed_experts} routed experts (top-${info.config.num_experts_per_tok}, ` +
+          `${info.config.n_group} devices, ≤ ${info.config.topk_group} per token) + ${info.config.n_shared_experts} shared; backend ${info.backend.name} ` +
+          `(${info.backend.threads?.() ?? 1} threads)\n` +
+          `data: ${info.trainTokens.toLocaleString('en-US')} training / ${info.valTokens.toLocaleString('en-US')} validation tokens; ` +
+          `${info.resumedFrom ? `resuming at step ${info.resumedFrom}` : 'starting'} (${info.totalSteps || '?'} steps planned)`,
+      ),
+    onStep: (m, info) => view.update(m, info),
+  });
+  const tok = result.tokenizer;
+  const bos = tok.idOf(BOS)!;
+  const samples = SAMPLE_PROMPTS.map((prompt) => {
+    const ids = sampleTokens(result.model, tok.encode(prompt, { addBos: true, bosId: bos }), {
+      maxNewTokens: sampleTokensCount,
+      temperature: 0.8,
+      topK: 40,
+      topP: 0.95,
+      seed: 1,
+      eosId: tok.idOf(EOS),
+    });
+    return { prompt, text: tok.decode(ids, { skipSpecial: true }) };
+  });
+  const metrics = readMetrics(join(o.out, 'metrics.jsonl'));
+  const last = result.last;
+  const report = join(o.out, 'report.html');
+  writeReport(report, {
+    title: `deepseek-v2-ts: ${o.preset} on ${o.data}`,
+    metrics,
+    unigramLoss: result.unigramLoss,
+    summary: {
+      preset: o.preset,
+      data: o.data,
+      parameters: result.params.toLocaleString('en-US'),
+      steps: last?.step ?? 0,
+      tokens: (last?.tokens ?? 0).toLocaleString('en-US'),
+      'final train loss': last ? last.loss.toFixed(4) : '—',
+      'final validation loss': result.lastValLoss?.toFixed(4) ?? '—',
+      'unigram baseline': result.unigramLoss.toFixed(4),
+      'balance losses (α1, α2, α3)': `${o.alpha1}, ${o.alpha2}, ${o.alpha3}`,
+      'token dropping': o.capacityFactor > 0 ? `capacity factor ${o.capacityFactor}` : 'off',
+      backend: `${result.backend.name} (${result.backend.threads?.() ?? 1} threads)`,
+    },
+    samples,
+  });
+  return { result, report, samples };
+}
+
+export function runTrain(argv: string[]): number {
+  const o = parseTrainArgs(argv);
+  const { result, report, samples } = runTraining(o);
+  const last = result.last;
+  console.log(
+    `\ndone: ${last?.step ?? 0} steps, train loss ${last?.loss.toFixed(3)}, validation loss ${result.lastValLoss?.toFixed(3) ?? '—'} ` +
+      `(unigram baseline ${result.unigramLoss.toFixed(3)})`,
+  );
+  for (const s of samples) console.log(`\n> ${s.prompt}${s.text}`);
+  console.log(`\ncheckpoint: ${result.checkpoint}\nreport:     ${report}\nmetrics:    ${join(o.out, 'metrics.jsonl')}`);
+  return 0;
+}
+
+/** The model directory of a run folder (its checkpoint) or a plain HF model directory. */
+export function modelDir(path: string): string {
+  if (existsSync(join(path, 'config.json'))) return path;
+  for (const d of ['checkpoint', 'checkpoint.old']) if (existsSync(join(path, d, 'config.json'))) return join(path, d);
+  throw new Error(`${path} is neither a model directory (config.json) nor a run folder with a checkpoint`);
+}
+
+export function runSample(argv: string[]): number {
+  const { flags, positional } = parseFlags(argv, {
+    model: { type: 'string', help: 'run folder or model directory' },
+    prompt: { type: 'string', help: 'text to continue' },
+    'max-new-tokens': { type: 'int', help: 'tokens to generate (default 200)' },
+    temperature: { type: 'number', help: 'sampling temperature (0: greedy; default 0.8)' },
+    'top-k': { type: 'int', help: 'keep the k most likely tokens (default 40; 0: all)' },
+    'top-p': { type: 'number', help: 'nucleus mass (default 0.95)' },
+    seed: { type: 'int', help: 'random seed (default 0)' },
+    backend: { type: 'string', help: 'ts | native' },
+  });
+  if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
+  if (!flags['model']) throw new UsageError('--model DIR is required');
+  const prompt = (flags['prompt'] as string | undefined) ?? '';
+  const dir = modelDir(flags['model'] as string);
+  const tokFile = join(dir, 'tokenizer.json');
+  if (!existsSync(tokFile)) throw new Error(`${dir} has no tokenizer.json`);
+  let tj: TokenizerJson;
+  try {
+    tj = JSON.parse(readFileSync(tokFile, 'utf8')) as TokenizerJson;
+  } catch {
+    throw new Error(`${tokFile} is not valid JSON`);
+  }
+  const tok = Tokenizer.fromJSON(tj);
+  const backend = flags['backend'] ? loadBackend(flags['backend'] as string) : defaultBackend();
+  const model = loadModel(dir, { backend, trainable: false });
+  const bos = tok.idOf(BOS) ?? model.config.bos_token_id;
+  const topP = (flags['top-p'] as number | undefined) ?? 0.95;
+  if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
+  const ids = tok.encode(prompt, bos !== undefined && bos !== null ? { addBos: true, bosId: bos } : {});
+  process.stdout.write(prompt);
+  let shown: number[] = [];
+  let printed = '';
+  sampleTokens(model, ids, {
+    maxNewTokens: (flags['max-new-tokens'] as number | undefined) ?? 200,
+    temperature: (flags['temperature'] as number | undefined) ?? 0.8,
+    topK: (flags['top-k'] as number | undefined) ?? 40,
+    topP,
+    seed: (flags['seed'] as number | undefined) ?? 0,
+    eosId: tok.idOf(EOS) ?? model.config.eos_token_id ?? undefined,
+    onToken: (id) => {
+      // stream text as whole UTF-8 characters appear
+      shown = [...shown, id];
+      const text = tok.decode(shown, { skipSpecial: true });
+      if (!text.endsWith('\uFFFD')) {
+        process.stdout.write(text.slice(printed.length));
+        printed = text;
+      }
+    },
+  });
+  process.stdout.write('\n');
+  return 0;
+}

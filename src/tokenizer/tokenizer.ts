@@ -1,0 +1,273 @@
+// Byte-level BPE (GPT-2 / DeepSeek style) with Hugging Face tokenizer.json in and out.
+// Pipeline, as HF runs it: split out special (added) tokens → pre-tokenize (regex Split steps, then ByteLevel's
+// byte→char map) → BPE merges by rank inside each piece → ids. Decoding maps ids back to byte-level characters and
+// the characters back to UTF-8 bytes, so encode/decode round-trips any text exactly.
+import { fromByteLevel, toByteLevel } from './bytes.js';
+
+/** GPT-2's pre-tokenizer pattern (contractions, letters, numbers, punctuation, whitespace runs). */
+export const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+export interface SpecialToken {
+  id: number;
+  content: string;
+}
+
+type Step = { kind: 'split'; re: RegExp; behavior: string } | { kind: 'bytelevel'; addPrefixSpace: boolean; useRegex: boolean };
+
+export interface TokenizerJson {
+  version?: string;
+  added_tokens?: { id: number; content: string; special?: boolean; [k: string]: unknown }[];
+  normalizer?: unknown;
+  pre_tokenizer?: unknown;
+  post_processor?: unknown;
+  decoder?: unknown;
+  model: { type?: string; vocab: Record<string, number>; merges: (string | [string, string])[]; [k: string]: unknown };
+  [k: string]: unknown;
+}
+
+function bad(msg: string): never {
+  throw new Error(`tokenizer.json: ${msg}`);
+}
+
+function parsePreTokenizer(pt: unknown): Step[] {
+  if (pt === null || pt === undefined) return [];
+  const o = pt as Record<string, unknown>;
+  switch (o['type']) {
+    case 'Sequence':
+      return ((o['pretokenizers'] as unknown[]) ?? []).flatMap(parsePreTokenizer);
+    case 'Split': {
+      const pat = o['pattern'] as { Regex?: string; String?: string } | undefined;
+      const src = pat?.Regex ?? (pat?.String !== undefined ? pat.String.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') : undefined);
+      if (src === undefined) bad('a Split pre-tokenizer without a pattern');
+      if (o['invert']) bad('inverted Split pre-tokenizers are not supported');
+      let re: RegExp;
+      try {
+        re = new RegExp(src, 'gu');
+      } catch (e) {
+        bad(`Split pattern ${JSON.stringify(src)} is not a valid regular expression here (${(e as Error).message})`);
+      }
+      return [{ kind: 'split', re, behavior: String(o['behavior'] ?? 'Isolated') }];
+    }
+    case 'ByteLevel':
+      return [{ kind: 'bytelevel', addPrefixSpace: o['add_prefix_space'] === true, useRegex: o['use_regex'] !== false }];
+    case 'Digits':
+      return [{ kind: 'split', re: o['individual_digits'] ? /\p{N}/gu : /\p{N}+/gu, behavior: 'Isolated' }];
+    default:
+      return bad(`pre-tokenizer type ${JSON.stringify(o['type'])} is not supported (supported: Sequence, Split, ByteLevel, Digits)`);
+  }
+}
+
+/** Split `s` by a regex the way HF's Split does (Isolated: matches become their own pieces). */
+function splitBy(s: string, re: RegExp, behavior: string): string[] {
+  const out: string[] = [];
+  let last = 0;
+  re.lastIndex = 0;
+  for (let m = re.exec(s); m; m = re.exec(s)) {
+    if (m[0].length === 0) {
+      re.lastIndex++;
+      continue;
+    }
+    if (m.index > last) out.push(s.slice(last, m.index));
+    if (behavior === 'Removed') {
+      // drop the match
+    } else if (behavior === 'MergedWithPrevious' && out.length && m.index === last) out[out.length - 1] += m[0];
+    else out.push(m[0]);
+    last = m.index + m[0].length;
+  }
+  if (last < s.length) out.push(s.slice(last));
+  return out;
+}
+
+export class Tokenizer {
+  private readonly ranks = new Map<string, number>();
+  private readonly idToToken: string[] = [];
+  private readonly cache = new Map<string, number[]>();
+  private readonly specialRe: RegExp | null;
+  private readonly steps: Step[];
+
+  constructor(
+    readonly vocab: ReadonlyMap<string, number>,
+    readonly merges: readonly [string, string][],
+    readonly specials: readonly SpecialToken[],
+    steps?: Step[],
+  ) {
+    merges.forEach(([a, b], i) => this.ranks.set(`${a} ${b}`, i));
+    for (const [tok, id] of vocab) this.idToToken[id] = tok;
+    for (const s of specials) this.idToToken[s.id] = s.content;
+    const esc = specials.map((s) => s.content.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).sort((a, b) => b.length - a.length);
+    this.specialRe = esc.length ? new RegExp(esc.join('|'), 'g') : null;
+    this.steps = steps ?? [
+      { kind: 'split', re: new RegExp(GPT2_PATTERN, 'gu'), behavior: 'Isolated' },
+      { kind: 'bytelevel', addPrefixSpace: false, useRegex: false },
+    ];
+  }
+
+  get vocabSize(): number {
+    return this.idToToken.length;
+  }
+
+  idOf(token: string): number | undefined {
+    return this.specials.find((s) => s.content === token)?.id ?? this.vocab.get(token);
+  }
+
+  /** Pre-tokenize: pieces of byte-level characters. */
+  private pieces(text: string): string[] {
+    let parts = [text];
+    let byteLevel = false;
+    for (const st of this.steps) {
+      if (st.kind === 'split') parts = parts.flatMap((p) => splitBy(p, st.re, st.behavior));
+      else {
+        if (st.addPrefixSpace) parts = parts.map((p, i) => (i === 0 && !p.startsWith(' ') ? ' ' + p : p));
+        if (st.useRegex) parts = parts.flatMap((p) => splitBy(p, new RegExp(GPT2_PATTERN, 'gu'), 'Isolated'));
+        parts = parts.map(toByteLevel);
+        byteLevel = true;
+      }
+    }
+    return byteLevel ? parts : parts.map(toByteLevel);
+  }
+
+  /** BPE inside one piece: repeatedly merge the adjacent pair of lowest rank. */
+  private bpe(piece: string): number[] {
+    const hit = this.cache.get(piece);
+    if (hit) return hit;
+    let syms = Array.from(piece);
+    while (syms.length > 1) {
+      let best = -1;
+      let bestRank = Infinity;
+      for (let i = 0; i < syms.length - 1; i++) {
+        const r = this.ranks.get(`${syms[i]} ${syms[i + 1]}`);
+        if (r !== undefined && r < bestRank) {
+          bestRank = r;
+          best = i;
+        }
+      }
+      if (best < 0) break;
+      const [a, b] = [syms[best]!, syms[best + 1]!];
+      const merged: string[] = [];
+      for (let i = 0; i < syms.length; i++) {
+        if (i < syms.length - 1 && syms[i] === a && syms[i + 1] === b) {
+          merged.push(a + b);
+          i++;
+        } else merged.push(syms[i]!);
+      }
+      syms = merged;
+    }
+    const ids = syms.map((s) => {
+      const id = this.vocab.get(s);
+      if (id === undefined) throw new Error(`tokenizer: no id for symbol ${JSON.stringify(s)} (is the byte alphabet in the vocabulary?)`);
+      return id;
+    });
+    if (this.cache.size < 200_000) this.cache.set(piece, ids);
+    return ids;
+  }
+
+  /** Text → ids. Special-token strings in the text become their ids; `addBos` prepends the BOS id. */
+  encode(text: string, opts: { addBos?: boolean; bosId?: number } = {}): number[] {
+    const out: number[] = [];
+    if (opts.addBos) {
+      if (opts.bosId === undefined) throw new Error('tokenizer: addBos needs a bosId');
+      out.push(opts.bosId);
+    }
+    const emit = (chunk: string): void => {
+      if (!chunk) return;
+      for (const p of this.pieces(chunk)) for (const id of this.bpe(p)) out.push(id);
+    };
+    if (!this.specialRe) {
+      emit(text);
+      return out;
+    }
+    let last = 0;
+    this.specialRe.lastIndex = 0;
+    for (let m = this.specialRe.exec(text); m; m = this.specialRe.exec(text)) {
+      emit(text.slice(last, m.index));
+      out.push(this.specials.find((s) => s.content === m![0])!.id);
+      last = m.index + m[0].length;
+    }
+    emit(text.slice(last));
+    return out;
+  }
+
+  /** ids → text; special tokens are kept unless skipSpecial. */
+  decode(ids: readonly number[], opts: { skipSpecial?: boolean } = {}): string {
+    let out = '';
+    let run = '';
+    for (const id of ids) {
+      const special = this.specials.find((s) => s.id === id);
+      if (special) {
+        out += fromByteLevel(run);
+        run = '';
+        if (!opts.skipSpecial) out += special.content;
+        continue;
+      }
+      const tok = this.idToToken[id];
+      if (tok === undefined) throw new Error(`tokenizer: id ${id} is outside the vocabulary (size ${this.vocabSize})`);
+      run += tok;
+    }
+    return out + fromByteLevel(run);
+  }
+
+  /** The Hugging Face tokenizer.json form (loadable by `tokenizers` in Python and @huggingface/tokenizers). */
+  toJSON(): TokenizerJson {
+    const vocab: Record<string, number> = {};
+    for (const [t, id] of [...this.vocab].sort((a, b) => a[1] - b[1])) vocab[t] = id;
+    const splits = this.steps.filter((s): s is Extract<Step, { kind: 'split' }> => s.kind === 'split');
+    return {
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: this.specials.map((s) => ({
+        id: s.id,
+        content: s.content,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: true,
+        special: true,
+      })),
+      normalizer: null,
+      pre_tokenizer: {
+        type: 'Sequence',
+        pretokenizers: [
+          ...splits.map((s) => ({ type: 'Split', pattern: { Regex: s.re.source }, behavior: s.behavior, invert: false })),
+          { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+        ],
+      },
+      post_processor: null,
+      decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+      model: {
+        type: 'BPE',
+        dropout: null,
+        unk_token: null,
+        continuing_subword_prefix: null,
+        end_of_word_suffix: null,
+        fuse_unk: false,
+        byte_fallback: false,
+        ignore_merges: false,
+        vocab,
+        merges: this.merges.map(([a, b]) => [a, b]),
+      },
+    };
+  }
+
+  static fromJSON(j: TokenizerJson): Tokenizer {
+    if (!j || typeof j !== 'object' || !j.model) bad('no "model" section');
+    const type = j.model.type ?? 'BPE';
+    if (type !== 'BPE') bad(`model type ${JSON.stringify(type)} is not supported (only BPE)`);
+    if (j.normalizer) {
+      const n = j.normalizer as { type?: string; normalizers?: unknown[] };
+      if (!(n.type === 'Sequence' && (n.normalizers ?? []).length === 0)) bad(`normalizer ${JSON.stringify(n.type)} is not supported`);
+    }
+    if (!j.model.vocab || typeof j.model.vocab !== 'object') bad('model.vocab is missing');
+    const vocab = new Map(Object.entries(j.model.vocab));
+    const merges = (j.model.merges ?? []).map((m, i): [string, string] => {
+      if (Array.isArray(m) && m.length === 2) return [m[0], m[1]];
+      if (typeof m === 'string') {
+        const sp = m.indexOf(' ', 1);
+        if (sp > 0) return [m.slice(0, sp), m.slice(sp + 1)];
+      }
+      return bad(`merge ${i} is malformed: ${JSON.stringify(m)}`);
+    });
+    const specials = (j.added_tokens ?? []).map((t) => ({ id: t.id, content: t.content }));
+    return new Tokenizer(vocab, merges, specials, parsePreTokenizer(j.pre_tokenizer));
+  }
+}

@@ -1,0 +1,102 @@
+// Training checkpoints: an HF model directory (config.json, model.safetensors, tokenizer.json) plus the optimizer
+// moments (optimizer.safetensors) and the trainer's own state (trainer_state.json: step, data position, RNG).
+// The whole directory is replaced atomically: it is written beside the old one, then renamed into place, so an
+// interrupted write never leaves a half checkpoint behind.
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../io/atomic.js';
+import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
+import { loadModel, saveModel } from '../model/load.js';
+import type { DeepseekV2ForCausalLM } from '../model/model.js';
+import type { AdamW } from '../optim/optimizer.js';
+import type { Backend } from '../backend/backend.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+
+export const CHECKPOINT_DIR = 'checkpoint';
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function writeCheckpoint(
+  runDir: string,
+  model: DeepseekV2ForCausalLM,
+  tokenizer: Tokenizer,
+  opt: AdamW,
+  trainerState: Record<string, unknown>,
+): string {
+  const final = join(runDir, CHECKPOINT_DIR);
+  const tmp = join(runDir, `.${CHECKPOINT_DIR}-tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  saveModel(model, tmp);
+  writeFileAtomic(join(tmp, 'tokenizer.json'), JSON.stringify(tokenizer.toJSON()));
+  const names = model.params.names();
+  const st = opt.state();
+  writeSafetensors(
+    join(tmp, 'optimizer.safetensors'),
+    names.flatMap((name, i) => [
+      { name: `${name}.exp_avg`, shape: [st.m[i]!.length], data: st.m[i]! },
+      { name: `${name}.exp_avg_sq`, shape: [st.v[i]!.length], data: st.v[i]! },
+    ]),
+    'F32',
+    { format: 'dsv2-adamw', step: String(st.step) },
+  );
+  writeFileAtomic(join(tmp, 'trainer_state.json'), JSON.stringify(trainerState, null, 2) + '\n');
+  fsyncDir(tmp);
+  const old = join(runDir, `${CHECKPOINT_DIR}.old`);
+  rmSync(old, { recursive: true, force: true });
+  if (existsSync(final)) renameSync(final, old);
+  renameSync(tmp, final);
+  fsyncDir(runDir);
+  rmSync(old, { recursive: true, force: true });
+  return final;
+}
+
+/** The checkpoint directory of a run: `checkpoint`, or `checkpoint.old` if a swap was interrupted. */
+export function findCheckpoint(runDir: string): string | null {
+  for (const d of [CHECKPOINT_DIR, `${CHECKPOINT_DIR}.old`]) {
+    const p = join(runDir, d);
+    if (existsSync(join(p, 'trainer_state.json'))) return p;
+  }
+  return null;
+}
+
+export interface LoadedCheckpoint<S> {
+  model: DeepseekV2ForCausalLM;
+  state: S;
+  tokenizerJson: unknown;
+  restoreOptimizer: (opt: AdamW) => void;
+}
+
+export function readCheckpoint<S>(dir: string, backend: Backend): LoadedCheckpoint<S> {
+  const readJson = (file: string): unknown => {
+    const p = join(dir, file);
+    if (!existsSync(p)) throw new Error(`checkpoint ${dir} has no ${file}`);
+    try {
+      return JSON.parse(readFileSync(p, 'utf8'));
+    } catch {
+      throw new Error(`checkpoint ${dir}: ${file} is corrupt (not valid JSON)`);
+    }
+  };
+  const state = readJson('trainer_state.json') as S;
+  const tokenizerJson = readJson('tokenizer.json');
+  const model = loadModel(dir, { backend });
+  const restoreOptimizer = (opt: AdamW): void => {
+    const f = new SafetensorsFile(join(dir, 'optimizer.safetensors'));
+    try {
+      const names = model.params.names();
+      const step = Number(f.metadata?.['step'] ?? NaN);
+      if (!Number.isInteger(step)) throw new Error(`checkpoint ${dir}: optimizer.safetensors has no step count`);
+      opt.loadState({ step, m: names.map((n) => f.read(`${n}.exp_avg`)), v: names.map((n) => f.read(`${n}.exp_avg_sq`)) });
+    } finally {
+      f.close();
+    }
+  };
+  return { model, state, tokenizerJson, restoreOptimizer };
+}
