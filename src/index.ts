@@ -19,7 +19,15 @@ export { Tokenizer, type TokenizerJson } from './tokenizer/tokenizer.js';
 export { trainBpe, type BpeTrainOptions } from './tokenizer/train.js';
 export { loadCorpus, splitDocs, BUILTIN_CORPORA, type Corpus, type Doc } from './data/corpus.js';
 export { BatchStream, tokenizeDocs } from './data/loader.js';
-export { train, evaluate, TRAIN_DEFAULTS, TrainingDiverged, type TrainOptions, type StepMetrics, type TrainResult } from './train/trainer.js';
+export {
+  train,
+  evaluate,
+  TRAIN_DEFAULTS,
+  TrainingDiverged,
+  type TrainOptions,
+  type StepMetrics,
+  type TrainResult,
+} from './train/trainer.js';
 export { makeSchedule, lrAt, type Schedule } from './train/schedule.js';
 export { balanceLosses, type BalanceCoefficients } from './train/losses.js';
 export { objective } from './train/objective.js';

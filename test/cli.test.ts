@@ -1,6 +1,9 @@
 // The dsv2 command line: help lists the commands, bad input gives one clear line and a non-zero exit.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
 function dsv2(...args: string[]): { code: number | null; out: string; err: string } {
@@ -12,12 +15,18 @@ describe('dsv2 cli', () => {
   it('--help lists the commands that exist', () => {
     const r = dsv2('--help');
     assert.equal(r.code, 0);
-    for (const c of ['start', 'inspect', 'logits', 'generate', 'step', 'backends', 'version'])
+    for (const c of ['start', 'train', 'sample', 'bench', 'inspect', 'logits', 'generate', 'step', 'backends', 'version'])
       assert.match(r.out, new RegExp(`^  ${c} `, 'm'));
   });
 
   it('an unknown command or flag is one line on stderr and exit 2, no stack trace', () => {
-    for (const args of [['nope'], ['start', '--bogus'], ['start', '--steps', 'x']]) {
+    for (const args of [
+      ['nope'],
+      ['start', '--bogus'],
+      ['start', '--steps', 'x'],
+      ['bench', 'nope'],
+      ['bench', 'gemm', '--threads', '0'],
+    ]) {
       const r = dsv2(...args);
       assert.equal(r.code, 2, args.join(' '));
       assert.equal(r.err.trim().split('\n').length, 1, r.err);
@@ -25,11 +34,41 @@ describe('dsv2 cli', () => {
     }
   });
 
-  it('start explains the plan and trains the engine check', () => {
-    const r = dsv2('start', '--steps', '50');
+  it('start trains a DeepSeek-V2 preset on Moby-Dick, then prints samples, the checkpoint and the report', () => {
+    // the real main job runs the small preset for minutes; the same path here on the tiny preset for 3 steps
+    const dir = mkdtempSync(join(tmpdir(), 'dsv2-start-'));
+    const out = join(dir, 'run');
+    const r = dsv2(
+      'start',
+      '--preset',
+      'tiny',
+      '--vocab_size=512',
+      '--steps',
+      '3',
+      '--batch',
+      '2',
+      '--seq',
+      '32',
+      '--out',
+      out,
+      '--cache-dir',
+      join(dir, 'c'),
+    );
     assert.equal(r.code, 0, r.err);
-    assert.match(r.out, /small' DeepSeek-V2 preset/);
-    assert.match(r.out, /50 steps in .* final loss/);
+    assert.match(r.out, /training the 'tiny' DeepSeek-V2 preset on moby-dick/);
+    assert.match(r.out, /Trained 3 steps .* validation loss \d/);
+    assert.match(r.out, /> Call me/);
+    for (const f of ['checkpoint/model.safetensors', 'checkpoint/tokenizer.json', 'metrics.jsonl', 'report.html'])
+      assert.ok(existsSync(join(out, f)), f);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('bench prints one JSON object per line with the documented keys', () => {
+    const r = dsv2('bench', 'train', '--preset', 'tiny', '--json');
+    assert.equal(r.code, 0, r.err);
+    const j = JSON.parse(r.out.trim().split('\n').pop()!) as Record<string, unknown>;
+    for (const k of ['bench', 'preset', 'backend', 'threads', 'batch', 'seq', 'tok_s']) assert.ok(k in j, k);
+    assert.equal(j['bench'], 'train');
   });
 
   it('backends reports JSON', () => {

@@ -63,7 +63,12 @@ describe('byte-level BPE tokenizer', () => {
         type: 'Sequence',
         pretokenizers: [
           { type: 'Split', pattern: { Regex: '[\r\n]' }, behavior: 'Isolated', invert: false },
-          { type: 'Split', pattern: { Regex: '\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-Ֆ]+' }, behavior: 'Isolated', invert: false },
+          {
+            type: 'Split',
+            pattern: { Regex: '\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-Ֆ]+' },
+            behavior: 'Isolated',
+            invert: false,
+          },
           { type: 'Split', pattern: { Regex: '\\s?[!-/:-~！-／：-～‘-‟　-。]+' }, behavior: 'Isolated', invert: false },
           { type: 'Split', pattern: { Regex: '\\s+$' }, behavior: 'Isolated', invert: false },
           { type: 'Split', pattern: { Regex: '[一-龥ࠀ-一가-퟿]+' }, behavior: 'Isolated', invert: false },

@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync, cpSync, renameSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  cpSync,
+  renameSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -26,7 +37,10 @@ function corpusDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'dsv2-corpus-'));
   const docs = loadCorpus('moby-dick').docs.slice(3, 9);
   docs.forEach((d, i) => writeFileSync(join(dir, `doc${i}.txt`), d.text.slice(0, 6000)));
-  writeFileSync(join(dir, 'extra.jsonl'), [{ text: 'The sea, the sea.' }, { text: docs[0]!.text.slice(6000, 9000) }].map((r) => JSON.stringify(r)).join('\n') + '\n');
+  writeFileSync(
+    join(dir, 'extra.jsonl'),
+    [{ text: 'The sea, the sea.' }, { text: docs[0]!.text.slice(6000, 9000) }].map((r) => JSON.stringify(r)).join('\n') + '\n',
+  );
   return dir;
 }
 
@@ -108,7 +122,10 @@ describe('DeepSeekMoE training routing', () => {
         });
         assert.equal(rr.dropped, keep.filter((k) => !k).length);
         assert.ok(rr.dropped >= 64 * 4 * 0.5 - 1, `capacity 0.5 drops at least half: ${rr.dropped}`);
-        assert.equal(rr.load.reduce((a: number, b: number) => a + b, 0), 64 * 4 - rr.dropped);
+        assert.equal(
+          rr.load.reduce((a: number, b: number) => a + b, 0),
+          64 * 4 - rr.dropped,
+        );
       }
       const none = T.noGrad(() => model.forward(ids));
       for (const rr of none.router) assert.equal(rr.dropped, 0, 'no dropping without the option (evaluation)');
@@ -134,6 +151,8 @@ describe('trainer', () => {
       assert.ok(existsSync(join(a.checkpoint, f)), f);
     }
     assert.ok(!readdirSync(full).some((f) => f.includes('tmp')), 'no temporary checkpoint left behind');
+    const cached = readdirSync(join(root, 'cache'));
+    assert.ok(cached.some((f) => f.startsWith('tokenizer-')) && cached.filter((f) => f.startsWith('tokens-')).length === 2, cached.join(' '));
 
     // the same run, interrupted after step 6 (its last checkpoint is step 4), then resumed
     const cut = join(root, 'cut');
@@ -187,11 +206,17 @@ describe('trainer', () => {
     const saved = JSON.parse(readFileSync(join(run, 'checkpoint', 'trainer_state.json'), 'utf8')).step as number;
     assert.ok(saved >= 1);
     const ms = readMetrics(join(run, 'metrics.jsonl'));
-    assert.ok(ms.every((m) => Number.isFinite(m.loss)), 'no non-finite loss is logged');
+    assert.ok(
+      ms.every((m) => Number.isFinite(m.loss)),
+      'no non-finite loss is logged',
+    );
   });
 
   it('bad data gives one clear error', () => {
-    assert.throws(() => train(tinyOptions(join(root, 'nope'), join(root, 'x'))), /neither a built-in corpus .* nor an existing file or folder/);
+    assert.throws(
+      () => train(tinyOptions(join(root, 'nope'), join(root, 'x'))),
+      /neither a built-in corpus .* nor an existing file or folder/,
+    );
     const bad = join(root, 'bad');
     mkdirSync(bad);
     writeFileSync(join(bad, 'a.jsonl'), '{"text": "ok"}\n{broken\n');
@@ -203,7 +228,24 @@ describe('trainer', () => {
   it('CLI: train and sample end to end; bad flags are one-line usage errors', () => {
     const out = join(root, 'cli');
     const cache = join(root, 'cache');
-    const r = dsv2('train', '--preset', 'tiny', '--vocab_size=300', '--data', data, '--out', out, '--steps', '3', '--batch', '2', '--seq', '16', '--cache-dir', cache);
+    const r = dsv2(
+      'train',
+      '--preset',
+      'tiny',
+      '--vocab_size=300',
+      '--data',
+      data,
+      '--out',
+      out,
+      '--steps',
+      '3',
+      '--batch',
+      '2',
+      '--seq',
+      '16',
+      '--cache-dir',
+      cache,
+    );
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /checkpoint: .*report: .*report\.html/s);
     const html = readFileSync(join(out, 'report.html'), 'utf8');

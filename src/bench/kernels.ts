@@ -111,7 +111,7 @@ function kernelCases(b: Backend): KernelCase[] {
   const ro = f(R * H * Dr);
   const cos = f(T * (Dr / 2));
   const sin = f(T * (Dr / 2));
-  const idx = Int32Array.from({ length: R * K }, (_, i) => (i * 2654435761) % R >>> 0);
+  const idx = Int32Array.from({ length: R * K }, (_, i) => ((i * 2654435761) % R) >>> 0);
   for (let i = 0; i < idx.length; i++) idx[i] = Math.abs(idx[i]!) % R;
   const rows = f(R * K * D);
   const att = {
@@ -156,7 +156,12 @@ function kernelCases(b: Backend): KernelCase[] {
     { name: 'softmax_backward', shape: [R, V], bytes: F4 * 3 * R * V, run: () => b.softmaxBackward(prob, logits, prob, R, V, false) },
     { name: 'swiglu', shape: [R, F], bytes: F4 * 3 * R * F, run: () => b.swiglu(ga, gb, go, R * F) },
     { name: 'swiglu_backward', shape: [R, F], bytes: F4 * 5 * R * F, run: () => b.swigluBackward(ga, gb, go, gda, gdb, R * F) },
-    { name: 'rope', shape: [B, T, H, Dr], bytes: F4 * (2 * R * H * Dr + T * Dr), run: () => b.rope(rq, cos, sin, ro, B, T, H, Dr, 1, false) },
+    {
+      name: 'rope',
+      shape: [B, T, H, Dr],
+      bytes: F4 * (2 * R * H * Dr + T * Dr),
+      run: () => b.rope(rq, cos, sin, ro, B, T, H, Dr, 1, false),
+    },
     {
       name: 'cross_entropy',
       shape: [R, V],
@@ -189,7 +194,20 @@ function kernelCases(b: Backend): KernelCase[] {
       shape: [nParams],
       bytes: F4 * 7 * nParams,
       run: () =>
-        b.adamw({ n: nParams, param: pp, grad: pg, m: pm, v: pv, lr: 1e-9, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 10, gradScale: 1 }),
+        b.adamw({
+          n: nParams,
+          param: pp,
+          grad: pg,
+          m: pm,
+          v: pv,
+          lr: 1e-9,
+          beta1: 0.9,
+          beta2: 0.95,
+          eps: 1e-8,
+          weightDecay: 0.1,
+          step: 10,
+          gradScale: 1,
+        }),
     },
   ];
 }

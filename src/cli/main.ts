@@ -18,7 +18,10 @@ const commands: Record<string, Command> = {
     summary: 'train --preset small --data moby-dick --out runs/NAME (--steps N | --tokens N | --minutes M) [--resume] [--key=value …]',
     run: runTrain,
   },
-  sample: { summary: 'sample --model runs/NAME --prompt "Call me" [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]', run: runSample },
+  sample: {
+    summary: 'sample --model runs/NAME --prompt "Call me" [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]',
+    run: runSample,
+  },
   inspect: { summary: 'inspect (<model-dir> | --preset NAME): parameter counts and KV-cache sizes as JSON', run: runInspect },
   logits: { summary: 'logits --model DIR --input ids.json --output out.json', run: runLogits },
   generate: { summary: 'generate --model DIR --input ids.json --max-new-tokens N --greedy --output out.json', run: runGenerate },

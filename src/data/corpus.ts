@@ -65,7 +65,9 @@ function fromJsonl(path: string, label: string): Doc[] {
 
 function fromPath(path: string): Corpus {
   if (!existsSync(path)) {
-    throw new Error(`data '${path}' is neither a built-in corpus (${Object.keys(BUILTIN_CORPORA).join(', ')}) nor an existing file or folder`);
+    throw new Error(
+      `data '${path}' is neither a built-in corpus (${Object.keys(BUILTIN_CORPORA).join(', ')}) nor an existing file or folder`,
+    );
   }
   const files: string[] = [];
   const walk = (p: string): void => {
@@ -107,7 +109,10 @@ export function splitDocs(c: Corpus, valFraction: number): { train: Doc[]; val: 
     let cut = Math.floor(t.length * (1 - valFraction));
     const para = t.lastIndexOf('\n\n', cut);
     if (para > t.length / 2) cut = para;
-    return { train: [{ name: `${c.docs[0]!.name}[train]`, text: t.slice(0, cut) }], val: [{ name: `${c.docs[0]!.name}[val]`, text: t.slice(cut) }] };
+    return {
+      train: [{ name: `${c.docs[0]!.name}[train]`, text: t.slice(0, cut) }],
+      val: [{ name: `${c.docs[0]!.name}[val]`, text: t.slice(cut) }],
+    };
   }
   const k = Math.max(2, Math.round(1 / valFraction));
   const train: Doc[] = [];

@@ -88,7 +88,8 @@ export class AdamW {
       throw new Error(`optimizer state holds ${st.m.length} tensors, the model has ${this.m.length}`);
     }
     st.m.forEach((a, i) => {
-      if (a.length !== this.m[i]!.length) throw new Error(`optimizer state tensor ${i} has ${a.length} values, expected ${this.m[i]!.length}`);
+      if (a.length !== this.m[i]!.length)
+        throw new Error(`optimizer state tensor ${i} has ${a.length} values, expected ${this.m[i]!.length}`);
       this.m[i]!.set(a);
       this.v[i]!.set(st.v[i]!);
     });

@@ -149,7 +149,13 @@ export interface TrainHooks {
 export class TrainingDiverged extends Error {}
 
 /** The tokenizer of a corpus: trained once per (corpus, vocabulary size) and cached. */
-function corpusTokenizer(opts: TrainOptions, trainDocs: { name: string; text: string }[], hash: string, vocab: number, say: (m: string) => void): Tokenizer {
+function corpusTokenizer(
+  opts: TrainOptions,
+  trainDocs: { name: string; text: string }[],
+  hash: string,
+  vocab: number,
+  say: (m: string) => void,
+): Tokenizer {
   const file = join(opts.cacheDir, `tokenizer-${hash}-${vocab}.json`);
   if (existsSync(file)) {
     try {
@@ -346,7 +352,9 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     }
     const gradNorm = opt.step(lr);
     if (!Number.isFinite(gradNorm)) {
-      throw new TrainingDiverged(`the gradient norm became ${gradNorm} at step ${step + 1}; stopping. The last good checkpoint is ${checkpoint || '(none yet)'}`);
+      throw new TrainingDiverged(
+        `the gradient norm became ${gradNorm} at step ${step + 1}; stopping. The last good checkpoint is ${checkpoint || '(none yet)'}`,
+      );
     }
     step++;
     tokens += tokensPerStep;
@@ -387,7 +395,8 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     appendFileSync(metricsFile, JSON.stringify(m) + '\n');
     last = m;
     hooks.onStep?.(m, info);
-    if (step % opts.checkpointEvery === 0 || done) checkpoint = writeCheckpoint(opts.out, model, tokenizer, opt, state() as unknown as Record<string, unknown>);
+    if (step % opts.checkpointEvery === 0 || done)
+      checkpoint = writeCheckpoint(opts.out, model, tokenizer, opt, state() as unknown as Record<string, unknown>);
   }
   return { ...info, model, last, lastValLoss: lastVal, checkpoint: checkpoint || join(opts.out, 'checkpoint') };
 }

@@ -30,7 +30,9 @@ function printTable(rows: BenchRecord[]): void {
     console.log(`${name.padEnd(24)} ${shape.padEnd(22)} ${r.ms.toFixed(3).padStart(10)} ms  ${rate}`);
     if (r.bench === 'train') {
       const t = r as unknown as { forward_ms: number; backward_ms: number; optimizer_ms: number; batch: number; seq: number };
-      console.log(`${''.padEnd(24)} batch ${t.batch}×${t.seq}: forward ${fmt(t.forward_ms)} ms, backward ${fmt(t.backward_ms)} ms, AdamW ${fmt(t.optimizer_ms)} ms`);
+      console.log(
+        `${''.padEnd(24)} batch ${t.batch}×${t.seq}: forward ${fmt(t.forward_ms)} ms, backward ${fmt(t.backward_ms)} ms, AdamW ${fmt(t.optimizer_ms)} ms`,
+      );
     }
   }
   void copy;

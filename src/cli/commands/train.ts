@@ -81,7 +81,10 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
   };
   for (const [k, v] of Object.entries(TRAIN_DEFAULTS)) {
     if (k === 'resume') continue;
-    spec[kebab(k)] = { type: typeof v === 'number' ? (Number.isInteger(v) && !['lr', 'warmup', 'clip'].includes(k) ? 'number' : 'number') : 'string', help: TRAIN_HELP[k] ?? k };
+    spec[kebab(k)] = {
+      type: typeof v === 'number' ? (Number.isInteger(v) && !['lr', 'warmup', 'clip'].includes(k) ? 'number' : 'number') : 'string',
+      help: TRAIN_HELP[k] ?? k,
+    };
   }
   const { flags, positional } = parseFlags(rest, spec);
   if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
@@ -94,7 +97,8 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
     out: (flags['out'] as string | undefined) ?? base.out ?? '',
     resume: flags['resume'] === true,
   };
-  for (const k of ['steps', 'tokens', 'minutes', 'backend', 'threads'] as const) if (flags[k] !== undefined) (o as unknown as Record<string, unknown>)[k] = flags[k];
+  for (const k of ['steps', 'tokens', 'minutes', 'backend', 'threads'] as const)
+    if (flags[k] !== undefined) (o as unknown as Record<string, unknown>)[k] = flags[k];
   const ints = ['batch', 'seq', 'gradAccum', 'evalEvery', 'evalBatches', 'checkpointEvery', 'seed'];
   for (const k of Object.keys(TRAIN_DEFAULTS)) {
     const v = flags[kebab(k)];
@@ -106,7 +110,10 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
     } else if (k === 'cacheDir') o.cacheDir = String(v);
     else {
       if (ints.includes(k) && !Number.isInteger(v)) throw new UsageError(`--${kebab(k)} expects an integer, got '${v}'`);
-      if ((v as number) < 0 || (['batch', 'seq', 'gradAccum', 'evalEvery', 'evalBatches', 'checkpointEvery'].includes(k) && (v as number) < 1)) {
+      if (
+        (v as number) < 0 ||
+        (['batch', 'seq', 'gradAccum', 'evalEvery', 'evalBatches', 'checkpointEvery'].includes(k) && (v as number) < 1)
+      ) {
         throw new UsageError(`--${kebab(k)} is out of range: ${v}`);
       }
       (o as unknown as Record<string, unknown>)[k] = v;
