@@ -152,7 +152,10 @@ describe('trainer', () => {
     }
     assert.ok(!readdirSync(full).some((f) => f.includes('tmp')), 'no temporary checkpoint left behind');
     const cached = readdirSync(join(root, 'cache'));
-    assert.ok(cached.some((f) => f.startsWith('tokenizer-')) && cached.filter((f) => f.startsWith('tokens-')).length === 2, cached.join(' '));
+    assert.ok(
+      cached.some((f) => f.startsWith('tokenizer-')) && cached.filter((f) => f.startsWith('tokens-')).length === 2,
+      cached.join(' '),
+    );
 
     // the same run, interrupted after step 6 (its last checkpoint is step 4), then resumed
     const cut = join(root, 'cut');
