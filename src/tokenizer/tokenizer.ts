@@ -78,6 +78,18 @@ function splitBy(s: string, re: RegExp, behavior: string): string[] {
   return out;
 }
 
+/** Replace every adjacent (a, b) in syms, left to right, by a + b. */
+export function mergePair(syms: readonly string[], a: string, b: string): string[] {
+  const merged: string[] = [];
+  for (let i = 0; i < syms.length; i++) {
+    if (i < syms.length - 1 && syms[i] === a && syms[i + 1] === b) {
+      merged.push(a + b);
+      i++;
+    } else merged.push(syms[i]!);
+  }
+  return merged;
+}
+
 export class Tokenizer {
   private readonly ranks = new Map<string, number>();
   private readonly idToToken: string[] = [];
@@ -142,15 +154,7 @@ export class Tokenizer {
         }
       }
       if (best < 0) break;
-      const [a, b] = [syms[best]!, syms[best + 1]!];
-      const merged: string[] = [];
-      for (let i = 0; i < syms.length; i++) {
-        if (i < syms.length - 1 && syms[i] === a && syms[i + 1] === b) {
-          merged.push(a + b);
-          i++;
-        } else merged.push(syms[i]!);
-      }
-      syms = merged;
+      syms = mergePair(syms, syms[best]!, syms[best + 1]!);
     }
     const ids = syms.map((s) => {
       const id = this.vocab.get(s);

@@ -2,7 +2,7 @@
 // count pre-tokenized words, then repeatedly merge the most frequent adjacent symbol pair (ties: the pair that
 // sorts first), updating only the words that contain it. A lazy max-heap finds the best pair.
 import { byteAlphabet, toByteLevel } from './bytes.js';
-import { GPT2_PATTERN, Tokenizer, type SpecialToken } from './tokenizer.js';
+import { GPT2_PATTERN, mergePair, Tokenizer, type SpecialToken } from './tokenizer.js';
 
 export interface BpeTrainOptions {
   /** Final vocabulary size, special tokens included. */
@@ -119,13 +119,7 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Tokeni
       if (!has) continue;
       for (let i = 0; i < s.length - 1; i++) touched.add(`${s[i]} ${s[i + 1]}`);
       addWord(wi, -1);
-      const merged: string[] = [];
-      for (let i = 0; i < s.length; i++) {
-        if (i < s.length - 1 && s[i] === a && s[i + 1] === b) {
-          merged.push(a + b);
-          i++;
-        } else merged.push(s[i]!);
-      }
+      const merged = mergePair(s, a, b);
       words[wi] = merged;
       addWord(wi, 1);
       for (let i = 0; i < merged.length - 1; i++) touched.add(`${merged[i]} ${merged[i + 1]}`);
