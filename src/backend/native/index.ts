@@ -28,10 +28,11 @@ function loadAddon(): Addon | null {
     loadError = 'not running in Node.js';
     return null;
   }
-  // dist/src/backend/native/index.js → the package root is four folders up
-  const path = new URL('../../../../build/Release/dsv2_native.node', import.meta.url);
+  // dist/src/backend/native/index.js → the package root is four folders up; DSV2_NATIVE_ADDON names another build
+  const path =
+    process.env['DSV2_NATIVE_ADDON'] || decodeURIComponent(new URL('../../../../build/Release/dsv2_native.node', import.meta.url).pathname);
   try {
-    const addon = requireFn(decodeURIComponent(path.pathname)) as Addon;
+    const addon = requireFn(path) as Addon;
     if (!addon['avx2']!()) {
       loadError = 'this CPU lacks AVX2/FMA';
       return null;
