@@ -95,6 +95,11 @@ export interface Backend {
   alloc(n: number): F32;
   /** A zero-filled index buffer of n elements. */
   allocInt(n: number): I32;
+  /**
+   * A float buffer of n elements whose contents are unspecified, for outputs a kernel overwrites entirely (skips
+   * zero-filling and, for large buffers, lets the allocator hand back recently freed memory). Default: alloc.
+   */
+  allocUninit?(n: number): F32;
   /** Hand a buffer back early; the backend may reuse it. Using it afterwards is an error. */
   free(buf: F32 | I32): void;
 

@@ -205,6 +205,12 @@ export function empty(backend: Backend, shape: Shape): Tensor {
   return wrap(backend, backend.alloc(sizeOf(shape)), shape, 'f32');
 }
 
+/** A new float tensor with unspecified contents: only for outputs that a kernel then writes in full. */
+export function uninit(backend: Backend, shape: Shape): Tensor {
+  const n = sizeOf(shape);
+  return wrap(backend, backend.allocUninit ? backend.allocUninit(n) : backend.alloc(n), shape, 'f32');
+}
+
 export function emptyInt(backend: Backend, shape: Shape): Tensor {
   return wrap(backend, backend.allocInt(sizeOf(shape)), shape, 'i32');
 }

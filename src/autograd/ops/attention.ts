@@ -2,7 +2,7 @@
 // masking relative to the end of the key sequence (so a KV cache works), an optional additive mask, and an fp32
 // softmax. The forward saves only the row log-sum-exp; the backward recomputes probabilities row by row.
 import type { AttentionParams, F32 } from '../../backend/backend.js';
-import { empty, type Tensor } from '../../tensor/tensor.js';
+import { uninit, type Tensor } from '../../tensor/tensor.js';
 import { fmtShape } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { contiguous } from './views.js';
@@ -58,13 +58,13 @@ export function attention(qIn: Tensor, kIn: Tensor, vIn: Tensor, opts: Attention
     mask: mask ? (mask.f32() as F32) : null,
     maskBatch,
   };
-  const out = empty(q.backend, [B, H, T, Dv]);
-  const lse = empty(q.backend, [B, H, T]);
+  const out = uninit(q.backend, [B, H, T, Dv]);
+  const lse = uninit(q.backend, [B, H, T]);
   q.backend.attention(p, out.f32(), lse.f32());
   return record(out, 'attention', [q, k, v], (gy) => {
-    const dq = empty(q.backend, q.shape);
-    const dk = empty(q.backend, k.shape);
-    const dv = empty(q.backend, v.shape);
+    const dq = uninit(q.backend, q.shape);
+    const dk = uninit(q.backend, k.shape);
+    const dv = uninit(q.backend, v.shape);
     q.backend.attentionBackward(p, out.f32(), lse.f32(), gy.f32(), dq.f32(), dk.f32(), dv.f32());
     return [dq, dk, dv];
   });

@@ -1,6 +1,6 @@
 // Elementwise ops with NumPy broadcasting, forward and backward side by side.
 import type { UnaryOp } from '../../backend/backend.js';
-import { empty, Tensor, wrap } from '../../tensor/tensor.js';
+import { uninit, Tensor, wrap } from '../../tensor/tensor.js';
 import { broadcastShapes, broadcastStrides } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { sumTo } from './kernels.js';
@@ -19,7 +19,7 @@ function asTensor(x: Tensor | number, like: Tensor): Tensor {
 
 function binaryForward(op: 'add' | 'sub' | 'mul' | 'div', a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(a.shape, b.shape);
-  const out = empty(a.backend, shape);
+  const out = uninit(a.backend, shape);
   a.backend.binary(
     op,
     { buf: a.data as Float32Array, offset: a.offset, strides: broadcastStrides(a.shape, a.strides, shape) },
@@ -67,10 +67,10 @@ export function div(a: Tensor, bIn: Tensor | number): Tensor {
 function unaryOp(op: UnaryOp, xIn: Tensor, alpha = 0): Tensor {
   if (xIn.dtype !== 'f32') throw new Error(`${op} needs a float32 tensor`);
   const x = contiguous(xIn);
-  const out = empty(x.backend, x.shape);
+  const out = uninit(x.backend, x.shape);
   x.backend.unary(op, x.f32(), out.f32(), x.size, alpha);
   return record(out, op, [x], (gy) => {
-    const gx = empty(x.backend, x.shape);
+    const gx = uninit(x.backend, x.shape);
     x.backend.unaryBackward(op, x.f32(), out.f32(), gy.f32(), gx.f32(), x.size, alpha);
     return [gx];
   });
@@ -92,11 +92,11 @@ export function swiglu(aIn: Tensor, bIn: Tensor): Tensor {
   if (aIn.shape.join() !== bIn.shape.join()) throw new Error(`swiglu: gate and up shapes differ (${aIn.shape} vs ${bIn.shape})`);
   const a = contiguous(aIn);
   const b = contiguous(bIn);
-  const out = empty(a.backend, a.shape);
+  const out = uninit(a.backend, a.shape);
   a.backend.swiglu(a.f32(), b.f32(), out.f32(), a.size);
   return record(out, 'swiglu', [a, b], (gy) => {
-    const da = empty(a.backend, a.shape);
-    const db = empty(a.backend, a.shape);
+    const da = uninit(a.backend, a.shape);
+    const db = uninit(a.backend, a.shape);
     a.backend.swigluBackward(a.f32(), b.f32(), gy.f32(), da.f32(), db.f32(), a.size);
     return [da, db];
   });

@@ -1,6 +1,6 @@
 // Index ops: embedding lookup, gather rows (index-select), scatter-add rows (index-add), take-along-last-axis
 // gather, top-k and argsort. Indices are int32 tensors and never carry gradient.
-import { empty, emptyInt, type Tensor } from '../../tensor/tensor.js';
+import { empty, uninit, emptyInt, type Tensor } from '../../tensor/tensor.js';
 import { fmtShape, sizeOf } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { contiguous, reshape } from './views.js';
@@ -18,7 +18,7 @@ export function indexSelect(xIn: Tensor, idxIn: Tensor): Tensor {
   const N = x.shape[0]!;
   const D = x.size / Math.max(N, 1);
   const M = idx.size;
-  const out = empty(x.backend, [M, ...x.shape.slice(1)]);
+  const out = uninit(x.backend, [M, ...x.shape.slice(1)]);
   x.backend.gatherRows(x.f32(), idx.i32(), out.f32(), M, N, D);
   return record(out, 'index_select', [x], (gy) => {
     const gx = empty(x.backend, x.shape);
@@ -41,7 +41,7 @@ export function indexAdd(targetIn: Tensor, idxIn: Tensor, srcIn: Tensor): Tensor
       `index_add: target ${fmtShape(target.shape)}, indices ${fmtShape(idx.shape)} and source ${fmtShape(src.shape)} do not fit`,
     );
   }
-  const out = empty(target.backend, target.shape);
+  const out = uninit(target.backend, target.shape);
   out.f32().set(target.f32());
   target.backend.scatterAddRows(src.f32(), idx.i32(), out.f32(), M, N, D);
   return record(out, 'index_add', [target, src], (gy) => {
@@ -74,7 +74,7 @@ export function gather(xIn: Tensor, idxIn: Tensor): Tensor {
     throw new Error(`gather: input ${fmtShape(x.shape)} and indices ${fmtShape(idx.shape)} must agree on all but the last axis`);
   }
   const R = sizeOf(x.shape.slice(0, -1));
-  const out = empty(x.backend, idx.shape);
+  const out = uninit(x.backend, idx.shape);
   x.backend.gatherLast(x.f32(), idx.i32(), out.f32(), R, N, K);
   return record(out, 'gather', [x], (gy) => {
     const gx = empty(x.backend, x.shape);

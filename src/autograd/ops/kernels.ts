@@ -1,6 +1,6 @@
 // Small non-differentiable helpers over backend kernels, used by the ops' backward functions and the graph.
 import type { Strided } from '../../backend/backend.js';
-import { empty, type Tensor } from '../../tensor/tensor.js';
+import { empty, uninit, type Tensor } from '../../tensor/tensor.js';
 import { broadcastStrides, contiguousStrides, type Shape } from '../../tensor/shape.js';
 
 export function strided(t: Tensor): Strided {
@@ -9,7 +9,7 @@ export function strided(t: Tensor): Strided {
 
 /** A fresh contiguous copy (no graph). */
 export function cloneTensor(t: Tensor): Tensor {
-  const out = empty(t.backend, t.shape);
+  const out = uninit(t.backend, t.shape);
   t.backend.copy(strided(t), { buf: out.data as Float32Array, offset: 0, strides: out.strides }, t.shape);
   return out;
 }

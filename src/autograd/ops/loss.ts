@@ -1,6 +1,6 @@
 // Fused cross-entropy over logits [..., V] and int targets [...]; targets equal to ignoreIndex (−100, as in
 // PyTorch) are skipped. 'mean' divides by the number of valid targets (a batch with none gives 0, not NaN).
-import { empty, type Tensor, wrap } from '../../tensor/tensor.js';
+import { uninit, type Tensor, wrap } from '../../tensor/tensor.js';
 import { fmtShape } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { contiguous } from './views.js';
@@ -25,14 +25,14 @@ export function crossEntropy(logitsIn: Tensor, targetsIn: Tensor, opts: CrossEnt
   const logits = contiguous(logitsIn);
   const targets = contiguous(targetsIn);
   const b = logits.backend;
-  const rowLoss = empty(b, targets.shape);
-  const lse = empty(b, [R]);
+  const rowLoss = uninit(b, targets.shape);
+  const lse = uninit(b, [R]);
   b.crossEntropy(logits.f32(), targets.i32(), rowLoss.f32(), lse.f32(), R, V, ignoreIndex);
   let valid = 0;
   const tg = targets.i32();
   for (let r = 0; r < R; r++) if (tg[r] !== ignoreIndex) valid++;
   const backwardFrom = (dRow: Float32Array): Tensor => {
-    const dl = empty(b, logits.shape);
+    const dl = uninit(b, logits.shape);
     b.crossEntropyBackward(logits.f32(), targets.i32(), lse.f32(), dRow, dl.f32(), R, V, ignoreIndex);
     return dl;
   };

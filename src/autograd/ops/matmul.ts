@@ -4,7 +4,7 @@
 //   dA = dC · Bᵀ   (summed over the batch dims A was broadcast along)
 //   dB = Aᵀ · dC   (likewise)
 import type { F32 } from '../../backend/backend.js';
-import { empty, type Tensor } from '../../tensor/tensor.js';
+import { empty, uninit, type Tensor } from '../../tensor/tensor.js';
 import { broadcastShapes, fmtShape, sizeOf } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { sumTo } from './kernels.js';
@@ -97,7 +97,7 @@ function operandGrad(x: Tensor, xo: Operand, batchShape: number[], rows: number,
     gemmInto(g.f32(), batch, rows, cols, K, L, R, 0, 1); // cBatchStride 0, beta 1: Σ over the batch
     return reshape(g, x.shape);
   }
-  const g = empty(x.backend, [...batchShape, rows, cols]);
+  const g = uninit(x.backend, [...batchShape, rows, cols]);
   gemmInto(g.f32(), batch, rows, cols, K, L, R, rows * cols, 0);
   return sumTo(g, x.shape);
 }
@@ -116,7 +116,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const batch = sizeOf(batchShape);
   const A = operand(a, batchShape);
   const B = operand(b, batchShape);
-  const out = empty(a.backend, [...batchShape, M, N]);
+  const out = uninit(a.backend, [...batchShape, M, N]);
   gemmInto(out.f32(), batch, M, N, K, A, B, M * N, 0);
   return record(out, 'matmul', [a, b], (gy) => {
     const G: Operand = { t: gy, batchStride: batch > 1 ? M * N : 0, rowStride: N, colStride: 1 };

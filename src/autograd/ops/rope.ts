@@ -1,6 +1,6 @@
 // Rotary position embedding on interleaved pairs (2k, 2k+1) (spec §3.1), from precomputed cos/sin tables.
 //   y[2k] = x[2k]·cos − x[2k+1]·sin,  y[2k+1] = x[2k]·sin + x[2k+1]·cos;  dx = rotation of dy by −θ
-import { empty, type Tensor } from '../../tensor/tensor.js';
+import { uninit, type Tensor } from '../../tensor/tensor.js';
 import { fmtShape } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { contiguous } from './views.js';
@@ -20,10 +20,10 @@ export function rope(xIn: Tensor, cosIn: Tensor, sinIn: Tensor): Tensor {
   const x = contiguous(xIn);
   const cos = contiguous(cosIn);
   const sin = contiguous(sinIn);
-  const out = empty(x.backend, x.shape);
+  const out = uninit(x.backend, x.shape);
   x.backend.rope(x.f32(), cos.f32(), sin.f32(), out.f32(), B, T, H, D, Bc, false);
   return record(out, 'rope', [x], (gy) => {
-    const gx = empty(x.backend, x.shape);
+    const gx = uninit(x.backend, x.shape);
     x.backend.rope(gy.f32(), cos.f32(), sin.f32(), gx.f32(), B, T, H, D, Bc, true);
     return [gx];
   });

@@ -1,5 +1,5 @@
 // Softmax and log-softmax in fp32, max-subtracted, along one axis (the last by default).
-import { empty, type Tensor } from '../../tensor/tensor.js';
+import { uninit, type Tensor } from '../../tensor/tensor.js';
 import { normAxis } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { contiguous, transpose } from './views.js';
@@ -8,10 +8,10 @@ function lastAxis(xIn: Tensor, log: boolean): Tensor {
   const x = contiguous(xIn);
   const N = x.shape[x.ndim - 1]!;
   const R = x.size / N;
-  const y = empty(x.backend, x.shape);
+  const y = uninit(x.backend, x.shape);
   x.backend.softmax(x.f32(), y.f32(), R, N, log);
   return record(y, log ? 'log_softmax' : 'softmax', [x], (gy) => {
-    const dx = empty(x.backend, x.shape);
+    const dx = uninit(x.backend, x.shape);
     x.backend.softmaxBackward(y.f32(), gy.f32(), dx.f32(), R, N, log);
     return [dx];
   });

@@ -1,6 +1,6 @@
 // Views share storage with their input: reshape, permute/transpose, narrow (slice), expand (broadcast),
 // squeeze/unsqueeze. contiguous() copies only when the layout is not already row-major.
-import { empty, Tensor } from '../../tensor/tensor.js';
+import { uninit, Tensor } from '../../tensor/tensor.js';
 import { broadcastStrides, contiguousStrides, fmtShape, normAxis, sizeOf } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { strided, sumTo } from './kernels.js';
@@ -14,7 +14,7 @@ export function contiguous(x: Tensor): Tensor {
   if (x.isContiguous()) return x;
   const out =
     x.dtype === 'f32'
-      ? empty(x.backend, x.shape)
+      ? uninit(x.backend, x.shape)
       : new Tensor(x.backend, x.backend.allocInt(x.size), x.shape, contiguousStrides(x.shape), 0, 'i32');
   x.backend.copy(strided(x), { buf: out.data as Float32Array, offset: 0, strides: out.strides }, x.shape);
   return record(out, 'contiguous', [x], (gy) => [gy]);

@@ -72,6 +72,10 @@ export function createNativeBackend(): Backend | null {
     setThreads: (t: number) => n['setThreads']!(t),
     alloc: (len: number): F32 => new Float32Array(len),
     allocInt: (len: number): I32 => new Int32Array(len),
+    // Uninitialised memory from malloc (Buffer.allocUnsafeSlow): no zero-filling, and with the addon's malloc
+    // settings a recently freed block comes back warm instead of as fresh pages to fault in.
+    allocUninit: (len: number): F32 =>
+      len < 4096 ? new Float32Array(len) : new Float32Array(Buffer.allocUnsafeSlow(len * 4).buffer, 0, len),
     free: () => {
       // plain typed arrays: the garbage collector reclaims them
     },

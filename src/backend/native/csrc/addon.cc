@@ -1,5 +1,6 @@
 // Node-API glue: unpacks typed arrays (their own memory, never copied) and numbers, checks that every operand is
 // long enough for the sizes given, runs the kernel and turns kernel errors into JavaScript exceptions.
+#include <malloc.h>
 #include <node_api.h>
 
 #include <vector>
@@ -416,7 +417,19 @@ FN(SumSq) {
   });
 }
 
+// Tensors are large typed arrays. By default glibc serves blocks above a (dynamic, ≤ 32 MiB) threshold with fresh
+// mmap pages and trims the heap top after frees, so each training step would page-fault its activations back in.
+// Keeping big blocks on a heap that is not trimmed lets uninitialised allocations (allocUninit) reuse warm memory.
+// Process-wide, so DSV2_MALLOC_TUNING=0 turns it off.
+void tune_malloc() {
+  const char* env = std::getenv("DSV2_MALLOC_TUNING");
+  if (env && std::strcmp(env, "0") == 0) return;
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 napi_value Init(napi_env env, napi_value exports) {
+  tune_malloc();
   const napi_property_descriptor props[] = {
 #define P(js, fn) {js, nullptr, fn, nullptr, nullptr, nullptr, napi_default, nullptr}
       P("threads", Threads),
