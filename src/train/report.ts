@@ -75,12 +75,13 @@ pre{white-space:pre-wrap;background:#f6f6f6;padding:8px;border-radius:4px} .heat
 const D = ${JSON.stringify(data)};
 const W = Math.min(1050, window.innerWidth - 60);
 function chart(el, series, cols, opts = {}) {
-  new uPlot({ width: W, height: 240, scales: { x: { time: false }, ...(opts.scales || {}) }, series: [{ label: 'step' }, ...series], axes: [{}, { size: 60 }] },
+  new uPlot({ width: W, height: 240, scales: { x: { time: false }, ...(opts.scales || {}) }, series: [{ label: 'step' }, ...series], axes: [{}, { size: 60, ...(opts.y || {}) }] },
     [D.step, ...cols], document.getElementById(el));
 }
 chart('loss', [{ label: 'train', stroke: '#1f77b4' }, { label: 'validation', stroke: '#d62728', points: { show: true }, spanGaps: true },
   { label: 'unigram', stroke: '#999', dash: [6, 4] }], [D.loss, D.val, D.step.map(() => D.unigram)]);
-chart('lr', [{ label: 'lr', stroke: '#2ca02c' }], [D.lr]);
+chart('lr', [{ label: 'lr', stroke: '#2ca02c', value: (u, v) => v == null ? '--' : v.toExponential(2) }], [D.lr],
+  { y: { values: (u, vals) => vals.map((v) => v.toExponential(1)) } });
 chart('tps', [{ label: 'tok/s', stroke: '#9467bd' }], [D.tok_s]);
 const colors = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
 chart('bal', D.balance.map((_, l) => ({ label: 'MoE layer ' + (l + 1), stroke: colors[l % colors.length] })), D.balance);

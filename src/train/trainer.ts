@@ -313,8 +313,9 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
 
   while (!schedule || step < schedule.totalSteps) {
     const t0 = performance.now();
-    // while the length of a --minutes run is being measured: the warm-up of a run of 200 steps
-    const lr = schedule ? lrAt(schedule, step) : (opts.lr * (step + 1)) / Math.max(1, Math.round(200 * opts.warmup));
+    // While the length of a --minutes run is being measured (6 steps), ramp as a 100-step warm-up would, so the
+    // schedule fixed afterwards (3% of a few hundred steps) continues upward instead of dropping back.
+    const lr = schedule ? lrAt(schedule, step) : (opts.lr * (step + 1)) / 100;
     opt.zeroGrad();
     let lossCe = 0;
     let lossTotal = 0;
