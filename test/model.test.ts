@@ -12,6 +12,25 @@ import { expectedTensors, inventoryProblems, kvCacheElementsPerToken, paramCount
 import { balanceLosses } from '../src/train/losses.js';
 import { assertClose, testBackends } from './helpers.js';
 
+describe('from-scratch initialisation', () => {
+  it('matrices get normal(0, initializer_range), norms 1, the router gate kaiming-uniform U(±1/√d) as in MoEGate', () => {
+    const c = preset('small');
+    const m = DeepseekV2ForCausalLM.init(c, { seed: 5, backend: T.loadBackend('ts') });
+    const stats = (name: string): { std: number; maxAbs: number } => {
+      const v = m.params.get(name).toArray();
+      const mean = v.reduce((a, b) => a + b, 0) / v.length;
+      return { std: Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length), maxAbs: Math.max(...v.map(Math.abs)) };
+    };
+    const q = stats('model.layers.1.self_attn.q_proj.weight');
+    assert.ok(Math.abs(q.std - c.initializer_range) < 0.05 * c.initializer_range, `q_proj std ${q.std}`);
+    const bound = 1 / Math.sqrt(c.hidden_size);
+    const g = stats('model.layers.1.mlp.gate.weight');
+    assert.ok(g.maxAbs <= bound && g.maxAbs > 0.95 * bound, `gate max |w| ${g.maxAbs} vs bound ${bound}`);
+    assert.ok(Math.abs(g.std - bound / Math.sqrt(3)) < 0.05 * bound, `gate std ${g.std}`);
+    assert.deepEqual([...new Set(m.params.get('model.norm.weight').toArray())], [1]);
+  });
+});
+
 describe('spec §11 acceptance checks (backend-independent)', () => {
   it('§11.1 RoPE: interleaved pairs equal HF permute-then-rotate-half; rotate-half on raw layout differs', () => {
     const rng = new T.Rng(3);

@@ -4,7 +4,7 @@ import { add, embedding, linear, rmsnorm } from '../autograd/ops/index.js';
 import type { Backend } from '../backend/backend.js';
 import { defaultBackend } from '../backend/registry.js';
 import { Rng } from '../tensor/random.js';
-import { randn, ones, type Tensor } from '../tensor/tensor.js';
+import { rand, randn, ones, type Tensor } from '../tensor/tensor.js';
 import { fmtShape } from '../tensor/shape.js';
 import { selfAttention, cacheWidth } from './attention.js';
 import { KVCache } from './cache.js';
@@ -54,7 +54,15 @@ export class DeepseekV2ForCausalLM {
     const params = new Params();
     for (const t of expectedTensors(config)) {
       const isNorm = t.shape.length === 1;
-      params.set(t.name, (isNorm ? ones(t.shape, { backend }) : randn(t.shape, { backend, rng, std })).requireGrad());
+      let w: Tensor;
+      if (isNorm) w = ones(t.shape, { backend });
+      else if (t.name.endsWith('.mlp.gate.weight')) {
+        // DeepSeek's MoEGate.reset_parameters: kaiming_uniform_(a=√5) = U(−1/√in, 1/√in). It is not an nn.Linear,
+        // so HF's _init_weights leaves it there: a wider router init than the std of the other matrices.
+        const bound = 1 / Math.sqrt(t.shape[1]!);
+        w = rand(t.shape, { backend, rng, low: -bound, high: bound });
+      } else w = randn(t.shape, { backend, rng, std });
+      params.set(t.name, w.requireGrad());
     }
     return new DeepseekV2ForCausalLM(config, params, backend);
   }
