@@ -3,9 +3,9 @@
 // backward once with the summed upstream gradient, accumulates into the leaves' `.grad`, and frees each node
 // after use (unless retainGraph) so saved activations are released as soon as possible.
 import { empty, Tensor, type SliceGrad } from '../tensor/tensor.js';
-import { contiguousStrides, fmtShape, shapesEqual } from '../tensor/shape.js';
+import { fmtShape, shapesEqual } from '../tensor/shape.js';
 import { contiguous } from './ops/views.js';
-import { addInto, cloneTensor, onesLike } from './ops/kernels.js';
+import { addInto, cloneTensor, onesLike, strided } from './ops/kernels.js';
 
 let gradDisabled = 0;
 
@@ -134,13 +134,8 @@ export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainG
 
 /** acc[..., start:start+len, ...] += slice, along axis (acc is contiguous). */
 function addSlice(acc: Tensor, g: SliceGrad): void {
-  const st = contiguousStrides(acc.shape);
-  const src = contiguous(g.slice);
-  acc.backend.accumulate(
-    { buf: src.data as Float32Array, offset: src.offset, strides: src.strides },
-    { buf: acc.data as Float32Array, offset: g.start * st[g.axis]!, strides: st },
-    src.shape,
-  );
+  const dst = strided(acc);
+  acc.backend.accumulate(strided(g.slice), { ...dst, offset: dst.offset + g.start * acc.strides[g.axis]! }, g.slice.shape);
 }
 
 function addOutOfPlace(a: Tensor, b: Tensor): Tensor {

@@ -111,8 +111,7 @@ function kernelCases(b: Backend): KernelCase[] {
   const ro = f(R * H * Dr);
   const cos = f(T * (Dr / 2));
   const sin = f(T * (Dr / 2));
-  const idx = Int32Array.from({ length: R * K }, (_, i) => ((i * 2654435761) % R) >>> 0);
-  for (let i = 0; i < idx.length; i++) idx[i] = Math.abs(idx[i]!) % R;
+  const idx = Int32Array.from({ length: R * K }, (_, i) => (i * 7919 + 13) % R); // scattered rows, as a router gives
   const rows = f(R * K * D);
   const att = {
     B,

@@ -29,8 +29,12 @@ export function time(fn: () => void, opts: { runs?: number; warmup?: number; min
     samples.push((now() - s) / inner);
     if (samples.length >= runs && now() - start > budget) break;
   }
-  samples.sort((a, b) => a - b);
-  const mid = samples.length >> 1;
-  const ms = samples.length % 2 ? samples[mid]! : (samples[mid - 1]! + samples[mid]!) / 2;
-  return { ms, samples: samples.length, inner };
+  return { ms: median(samples), samples: samples.length, inner };
+}
+
+/** The median of xs (the mean of the middle two for an even count). */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }

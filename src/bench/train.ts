@@ -9,6 +9,7 @@ import { objective } from '../train/objective.js';
 import { Rng } from '../tensor/random.js';
 import { intTensor } from '../tensor/tensor.js';
 import { threadsOf, type BenchRecord } from './kernels.js';
+import { median } from './timing.js';
 
 export const TRAIN_BATCH: Record<string, [number, number]> = { tiny: [8, 64], small: [8, 256], medium: [4, 256] };
 
@@ -20,12 +21,6 @@ export interface TrainBenchRecord extends BenchRecord {
   forward_ms: number;
   backward_ms: number;
   optimizer_ms: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 export function benchTrain(b: Backend, presetName: string, opts: { steps?: number; batch?: number; seq?: number } = {}): TrainBenchRecord {

@@ -104,12 +104,12 @@ export function route(c: DeepseekV2Config, w: Params, prefix: string, layer: num
  * contiguous batch of its tokens.
  */
 function dispatchPlan(
-  indices: Tensor,
+  idx: readonly number[],
+  K: number,
   Nr: number,
   keep: boolean[] | null,
+  be: { backend: Tensor['backend'] },
 ): { tokens: Tensor; assignments: Tensor; counts: number[]; kept: number } {
-  const idx = indices.toArray();
-  const K = indices.shape[1]!;
   const counts = new Array<number>(Nr).fill(0);
   idx.forEach((e, a) => {
     if (!keep || keep[a]) counts[e]!++;
@@ -121,7 +121,6 @@ function dispatchPlan(
   idx.forEach((e, a) => {
     if (!keep || keep[a]) assignments[start[e]!++] = a;
   });
-  const be = { backend: indices.backend };
   return {
     tokens: intTensor(
       assignments.map((a) => Math.floor(a / K)),
@@ -148,8 +147,9 @@ export function moe(
   const xf = reshape(x, [N, d]);
   const router = route(c, w, prefix, layer, xf);
   const K = c.num_experts_per_tok!;
-  const keep = drop ? dropMask(c, router.indices.toArray(), gather(router.scores, router.indices).toArray(), T, drop) : null;
-  const { tokens, assignments, counts, kept } = dispatchPlan(router.indices, c.n_routed_experts!, keep);
+  const idx = router.indices.toArray(); // read once: the drop mask and the dispatch plan both use it
+  const keep = drop ? dropMask(c, idx, noGrad(() => gather(router.scores, router.indices)).toArray(), T, drop) : null;
+  const { tokens, assignments, counts, kept } = dispatchPlan(idx, K, c.n_routed_experts!, keep, { backend: x.backend });
   router.dropped = N * K - kept;
   router.load = counts;
   const xs = indexSelect(xf, tokens); // [kept, d], grouped by expert

@@ -193,7 +193,7 @@ function toBatch(b: Backend, rows: Int32Array, B: number, T: number): { x: Retur
     xs.set(rows.subarray(r * (T + 1), r * (T + 1) + T), r * T);
     ys.set(rows.subarray(r * (T + 1) + 1, r * (T + 1) + T + 1), r * T);
   }
-  return { x: intTensor(Array.from(xs), [B, T], { backend: b }), y: intTensor(Array.from(ys), [B, T], { backend: b }) };
+  return { x: intTensor(xs, [B, T], { backend: b }), y: intTensor(ys, [B, T], { backend: b }) };
 }
 
 export function evaluate(model: DeepseekV2ForCausalLM, batches: Int32Array[], T: number): number {

@@ -31,7 +31,7 @@ export class LiveView {
     const tokS = [...this.tokS].sort((a, b) => a - b)[this.tokS.length >> 1]!;
     const total = info.totalSteps || m.step;
     const frac = m.step / total;
-    const eta = ((total - m.step) * info.config.vocab_size * 0 + (total - m.step) * (m.tokens / m.step)) / tokS;
+    const eta = ((total - m.step) * (m.tokens / m.step)) / tokS;
     const val = this.lastVal === null ? '—' : this.lastVal.toFixed(3);
     return [
       `step ${m.step}/${total} ${bar(frac)} ${(100 * frac).toFixed(0).padStart(3)}%  ETA ${dur(eta)}  ${Math.round(tokS).toLocaleString('en-US')} tok/s`,

@@ -12,8 +12,8 @@ function fmt(v: number | undefined, digits = 1): string {
   return v === undefined ? '' : v >= 100 ? v.toFixed(0) : v.toFixed(digits);
 }
 
+/** GEMM and train rows (kernel rows, each paired with its copy baseline, go through printKernelTable). */
 function printTable(rows: BenchRecord[]): void {
-  let copy: BenchRecord | undefined;
   for (const r of rows) {
     const name = r.bench === 'gemm' ? (r.m! <= 4 ? 'gemv' : 'gemm') : r.bench;
     const shape = r.m !== undefined ? `${r.m}×${r.k}×${r.n}` : (r.shape ?? []).join('×');
@@ -23,10 +23,6 @@ function printTable(rows: BenchRecord[]): void {
         : r.gflops !== undefined && r.gbps === undefined
           ? `${fmt(r.gflops)} GFLOP/s`
           : `${fmt(r.gbps)} GB/s${r.gflops !== undefined ? `  ${fmt(r.gflops)} GFLOP/s` : ''}`;
-    if (r.bench === 'copy') {
-      copy = r;
-      continue;
-    }
     console.log(`${name.padEnd(24)} ${shape.padEnd(22)} ${r.ms.toFixed(3).padStart(10)} ms  ${rate}`);
     if (r.bench === 'train') {
       const t = r as unknown as { forward_ms: number; backward_ms: number; optimizer_ms: number; batch: number; seq: number };
@@ -35,7 +31,6 @@ function printTable(rows: BenchRecord[]): void {
       );
     }
   }
-  void copy;
 }
 
 function printKernelTable(rows: BenchRecord[]): void {

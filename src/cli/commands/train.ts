@@ -15,6 +15,9 @@ import { BOS, EOS, train, TRAIN_DEFAULTS, type TrainOptions, type TrainResult } 
 import { LiveView } from '../../train/view.js';
 import { parseFlags, UsageError } from '../args.js';
 
+/** Training fields that count something: integers ≥ 1. */
+const COUNTS = ['batch', 'seq', 'gradAccum', 'evalEvery', 'evalBatches', 'checkpointEvery'];
+
 const kebab = (s: string): string => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 
 const TRAIN_HELP: Record<string, string> = {
@@ -82,7 +85,7 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
   for (const [k, v] of Object.entries(TRAIN_DEFAULTS)) {
     if (k === 'resume') continue;
     spec[kebab(k)] = {
-      type: typeof v === 'number' ? (Number.isInteger(v) && !['lr', 'warmup', 'clip'].includes(k) ? 'number' : 'number') : 'string',
+      type: typeof v !== 'number' ? 'string' : COUNTS.includes(k) || k === 'seed' ? 'int' : 'number',
       help: TRAIN_HELP[k] ?? k,
     };
   }
@@ -99,7 +102,6 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
   };
   for (const k of ['steps', 'tokens', 'minutes', 'backend', 'threads'] as const)
     if (flags[k] !== undefined) (o as unknown as Record<string, unknown>)[k] = flags[k];
-  const ints = ['batch', 'seq', 'gradAccum', 'evalEvery', 'evalBatches', 'checkpointEvery', 'seed'];
   for (const k of Object.keys(TRAIN_DEFAULTS)) {
     const v = flags[kebab(k)];
     if (v === undefined) continue;
@@ -109,11 +111,7 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
       o.decayAt = parts;
     } else if (k === 'cacheDir') o.cacheDir = String(v);
     else {
-      if (ints.includes(k) && !Number.isInteger(v)) throw new UsageError(`--${kebab(k)} expects an integer, got '${v}'`);
-      if (
-        (v as number) < 0 ||
-        (['batch', 'seq', 'gradAccum', 'evalEvery', 'evalBatches', 'checkpointEvery'].includes(k) && (v as number) < 1)
-      ) {
+      if ((v as number) < 0 || (COUNTS.includes(k) && (v as number) < 1)) {
         throw new UsageError(`--${kebab(k)} is out of range: ${v}`);
       }
       (o as unknown as Record<string, unknown>)[k] = v;
@@ -246,7 +244,7 @@ export function runSample(argv: string[]): number {
   if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
   const ids = tok.encode(prompt, bos !== undefined && bos !== null ? { addBos: true, bosId: bos } : {});
   process.stdout.write(prompt);
-  let shown: number[] = [];
+  const shown: number[] = [];
   let printed = '';
   sampleTokens(model, ids, {
     maxNewTokens: (flags['max-new-tokens'] as number | undefined) ?? 200,
@@ -257,7 +255,7 @@ export function runSample(argv: string[]): number {
     eosId: tok.idOf(EOS) ?? model.config.eos_token_id ?? undefined,
     onToken: (id) => {
       // stream text as whole UTF-8 characters appear
-      shown = [...shown, id];
+      shown.push(id);
       const text = tok.decode(shown, { skipSpecial: true });
       if (!text.endsWith('\uFFFD')) {
         process.stdout.write(text.slice(printed.length));
