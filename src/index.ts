@@ -3,6 +3,7 @@ export type { Backend, BinaryOp, UnaryOp, GemmParams, AttentionParams, AdamWPara
 export { availableBackends, defaultBackend, loadBackend, useBackend, BACKEND_NAMES, type BackendName } from './backend/registry.js';
 export { Tensor, tensor, intTensor, scalar, zeros, ones, full, arange, randn, rand, type CreateOptions } from './tensor/tensor.js';
 export { Rng, type RngState } from './tensor/random.js';
+export { BufferArena, withArena } from './tensor/arena.js';
 export { bf16ToF32, f32ToBf16, f16ToF32, f32ToF16, type DType } from './tensor/dtype.js';
 export { noGrad, isGradEnabled, record } from './autograd/graph.js';
 export { gradcheck, type GradcheckOptions, type GradcheckResult } from './autograd/gradcheck.js';

@@ -157,6 +157,11 @@ for (const backend of testBackends()) {
       (x, w) => T.linear(x!, w!),
       () => [rn([2, 3, 4]), rn([5, 4])],
     );
+    check(
+      'groupedLinear (row groups 2, 0, 3 through their own weights)',
+      (x, w0, w1, w2) => T.groupedLinear(x!, [2, 0, 3], [w0!, w1!, w2!]),
+      () => [rn([5, 4]), rn([3, 4]), rn([3, 4]), rn([3, 4])],
+    );
 
     // fused norms, softmax, loss
     check(

@@ -48,6 +48,36 @@ for (const backend of testBackends()) {
       assert.deepEqual(T.linear(x, w).toArray(), [1, 5]);
     });
 
+    it('groupedLinear equals a linear per row group (empty groups, gradients included)', () => {
+      const counts = [40, 0, 17, 40, 1, 33, 0, 25];
+      const R = counts.reduce((a, b) => a + b, 0);
+      const x = T.randn([R, 64], { backend, seed: 5, requiresGrad: true });
+      const ws = counts.map((_, g) => T.randn([48, 64], { backend, seed: 10 + g, requiresGrad: true }));
+      const y = T.groupedLinear(x, counts, ws);
+      const parts: T.Tensor[] = [];
+      let start = 0;
+      counts.forEach((n, g) => {
+        if (n > 0) parts.push(T.linear(T.narrow(x, 0, start, n), ws[g]!));
+        start += n;
+      });
+      const want = T.concat(parts, 0);
+      assertClose(y.toArray(), want.toArray(), 1e-5, 1e-5, 'forward');
+      const gy = T.randn([R, 48], { backend, seed: 99 });
+      y.backward(gy);
+      const gx = x.grad!.toArray();
+      const gw = ws.map((w) => w.grad?.toArray() ?? null);
+      x.grad = null;
+      for (const w of ws) w.grad = null;
+      want.backward(gy);
+      assertClose(gx, x.grad!.toArray(), 1e-4, 1e-5, 'dx');
+      ws.forEach((w, g) => {
+        if (counts[g] === 0) assert.equal(gw[g], null, `no gradient for empty group ${g}`);
+        else assertClose(gw[g]!, w.grad!.toArray(), 1e-4, 1e-5, `dW${g}`);
+      });
+      assert.throws(() => T.groupedLinear(x, [1, 2], ws.slice(0, 2)), /row counts sum to 3, input has 156 rows/);
+      assert.throws(() => T.groupedLinear(x, [R], [T.randn([48, 63], { backend })]), /does not fit input/);
+    });
+
     it('broadcasting edge cases: scalars, size-1 dims, leading dims, zero-size', () => {
       assert.deepEqual(T.add(t([[1], [2]]), t([10, 20, 30])).toNested(), [
         [11, 21, 31],

@@ -188,3 +188,47 @@ describe('backend registry', () => {
     assert.ok(T.availableBackends().includes('ts'));
   });
 });
+
+for (const backend of testBackends()) {
+  describe(`buffer arena [${backend.name}]`, () => {
+    it('recycles one step’s buffers for the next, keeps what it is told to keep, and detaches stale tensors', () => {
+      const arena = new T.BufferArena(backend);
+      const x = T.randn([64, 128], { backend, seed: 1 });
+      const w = T.randn([96, 128], { backend, seed: 2, requiresGrad: true });
+      const step = (): { loss: number; h: T.Tensor } =>
+        T.withArena(arena, () => {
+          if (w.grad) T.noGrad(() => backend.fill(w.grad!.f32(), w.grad!.size, 0));
+          const h = T.linear(x, w); // [64, 96]: pooled
+          const loss = T.sum(T.square(h));
+          loss.backward();
+          return { loss: loss.item(), h };
+        });
+      const a = step();
+      const gradAfter1 = w.grad!.toArray();
+      const held = arena.bytes;
+      assert.ok(held > 0);
+      arena.reset([w.grad!]); // w.grad leaves the arena for good
+      assert.throws(() => a.h.toArray(), /belongs to an earlier step/);
+      assert.deepEqual(w.grad!.toArray(), gradAfter1, 'a kept buffer is not recycled');
+      const b = step();
+      assert.equal(b.loss, a.loss);
+      assert.deepEqual(w.grad!.toArray(), gradAfter1);
+      assert.ok(arena.bytes <= held, `the second step reuses the first one's buffers (${arena.bytes} > ${held} bytes)`);
+    });
+
+    it('hands reused buffers back zero-filled where asked, and serves only its own backend', () => {
+      const arena = new T.BufferArena(backend);
+      T.withArena(arena, () => [0, 1, 2].map(() => T.full([100, 100], 7, { backend })));
+      const held = arena.bytes;
+      arena.reset();
+      const zs = T.withArena(arena, () => [0, 1, 2].map(() => T.zeros([100, 100], { backend })));
+      assert.equal(arena.bytes, held);
+      for (const z of zs) assert.ok(z.toArray().every((v) => v === 0));
+      if (backend.name !== 'ts') {
+        const ts = T.loadBackend('ts');
+        T.withArena(arena, () => T.zeros([100, 100], { backend: ts }));
+        assert.equal(arena.bytes, held);
+      }
+    });
+  });
+}

@@ -127,6 +127,12 @@ export interface Backend {
 
   // ---- matmul ---------------------------------------------------------------------------------------------
   gemm(p: GemmParams): void;
+  /**
+   * Several independent products, as `gemm` on each in turn; their outputs must not overlap. Backends may run
+   * them concurrently (one small product per thread), which is what the routed experts of an MoE layer need:
+   * dozens of products too small to split across threads one by one.
+   */
+  gemmMany(ps: readonly GemmParams[]): void;
 
   // ---- fused kernels --------------------------------------------------------------------------------------
   /** x [R,D], w [D] → y [R,D] = x·rsqrt(mean(x²)+eps)·w, rstd [R]. */

@@ -6,6 +6,7 @@ import { DeepseekV2ForCausalLM } from '../model/model.js';
 import { preset } from '../model/presets.js';
 import { AdamW } from '../optim/optimizer.js';
 import { objective } from '../train/objective.js';
+import { BufferArena, withArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import { intTensor } from '../tensor/tensor.js';
 import { threadsOf, type BenchRecord } from './kernels.js';
@@ -23,13 +24,19 @@ export interface TrainBenchRecord extends BenchRecord {
   optimizer_ms: number;
 }
 
-export function benchTrain(b: Backend, presetName: string, opts: { steps?: number; batch?: number; seq?: number } = {}): TrainBenchRecord {
+export function benchTrain(
+  b: Backend,
+  presetName: string,
+  opts: { steps?: number; batch?: number; seq?: number; arena?: boolean } = {},
+): TrainBenchRecord {
   const [B0, T0] = TRAIN_BATCH[presetName] ?? [8, 256];
   const B = opts.batch ?? B0;
   const T = opts.seq ?? T0;
   const config = preset(presetName);
   const model = DeepseekV2ForCausalLM.init(config, { seed: 0, backend: b });
-  const opt = new AdamW(model.parameters(), { lr: 3e-4, maxGradNorm: 1 });
+  const params = model.parameters();
+  const opt = new AdamW(params, { lr: 3e-4, maxGradNorm: 1 });
+  const arena = opts.arena === false ? null : new BufferArena(b); // as the trainer does
   const rng = new Rng(3);
   const ids = intTensor(
     Array.from({ length: B * (T + 1) }, () => rng.int(config.vocab_size)),
@@ -45,10 +52,16 @@ export function benchTrain(b: Backend, presetName: string, opts: { steps?: numbe
   const upd: number[] = [];
   for (let s = -1; s < steps; s++) {
     const t0 = performance.now();
-    opt.zeroGrad();
-    const { lossTotal } = objective(model, x, y, coef);
-    const t1 = performance.now();
-    lossTotal.backward();
+    arena?.reset(params.flatMap((p) => (p.grad ? [p.grad] : [])));
+    let t1 = 0;
+    const step = (): void => {
+      opt.zeroGrad();
+      const { lossTotal } = objective(model, x, y, coef);
+      t1 = performance.now();
+      lossTotal.backward();
+    };
+    if (arena) withArena(arena, step);
+    else step();
     const t2 = performance.now();
     opt.step();
     const t3 = performance.now();

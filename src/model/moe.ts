@@ -3,10 +3,10 @@
 import { noGrad } from '../autograd/graph.js';
 import {
   add,
-  concat,
   div,
   expand,
   gather,
+  groupedLinear,
   indexAdd,
   indexSelect,
   linear,
@@ -16,8 +16,8 @@ import {
   reshape,
   scale,
   softmax,
-  split,
   sum,
+  swiglu,
   topk,
 } from '../autograd/ops/index.js';
 import { intTensor, zeros, type Tensor } from '../tensor/tensor.js';
@@ -153,13 +153,13 @@ export function moe(
   router.dropped = N * K - kept;
   router.load = counts;
   const xs = indexSelect(xf, tokens); // [kept, d], grouped by expert
-  const outs: Tensor[] = [];
-  split(xs, counts, 0).forEach((xe, e) => {
-    if (counts[e]! > 0) outs.push(mlp(w, `${prefix}.experts.${e}`, xe));
-  });
+  // Every expert's SwiGLU MLP (mlp.ts) on its own rows of xs, each projection one grouped product.
+  const proj = (name: string): Tensor[] => counts.map((_, e) => w.get(`${prefix}.experts.${e}.${name}.weight`));
+  const h = swiglu(groupedLinear(xs, counts, proj('gate_proj')), groupedLinear(xs, counts, proj('up_proj'))); // [kept, I]
+  const ys = groupedLinear(h, counts, proj('down_proj')); // [kept, d]
   const ws = reshape(indexSelect(reshape(router.weights, [N * K]), assignments), [kept, 1]);
   const zero = zeros([N, d], { backend: x.backend });
-  const routed = outs.length ? indexAdd(zero, tokens, mul(concat(outs, 0), ws)) : zero; // [N, d]
+  const routed = kept ? indexAdd(zero, tokens, mul(ys, ws)) : zero; // [N, d]
   const out = c.n_shared_experts ? add(routed, mlp(w, `${prefix}.shared_experts`, xf)) : routed;
   return { out: reshape(out, [B, T, d]), router };
 }

@@ -8,6 +8,7 @@
 // their `.grad` buffers (reused across steps) and optimizer state. `dispose()` releases a large buffer early.
 import type { Backend, F32, I32 } from '../backend/backend.js';
 import { defaultBackend, loadBackend } from '../backend/registry.js';
+import { activeArena } from './arena.js';
 import type { DType } from './dtype.js';
 import { Rng } from './random.js';
 import { checkShape, contiguousStrides, fmtShape, isContiguous, sizeOf, type Shape } from './shape.js';
@@ -84,8 +85,14 @@ export class Tensor {
     return (this.data as I32).subarray(this.offset, this.offset + this.size);
   }
 
-  private check(what: string): void {
+  /** Throws if the storage is gone: disposed, or taken back by a BufferArena at its reset. */
+  check(what: string): void {
     if (this.isDisposed()) throw new Error(`${what}: this tensor (shape ${fmtShape(this.shape)}) was disposed`);
+    if (this.data.length === 0 && this.size > 0) {
+      throw new Error(
+        `${what}: this tensor (shape ${fmtShape(this.shape)}) belongs to an earlier step; its arena took the storage back at reset`,
+      );
+    }
   }
 
   /** Values in row-major order as a plain array. */
@@ -202,17 +209,22 @@ export function wrap(backend: Backend, data: F32 | I32, shape: Shape, dtype: DTy
 
 /** A new zero-filled float tensor on `backend`. */
 export function empty(backend: Backend, shape: Shape): Tensor {
-  return wrap(backend, backend.alloc(sizeOf(shape)), shape, 'f32');
+  const n = sizeOf(shape);
+  const arena = activeArena(backend);
+  return wrap(backend, arena ? arena.f32(n, false) : backend.alloc(n), shape, 'f32');
 }
 
 /** A new float tensor with unspecified contents: only for outputs that a kernel then writes in full. */
 export function uninit(backend: Backend, shape: Shape): Tensor {
   const n = sizeOf(shape);
-  return wrap(backend, backend.allocUninit ? backend.allocUninit(n) : backend.alloc(n), shape, 'f32');
+  const arena = activeArena(backend);
+  return wrap(backend, arena ? arena.f32(n, true) : backend.allocUninit ? backend.allocUninit(n) : backend.alloc(n), shape, 'f32');
 }
 
 export function emptyInt(backend: Backend, shape: Shape): Tensor {
-  return wrap(backend, backend.allocInt(sizeOf(shape)), shape, 'i32');
+  const n = sizeOf(shape);
+  const arena = activeArena(backend);
+  return wrap(backend, arena ? arena.i32(n) : backend.allocInt(n), shape, 'i32');
 }
 
 type Nested = number | readonly Nested[];

@@ -17,6 +17,7 @@ import { DeepseekV2ForCausalLM } from '../model/model.js';
 import type { TokenDropping } from '../model/moe.js';
 import { preset } from '../model/presets.js';
 import { AdamW } from '../optim/optimizer.js';
+import { BufferArena, withArena } from '../tensor/arena.js';
 import { Rng, type RngState } from '../tensor/random.js';
 import { intTensor } from '../tensor/tensor.js';
 import { trainBpe } from '../tokenizer/train.js';
@@ -246,7 +247,9 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
   const evalSet = evalBatches(valTokens, opts.batch, opts.seq, opts.evalBatches);
 
   const model = saved ? saved.model : DeepseekV2ForCausalLM.init(config, { seed: opts.seed, backend });
-  const opt = new AdamW(model.parameters(), {
+  const params = model.parameters();
+  const arena = new BufferArena(backend);
+  const opt = new AdamW(params, {
     lr: opts.lr,
     beta1: opts.beta1,
     beta2: opts.beta2,
@@ -316,41 +319,46 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     // While the length of a --minutes run is being measured (6 steps), ramp as a 100-step warm-up would, so the
     // schedule fixed afterwards (3% of a few hundred steps) continues upward instead of dropping back.
     const lr = schedule ? lrAt(schedule, step) : (opts.lr * (step + 1)) / 100;
-    opt.zeroGrad();
     let lossCe = 0;
     let lossTotal = 0;
     const lb = { exp: 0, dev: 0, comm: 0 };
     let dropped = 0;
     let assignments = 0;
     const layerCounts: number[][] = [];
-    for (let micro = 0; micro < opts.gradAccum; micro++) {
-      const { x, y } = toBatch(backend, stream.next(), opts.batch, opts.seq);
-      const protectedRows = new Set<number>();
-      for (let r = 0; r < opts.batch; r++) if (rng.uniform() < opts.protectedFraction) protectedRows.add(r);
-      const drop: TokenDropping | undefined = opts.capacityFactor > 0 ? { capacityFactor: opts.capacityFactor, protectedRows } : undefined;
-      const o = objective(model, x, y, coef, { drop });
-      const scaled = opts.gradAccum > 1 ? scale(o.lossTotal, 1 / opts.gradAccum) : o.lossTotal;
-      const ce = o.lossCe.item();
-      if (!Number.isFinite(ce)) {
-        throw new TrainingDiverged(
-          `the loss became ${ce} at step ${step + 1}; stopping. The last good checkpoint is ${checkpoint || '(none yet)'}; lower --lr or raise --warmup`,
-        );
+    // The previous step's activations and gradients are dead: this step reuses their memory (tensor/arena.ts).
+    arena.reset(params.flatMap((p) => (p.grad ? [p.grad] : [])));
+    opt.zeroGrad();
+    withArena(arena, () => {
+      for (let micro = 0; micro < opts.gradAccum; micro++) {
+        const { x, y } = toBatch(backend, stream.next(), opts.batch, opts.seq);
+        const protectedRows = new Set<number>();
+        for (let r = 0; r < opts.batch; r++) if (rng.uniform() < opts.protectedFraction) protectedRows.add(r);
+        const drop: TokenDropping | undefined =
+          opts.capacityFactor > 0 ? { capacityFactor: opts.capacityFactor, protectedRows } : undefined;
+        const o = objective(model, x, y, coef, { drop });
+        const scaled = opts.gradAccum > 1 ? scale(o.lossTotal, 1 / opts.gradAccum) : o.lossTotal;
+        const ce = o.lossCe.item();
+        if (!Number.isFinite(ce)) {
+          throw new TrainingDiverged(
+            `the loss became ${ce} at step ${step + 1}; stopping. The last good checkpoint is ${checkpoint || '(none yet)'}; lower --lr or raise --warmup`,
+          );
+        }
+        scaled.backward();
+        lossCe += ce / opts.gradAccum;
+        lossTotal += o.lossTotal.item() / opts.gradAccum;
+        for (const b of o.balance) {
+          lb.exp += b.L_exp.item() / opts.gradAccum;
+          lb.dev += b.L_dev.item() / opts.gradAccum;
+          lb.comm += b.L_comm.item() / opts.gradAccum;
+        }
+        o.router.forEach((r, li) => {
+          const counts = (layerCounts[li] ??= new Array<number>(Nr).fill(0));
+          for (const e of r.indices.toArray()) counts[e]!++;
+          dropped += r.dropped;
+          assignments += r.indices.size;
+        });
       }
-      scaled.backward();
-      lossCe += ce / opts.gradAccum;
-      lossTotal += o.lossTotal.item() / opts.gradAccum;
-      for (const b of o.balance) {
-        lb.exp += b.L_exp.item() / opts.gradAccum;
-        lb.dev += b.L_dev.item() / opts.gradAccum;
-        lb.comm += b.L_comm.item() / opts.gradAccum;
-      }
-      o.router.forEach((r, li) => {
-        const counts = (layerCounts[li] ??= new Array<number>(Nr).fill(0));
-        for (const e of r.indices.toArray()) counts[e]!++;
-        dropped += r.dropped;
-        assignments += r.indices.size;
-      });
-    }
+    });
     const gradNorm = opt.step(lr);
     if (!Number.isFinite(gradNorm)) {
       throw new TrainingDiverged(

@@ -4,6 +4,7 @@ import { empty, uninit, type Tensor } from '../../tensor/tensor.js';
 import { broadcastStrides, contiguousStrides, type Shape } from '../../tensor/shape.js';
 
 export function strided(t: Tensor): Strided {
+  t.check('strided read');
   return { buf: t.data as Float32Array, offset: t.offset, strides: t.strides };
 }
 

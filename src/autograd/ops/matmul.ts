@@ -137,3 +137,111 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   const y = matmul(reshape(x, [sizeOf(lead), w.shape[1]!]), transpose(w));
   return reshape(y, [...lead, w.shape[0]!]);
 }
+
+/**
+ * Row groups through their own weights, as the routed experts of an MoE layer (spec §5.1): rows
+ * [start_g, start_g + counts[g]) of x [R, in] go through weights[g] [out, in] → y [R, out]. Forward and backward
+ * are one `gemmMany` call each, so dozens of small per-expert products share the threads (one product per
+ * thread) instead of each paying to split across them.
+ */
+export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: readonly Tensor[]): Tensor {
+  if (xIn.ndim !== 2) throw new Error(`groupedLinear: input must be [rows, in], got ${fmtShape(xIn.shape)}`);
+  if (counts.length !== weights.length) throw new Error(`groupedLinear: ${counts.length} row counts for ${weights.length} weights`);
+  const [R, In] = xIn.shape as [number, number];
+  const Out = weights[0]?.shape[0] ?? 0;
+  for (const w of weights) {
+    if (w.ndim !== 2 || w.shape[0] !== Out || w.shape[1] !== In) {
+      throw new Error(
+        `groupedLinear: weight ${fmtShape(w.shape)} does not fit input ${fmtShape(xIn.shape)} (every weight [${Out}, ${In}])`,
+      );
+    }
+  }
+  const total = counts.reduce((s, n) => s + n, 0);
+  if (total !== R || counts.some((n) => n < 0 || !Number.isInteger(n))) {
+    throw new Error(`groupedLinear: row counts sum to ${total}, input has ${R} rows`);
+  }
+  const x = contiguous(xIn);
+  const ws = weights.map((w) => contiguous(w));
+  const starts: number[] = [];
+  counts.reduce((s, n) => (starts.push(s), s + n), 0);
+  const b = x.backend;
+  const y = uninit(b, [R, Out]);
+  const yd = y.f32();
+  const product = (
+    M: number,
+    N: number,
+    K: number,
+    a: [F32, number, number, number],
+    bm: [F32, number, number, number],
+    c: [F32, number],
+  ) => ({
+    batch: 1,
+    M,
+    N,
+    K,
+    a: a[0],
+    aOffset: a[1],
+    aBatchStride: 0,
+    aRowStride: a[2],
+    aColStride: a[3],
+    b: bm[0],
+    bOffset: bm[1],
+    bBatchStride: 0,
+    bRowStride: bm[2],
+    bColStride: bm[3],
+    c: c[0],
+    cOffset: c[1],
+    cBatchStride: 0,
+    alpha: 1,
+    beta: 0,
+  });
+  const xd = x.data as F32;
+  const groups = counts.flatMap((n, g) => (n > 0 ? [g] : []));
+  // y_g = x_g · W_gᵀ
+  b.gemmMany(
+    groups.map((g) =>
+      product(
+        counts[g]!,
+        Out,
+        In,
+        [xd, x.offset + starts[g]! * In, In, 1],
+        [ws[g]!.data as F32, ws[g]!.offset, 1, In],
+        [yd, starts[g]! * Out],
+      ),
+    ),
+  );
+  return record(y, 'groupedLinear', [xIn, ...weights], (gy) => {
+    const gd = gy.data as F32;
+    const list = [];
+    let dx: Tensor | null = null;
+    if (xIn.requiresGrad) {
+      dx = uninit(b, [R, In]);
+      const dxd = dx.f32();
+      for (const g of groups) {
+        // dx_g = dy_g · W_g
+        list.push(
+          product(
+            counts[g]!,
+            In,
+            Out,
+            [gd, gy.offset + starts[g]! * Out, Out, 1],
+            [ws[g]!.data as F32, ws[g]!.offset, In, 1],
+            [dxd, starts[g]! * In],
+          ),
+        );
+      }
+      if (groups.length === 0) b.fill(dxd, R * In, 0);
+    }
+    const dws = weights.map((w, g) => {
+      if (!w.requiresGrad || counts[g] === 0) return null;
+      const dw = uninit(b, [Out, In]);
+      // dW_g = dy_gᵀ · x_g
+      list.push(
+        product(Out, In, counts[g]!, [gd, gy.offset + starts[g]! * Out, 1, Out], [xd, x.offset + starts[g]! * In, In, 1], [dw.f32(), 0]),
+      );
+      return dw;
+    });
+    b.gemmMany(list);
+    return [dx, ...dws];
+  });
+}

@@ -1,6 +1,6 @@
 // Views share storage with their input: reshape, permute/transpose, narrow (slice), expand (broadcast),
 // squeeze/unsqueeze. contiguous() copies only when the layout is not already row-major.
-import { uninit, Tensor } from '../../tensor/tensor.js';
+import { emptyInt, uninit, Tensor } from '../../tensor/tensor.js';
 import { broadcastStrides, contiguousStrides, fmtShape, normAxis, sizeOf } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { strided, sumTo } from './kernels.js';
@@ -12,10 +12,7 @@ function view(x: Tensor, shape: readonly number[], strides: readonly number[], o
 /** Row-major copy when needed. backward: identity. */
 export function contiguous(x: Tensor): Tensor {
   if (x.isContiguous()) return x;
-  const out =
-    x.dtype === 'f32'
-      ? uninit(x.backend, x.shape)
-      : new Tensor(x.backend, x.backend.allocInt(x.size), x.shape, contiguousStrides(x.shape), 0, 'i32');
+  const out = x.dtype === 'f32' ? uninit(x.backend, x.shape) : emptyInt(x.backend, x.shape);
   x.backend.copy(strided(x), { buf: out.data as Float32Array, offset: 0, strides: out.strides }, x.shape);
   return record(out, 'contiguous', [x], (gy) => [gy]);
 }

@@ -60,6 +60,7 @@ export function createNativeBackend(): Backend | null {
   const n = loadAddon();
   if (!n) return null;
   const gemmMeta = new Float64Array(16);
+  let manyMeta = new Float64Array(16 * 64);
   const attnMeta = new Float64Array(10);
   const adamMeta = new Float64Array(8);
   const attention = (p: AttentionParams): Float64Array => {
@@ -96,6 +97,22 @@ export function createNativeBackend(): Backend | null {
         p.bOffset, p.bBatchStride, p.bRowStride, p.bColStride, p.cOffset, p.cBatchStride, p.alpha, p.beta,
       ]); // prettier-ignore
       n['gemm']!(p.a, p.b, p.c, gemmMeta);
+    },
+    gemmMany: (ps: readonly GemmParams[]) => {
+      if (manyMeta.length < 16 * ps.length) manyMeta = new Float64Array(32 * ps.length);
+      const as: F32[] = [];
+      const bs: F32[] = [];
+      const cs: F32[] = [];
+      ps.forEach((p, i) => {
+        manyMeta.set([
+          p.batch, p.M, p.N, p.K, p.aOffset, p.aBatchStride, p.aRowStride, p.aColStride,
+          p.bOffset, p.bBatchStride, p.bRowStride, p.bColStride, p.cOffset, p.cBatchStride, p.alpha, p.beta,
+        ], 16 * i); // prettier-ignore
+        as.push(p.a);
+        bs.push(p.b);
+        cs.push(p.c);
+      });
+      n['gemmMany']!(as, bs, cs, manyMeta, ps.length);
     },
     rmsnorm: (x, w, y, rstd, R, D, eps) => n['rmsnorm']!(x, w, y, rstd, R, D, eps),
     rmsnormBackward: (x, w, rstd, dy, dx, dw, R, D) => n['rmsnormBackward']!(x, w, rstd, dy, dx, dw, R, D),

@@ -27,6 +27,9 @@ export function createTsBackend(): Backend {
     reduce,
     reduceMaxBackward,
     gemm,
+    gemmMany: (ps) => {
+      for (const p of ps) gemm(p);
+    },
     rmsnorm,
     rmsnormBackward,
     softmax,

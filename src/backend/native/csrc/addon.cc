@@ -54,19 +54,28 @@ struct Call {
 
   void* typed(size_t i, napi_typedarray_type want, double need, const char* what) {
     if (i >= argc) throw KernelError(std::string(what) + ": missing argument");
+    return typed_value(argv[i], want, need, what, "argument " + std::to_string(i));
+  }
+  /** The memory of typed array `v`, checked for element type and for holding at least `need` elements. */
+  void* typed_value(napi_value v, napi_typedarray_type want, double need, const char* what, const std::string& name) {
     napi_typedarray_type type;
     size_t length;
     void* data;
     bool is;
-    napi_is_typedarray(env, argv[i], &is);
-    if (!is) throw KernelError(std::string(what) + ": argument " + std::to_string(i) + " is not a typed array");
-    napi_get_typedarray_info(env, argv[i], &type, &length, &data, nullptr, nullptr);
+    napi_is_typedarray(env, v, &is);
+    if (!is) throw KernelError(std::string(what) + ": " + name + " is not a typed array");
+    napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr);
     const bool word = want == napi_float32_array && type == napi_int32_array && allow_int;
-    if (type != want && !word) throw KernelError(std::string(what) + ": argument " + std::to_string(i) + " has the wrong element type");
+    if (type != want && !word) throw KernelError(std::string(what) + ": " + name + " has the wrong element type");
     if ((double)length < need)
-      throw KernelError(std::string(what) + ": argument " + std::to_string(i) + " holds " + std::to_string(length) + " elements, needs " +
-                        std::to_string((i64)need));
+      throw KernelError(std::string(what) + ": " + name + " holds " + std::to_string(length) + " elements, needs " + std::to_string((i64)need));
     return data;
+  }
+  /** Element j of the JavaScript array argument i, a Float32Array of at least `need` elements. */
+  float* f32_at(size_t i, uint32_t j, double need, const char* what) {
+    napi_value v;
+    if (i >= argc || napi_get_element(env, argv[i], j, &v) != napi_ok) throw KernelError(std::string(what) + ": argument " + std::to_string(i) + " is not an array");
+    return static_cast<float*>(typed_value(v, napi_float32_array, need, what, "item " + std::to_string(j) + " of argument " + std::to_string(i)));
   }
   bool allow_int = false;  // copy moves 4-byte words: int32 tensors go through the float path bit for bit
   float* f32(size_t i, double need, const char* what) { return static_cast<float*>(typed(i, napi_float32_array, need, what)); }
@@ -221,23 +230,58 @@ FN(ReduceMaxBackward) {
 }
 
 // gemm(a, b, c, meta): meta = [batch, M, N, K, aOff, aBS, aRS, aCS, bOff, bBS, bRS, bCS, cOff, cBS, alpha, beta]
+GemmArgs gemm_args(const double* m) {
+  GemmArgs g{};
+  g.batch = (i64)m[0], g.M = (i64)m[1], g.N = (i64)m[2], g.K = (i64)m[3];
+  g.aOff = (i64)m[4], g.aBS = (i64)m[5], g.aRS = (i64)m[6], g.aCS = (i64)m[7];
+  g.bOff = (i64)m[8], g.bBS = (i64)m[9], g.bRS = (i64)m[10], g.bCS = (i64)m[11];
+  g.cOff = (i64)m[12], g.cBS = (i64)m[13], g.alpha = (float)m[14], g.beta = (float)m[15];
+  return g;
+}
+
+/** Elements each operand of `g` reaches: A, B and C. */
+void gemm_reach(const GemmArgs& g, double r[3]) {
+  const i64 as[3] = {g.aBS, g.aRS, g.aCS}, ash[3] = {g.batch, g.M, g.K};
+  const i64 bs[3] = {g.bBS, g.bRS, g.bCS}, bsh[3] = {g.batch, g.K, g.N};
+  const i64 cs[3] = {g.cBS, g.N, 1}, csh[3] = {g.batch, g.M, g.N};
+  r[0] = g.K ? reach(g.aOff, as, ash, 3) : 0;
+  r[1] = g.K ? reach(g.bOff, bs, bsh, 3) : 0;
+  r[2] = reach(g.cOff, cs, csh, 3);
+}
+
 FN(Gemm) {
   BODY("gemm", {
-    const double* m = c.f64(3, 16, W);
-    GemmArgs g{};
-    g.batch = (i64)m[0], g.M = (i64)m[1], g.N = (i64)m[2], g.K = (i64)m[3];
-    g.aOff = (i64)m[4], g.aBS = (i64)m[5], g.aRS = (i64)m[6], g.aCS = (i64)m[7];
-    g.bOff = (i64)m[8], g.bBS = (i64)m[9], g.bRS = (i64)m[10], g.bCS = (i64)m[11];
-    g.cOff = (i64)m[12], g.cBS = (i64)m[13], g.alpha = (float)m[14], g.beta = (float)m[15];
+    GemmArgs g = gemm_args(c.f64(3, 16, W));
     if (g.batch > 0 && g.M > 0 && g.N > 0) {
-      const i64 as[3] = {g.aBS, g.aRS, g.aCS}, ash[3] = {g.batch, g.M, g.K};
-      const i64 bs[3] = {g.bBS, g.bRS, g.bCS}, bsh[3] = {g.batch, g.K, g.N};
-      const i64 cs[3] = {g.cBS, g.N, 1}, csh[3] = {g.batch, g.M, g.N};
-      g.a = c.f32(0, g.K ? reach(g.aOff, as, ash, 3) : 0, W);
-      g.b = c.f32(1, g.K ? reach(g.bOff, bs, bsh, 3) : 0, W);
-      g.c = c.f32(2, reach(g.cOff, cs, csh, 3), W);
+      double r[3];
+      gemm_reach(g, r);
+      g.a = c.f32(0, r[0], W);
+      g.b = c.f32(1, r[1], W);
+      g.c = c.f32(2, r[2], W);
       gemm(g);
     }
+    return undef(env);
+  });
+}
+
+// gemmMany(as, bs, cs, meta, count): arrays of operands; meta holds `count` gemm metas of 16 numbers each
+FN(GemmMany) {
+  BODY("gemmMany", {
+    const i64 count = c.n(4);
+    const double* m = c.f64(3, 16.0 * (double)count, W);
+    std::vector<GemmArgs> items;
+    items.reserve(count);
+    for (i64 i = 0; i < count; i++) {
+      GemmArgs g = gemm_args(m + 16 * i);
+      if (g.batch <= 0 || g.M <= 0 || g.N <= 0) continue;
+      double r[3];
+      gemm_reach(g, r);
+      g.a = c.f32_at(0, (uint32_t)i, r[0], W);
+      g.b = c.f32_at(1, (uint32_t)i, r[1], W);
+      g.c = c.f32_at(2, (uint32_t)i, r[2], W);
+      items.push_back(g);
+    }
+    gemm_many(items.data(), (i64)items.size());
     return undef(env);
   });
 }
@@ -443,6 +487,7 @@ napi_value Init(napi_env env, napi_value exports) {
       P("reduce", Reduce),
       P("reduceMaxBackward", ReduceMaxBackward),
       P("gemm", Gemm),
+      P("gemmMany", GemmMany),
       P("rmsnorm", RmsNorm),
       P("rmsnormBackward", RmsNormBackward),
       P("softmax", Softmax),

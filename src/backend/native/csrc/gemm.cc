@@ -5,6 +5,9 @@
 // → a 6×16 register-blocked micro-kernel (12 accumulators + 2 B vectors + 1 broadcast A = 15 of 16 ymm registers).
 // Packing reads any row/column stride, so transposed operands cost nothing extra. Threads split the (jr, ir)
 // micro-tile grid and pack the shared panels together.
+#include <algorithm>
+#include <vector>
+
 #include "kernels.h"
 
 namespace dsv2 {
@@ -329,12 +332,16 @@ void gemm_one(const Gemm& g, int nt) {
 
 }  // namespace
 
+namespace {
+Gemm batch_item(const GemmArgs& p, i64 q) {
+  return Gemm{p.M, p.N, p.K, p.a + p.aOff + q * p.aBS, p.aRS, p.aCS, p.b + p.bOff + q * p.bBS, p.bRS, p.bCS,
+              p.c + p.cOff + q * p.cBS, p.N, p.alpha, p.beta};
+}
+}  // namespace
+
 void gemm(const GemmArgs& p) {
   const double flops = 2.0 * p.M * p.N * p.K;
-  auto item = [&](i64 q) {
-    return Gemm{p.M, p.N, p.K, p.a + p.aOff + q * p.aBS, p.aRS, p.aCS, p.b + p.bOff + q * p.bBS, p.bRS, p.bCS,
-                p.c + p.cOff + q * p.cBS, p.N, p.alpha, p.beta};
-  };
+  auto item = [&](i64 q) { return batch_item(p, q); };
   const int nt = threads_for(flops * p.batch);
   // Many small products: one per thread, each single-threaded. Not when every item adds into the same C.
   if (p.batch >= nt && nt > 1 && p.cBS != 0 && flops < 4e7) {
@@ -345,6 +352,30 @@ void gemm(const GemmArgs& p) {
   for (i64 q = 0; q < p.batch; q++) {
     gemm_one(item(q), threads_for(flops));  // with cBS == 0 and beta 1 the items sum into one C
   }
+}
+
+void gemm_many(const GemmArgs* items, i64 count) {
+  double total = 0, biggest = 0;
+  std::vector<std::pair<double, i64>> order;  // largest first, so the dynamic schedule ends balanced
+  for (i64 i = 0; i < count; i++) {
+    const double f = 2.0 * items[i].batch * items[i].M * items[i].N * items[i].K;
+    total += f;
+    biggest = std::max(biggest, f);
+    order.emplace_back(f, i);
+  }
+  const int nt = threads_for(total);
+  // Splitting one product across threads costs a fork/join and barriers per block; below ~4·10⁷ flops that is
+  // dearer than giving each thread whole products.
+  if (nt > 1 && count >= nt && biggest < 4e7) {
+    std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (i64 j = 0; j < count; j++) {
+      const GemmArgs& p = items[order[j].second];
+      for (i64 q = 0; q < p.batch; q++) gemm_one(batch_item(p, q), 1);
+    }
+    return;
+  }
+  for (i64 i = 0; i < count; i++) gemm(items[i]);
 }
 
 }  // namespace dsv2

@@ -16,6 +16,8 @@ struct GemmArgs {
   float alpha, beta;
 };
 void gemm(const GemmArgs& p);
+/** Independent products with disjoint outputs; small ones run one per thread. */
+void gemm_many(const GemmArgs* items, i64 count);
 
 // ---- layout and elementwise (elementwise.cc) ----
 /** dst = src (accumulate: dst += src) over `shape`; strides and offsets in elements. */
