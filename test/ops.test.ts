@@ -256,6 +256,28 @@ for (const backend of testBackends()) {
       assertClose(got, want, 1e-5, 1e-5);
     });
 
+    it('attention at training sizes matches the ts reference, forward and backward (ragged blocks and head dims, cache offset, mask)', () => {
+      if (backend.name === 'ts') return; // the reference itself
+      const ts = T.loadBackend('ts');
+      const [B, H, Hkv, Tq, S, Dk, Dv] = [2, 4, 2, 151, 170, 40, 24];
+      const maskVals = Array.from({ length: B * Tq * S }, (_, i) => ((i * 7919) % 13 === 0 ? -Infinity : ((i * 31) % 17) / 17 - 0.5));
+      for (let r = 0; r < S; r++) maskVals[(1 * Tq + 5) * S + r] = -Infinity; // one fully masked row: output 0
+      for (const variant of ['causal', 'mask'] as const) {
+        const run = (be: T.Backend) => {
+          const q = T.randn([B, H, Tq, Dk], { backend: be, seed: 21, requiresGrad: true });
+          const k = T.randn([B, Hkv, S, Dk], { backend: be, seed: 22, requiresGrad: true });
+          const v = T.randn([B, Hkv, S, Dv], { backend: be, seed: 23, requiresGrad: true });
+          const opts = variant === 'causal' ? { scale: 0.3, causal: true } : { scale: 0.3, mask: T.tensor(maskVals, [B, Tq, S], { backend: be }) };
+          const o = T.attention(q, k, v, opts);
+          o.backward(T.randn([B, H, Tq, Dv], { backend: be, seed: 24 }));
+          return [o, q.grad!, k.grad!, v.grad!].map((x) => x.toArray());
+        };
+        const got = run(backend);
+        const want = run(ts);
+        ['out', 'dq', 'dk', 'dv'].forEach((name, i) => assertClose(got[i]!, want[i]!, 2e-5, 1e-4, `${variant} ${name}`));
+      }
+    });
+
     it('AdamW matches the PyTorch formula, including decay only on ≥ 2-dim tensors and clipping', () => {
       const w = T.tensor([[0.5, -0.25]], undefined, { backend, requiresGrad: true });
       const n = T.tensor([1.5], undefined, { backend, requiresGrad: true });

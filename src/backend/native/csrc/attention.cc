@@ -1,8 +1,8 @@
-// Attention forward and backward, one query row at a time: scores of the visible keys into a per-thread row,
-// softmax in fp32, then the value mix; only the row log-sum-exp is saved. The backward recomputes the
-// probabilities from it (flash-attention style; see src/backend/ts/attention.ts for the equations).
-// Forward threads split the (b, h, t) rows; backward threads split the (b, kv-head) groups, so each thread owns
-// the dk/dv rows it accumulates into.
+// Attention forward and backward (flash-attention style: only the row log-sum-exp is saved; the backward
+// recomputes the probabilities from it; see src/backend/ts/attention.ts for the equations). Blocks of query rows
+// go through the GEMM micro-kernel (gemm.cc) against keys and values packed once per (b, kv head), so every
+// loaded key or value vector feeds six rows' FMAs instead of one.
+#include <algorithm>
 #include <vector>
 
 #include "kernels.h"
@@ -19,234 +19,220 @@ inline float dot(const float* a, const float* b, i64 n) {
   return hsum(s);
 }
 
-/** y += a·x over n */
-inline void axpy(float a, const float* x, float* y, i64 n) {
-  const __m256 av = _mm256_set1_ps(a);
-  for (i64 i = 0; i < n; i += 8) {
-    const i64 l = std::min<i64>(8, n - i);
-    st(y, i, l, _mm256_fmadd_ps(av, ld(x, i, l), ld(y, i, l)));
-  }
-}
-
-/**
- * out[0:D] += Σ_{j<n} w[j]·X[j, 0:D] (rows of X D apart), 32 columns at a time held in registers. Even and odd j go
- * to separate accumulators: eight independent FMA chains keep both FMA pipes busy (four would wait on latency).
- */
-void weighted_rows(const float* w, const float* X, i64 n, i64 D, float* out) {
-  for (i64 c = 0; c < D; c += 32) {
-    const i64 cols = std::min<i64>(32, D - c);
-    if (cols == 32) {
-      __m256 a0 = _mm256_loadu_ps(out + c), a1 = _mm256_loadu_ps(out + c + 8), a2 = _mm256_loadu_ps(out + c + 16), a3 = _mm256_loadu_ps(out + c + 24);
-      __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-      i64 j = 0;
-      for (; j + 2 <= n; j += 2) {
-        const float* x = X + j * D + c;
-        const float* y = x + D;
-        const __m256 w0 = _mm256_set1_ps(w[j]), w1 = _mm256_set1_ps(w[j + 1]);
-        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a0);
-        a1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 8), a1);
-        a2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 16), a2);
-        a3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 24), a3);
-        b0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(y), b0);
-        b1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(y + 8), b1);
-        b2 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(y + 16), b2);
-        b3 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(y + 24), b3);
-      }
-      if (j < n) {
-        const float* x = X + j * D + c;
-        const __m256 w0 = _mm256_set1_ps(w[j]);
-        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a0);
-        a1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 8), a1);
-        a2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 16), a2);
-        a3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 24), a3);
-      }
-      _mm256_storeu_ps(out + c, _mm256_add_ps(a0, b0)), _mm256_storeu_ps(out + c + 8, _mm256_add_ps(a1, b1));
-      _mm256_storeu_ps(out + c + 16, _mm256_add_ps(a2, b2)), _mm256_storeu_ps(out + c + 24, _mm256_add_ps(a3, b3));
-    } else {
-      for (i64 j = 0; j < n; j++) axpy(w[j], X + j * D + c, out + c, cols);
-    }
-  }
-}
-
 inline i64 visible(const AttentionArgs& p, i64 t) { return p.causal ? std::min(p.S, p.S - p.T + t + 1) : p.S; }
-
-/** Xt [D][S] = X [S][D]ᵀ for one KV head, so that scores against 8 keys at a time are broadcast-FMAs (no hsum). */
-void transpose_into(const float* x, i64 S, i64 D, float* xt) {
-  for (i64 j = 0; j < S; j++)
-    for (i64 d = 0; d < D; d++) xt[d * S + j] = x[j * D + d];
-}
-
-/**
- * out[j] = scale·Σ_d q[d]·Xt[d][j] (+ mask[j]) for j < n. 32 keys at a time with even and odd d in separate
- * accumulators (eight independent FMA chains), then 8 at a time for the rest.
- */
-void row_scores(const float* q, const float* xt, i64 S, i64 D, i64 n, float scale, const float* mask, float* out) {
-  const __m256 sc = _mm256_set1_ps(scale);
-  i64 j = 0;
-  for (; j + 32 <= n; j += 32) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-    i64 d = 0;
-    for (; d + 2 <= D; d += 2) {
-      const float* r0 = xt + d * S + j;
-      const float* r1 = r0 + S;
-      const __m256 q0 = _mm256_set1_ps(q[d]), q1 = _mm256_set1_ps(q[d + 1]);
-      a0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r0), a0);
-      a1 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r0 + 8), a1);
-      a2 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r0 + 16), a2);
-      a3 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r0 + 24), a3);
-      b0 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(r1), b0);
-      b1 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(r1 + 8), b1);
-      b2 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(r1 + 16), b2);
-      b3 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(r1 + 24), b3);
-    }
-    if (d < D) {
-      const float* r0 = xt + d * S + j;
-      const __m256 q0 = _mm256_set1_ps(q[d]);
-      a0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r0), a0);
-      a1 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r0 + 8), a1);
-      a2 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r0 + 16), a2);
-      a3 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(r0 + 24), a3);
-    }
-    __m256 r[4] = {_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2), _mm256_add_ps(a3, b3)};
-    for (int u = 0; u < 4; u++) {
-      __m256 v = _mm256_mul_ps(r[u], sc);
-      if (mask) v = _mm256_add_ps(v, _mm256_loadu_ps(mask + j + 8 * u));
-      _mm256_storeu_ps(out + j + 8 * u, v);
-    }
-  }
-  for (; j < n; j += 8) {
-    const i64 l = std::min<i64>(8, n - j);
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    i64 d = 0;
-    for (; d + 2 <= D; d += 2) {
-      a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), ld(xt + d * S, j, l), a0);
-      a1 = _mm256_fmadd_ps(_mm256_set1_ps(q[d + 1]), ld(xt + (d + 1) * S, j, l), a1);
-    }
-    if (d < D) a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), ld(xt + d * S, j, l), a0);
-    __m256 v = _mm256_mul_ps(_mm256_add_ps(a0, a1), sc);
-    if (mask) v = _mm256_add_ps(v, ld(mask, j, l));
-    st(out, j, l, v);
-  }
-}
 
 const float* row_mask(const AttentionArgs& p, i64 b, i64 t) { return p.mask ? p.mask + ((p.maskBatch == 1 ? 0 : b) * p.T + t) * p.S : nullptr; }
 
+
+constexpr int MR = GEMM_MR;
+constexpr int NR = GEMM_NR;
+
+inline i64 panels(i64 n) { return (n + NR - 1) / NR; }
+inline i64 up16(i64 n) { return (n + 15) / 16 * 16; }
+
+/** B = Xᵀ for X [rows, D] (B(k=d, n=j) = X[j, d]): NR-key panels of D×NR each, zero-padded. */
+void pack_xt(const float* X, i64 rows, i64 D, float* dst) {
+  for (i64 jp = 0; jp < panels(rows); jp++) {
+    float* d = dst + jp * D * NR;
+    const int cols = (int)std::min<i64>(NR, rows - jp * NR);
+    for (i64 k = 0; k < D; k++) {
+      int j = 0;
+      for (; j < cols; j++) d[k * NR + j] = X[(jp * NR + j) * D + k];
+      for (; j < NR; j++) d[k * NR + j] = 0.f;
+    }
+  }
+}
+
+/** B = X for X [rows, D] (B(k=j, n=d) = X[j, d]): NR-column panels of rows×NR each, zero-padded. */
+void pack_x(const float* X, i64 rows, i64 D, float* dst) {
+  for (i64 dp = 0; dp < panels(D); dp++) {
+    float* d = dst + dp * rows * NR;
+    const int cols = (int)std::min<i64>(NR, D - dp * NR);
+    for (i64 k = 0; k < rows; k++) {
+      const float* s = X + k * D + dp * NR;
+      if (cols == NR) {
+        _mm256_store_ps(d + k * NR, _mm256_loadu_ps(s));
+        _mm256_store_ps(d + k * NR + 8, _mm256_loadu_ps(s + 8));
+      } else {
+        int j = 0;
+        for (; j < cols; j++) d[k * NR + j] = s[j];
+        for (; j < NR; j++) d[k * NR + j] = 0.f;
+      }
+    }
+  }
+}
+
+/** A = `rows` rows of X (row stride ld) over kc columns, k-major MR-row panel, times `scale`; missing rows zero. */
+void pack_a_rows(const float* X, i64 ld, int rows, i64 kc, float scale, float* dst) {
+  for (int r = 0; r < MR; r++) {
+    if (r < rows) {
+      const float* s = X + r * ld;
+      for (i64 k = 0; k < kc; k++) dst[k * MR + r] = scale * s[k];
+    } else {
+      for (i64 k = 0; k < kc; k++) dst[k * MR + r] = 0.f;
+    }
+  }
+}
+
+/** A = columns [j0, j0+cols) of X (row stride ld) over rows [t0, t1), transposed: A(i=j, k=t), MR-row panel. */
+void pack_a_cols(const float* X, i64 ld, i64 j0, int cols, i64 t0, i64 t1, float* dst) {
+  for (i64 t = t0; t < t1; t++) {
+    const float* s = X + t * ld + j0;
+    float* d = dst + (t - t0) * MR;
+    int r = 0;
+    for (; r < cols; r++) d[r] = s[r];
+    for (; r < MR; r++) d[r] = 0.f;
+  }
+}
+
+/** Carves 64-byte-aligned pieces out of one per-thread scratch block. */
+struct Carve {
+  float* p;
+  float* take(i64 n) {
+    float* r = p;
+    p += up16(n);
+    return r;
+  }
+};
+
 }  // namespace
 
+// Forward, blocks of MR query rows against all their visible keys, every product on the GEMM micro-kernel:
+// S = (scale·Q_blk)·Kᵀ, softmax per row in place (fp32), O_blk = P·V / Σ. Keys and values of the current
+// (b, kv head) are packed once into micro-panels. Threads split the (b, h, query block) items.
 void attention(const AttentionArgs& p, float* out, float* lse) {
-  const i64 rows = p.B * p.H * p.T;
-  parallel_rows(rows, (double)rows * p.S * (p.Dk + p.Dv), true, [&](i64 r0, i64 r1) {
-    std::vector<float> row((size_t)p.S + 8), kt((size_t)p.S * p.Dk);
-    i64 have = -1;  // the (b, kv head) whose keys kt holds
-    for (i64 r = r0; r < r1; r++) {
-      const i64 t = r % p.T, bh = r / p.T, h = bh % p.H, b = bh / p.H;
+  const i64 TB = (p.T + MR - 1) / MR, items = p.B * p.H * TB;
+  const i64 ldS = panels(p.S) * NR, ldO = panels(p.Dv) * NR;
+  const double work = (double)p.B * p.H * p.T * p.S * (p.Dk + p.Dv) * (p.causal ? 1 : 2);
+  parallel_rows(items, work, true, [&](i64 i0, i64 i1) {
+    const i64 need = up16(ldS * p.Dk) + up16(ldO * p.S) + up16(MR * ldS) + up16(MR * std::max(p.S, p.Dk)) + up16(MR * ldO);
+    Carve cv{scratch(0, (size_t)need)};
+    float *Kp = cv.take(ldS * p.Dk), *Vp = cv.take(ldO * p.S), *Sb = cv.take(MR * ldS), *Ap = cv.take(MR * std::max(p.S, p.Dk)), *Ob = cv.take(MR * ldO);
+    i64 have = -1;
+    for (i64 it = i0; it < i1; it++) {
+      const i64 tb = it % TB, bh = it / TB, h = bh % p.H, b = bh / p.H;
       const i64 g = b * p.Hkv + h / (p.H / p.Hkv);
       if (g != have) {
-        transpose_into(p.k + g * p.S * p.Dk, p.S, p.Dk, kt.data());
+        pack_xt(p.k + g * p.S * p.Dk, p.S, p.Dk, Kp);
+        pack_x(p.v + g * p.S * p.Dv, p.S, p.Dv, Vp);
         have = g;
       }
-      const i64 n = visible(p, t);
-      row_scores(p.q + r * p.Dk, kt.data(), p.S, p.Dk, n, p.scale, row_mask(p, b, t), row.data());
-      float* o = out + r * p.Dv;
-      std::memset(o, 0, sizeof(float) * p.Dv);
-      float mx = -INFINITY;
-      for (i64 j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-      if (mx == -INFINITY) {  // no visible key: output 0, lse −inf
-        lse[r] = -INFINITY;
-        continue;
+      const i64 t0 = tb * MR;
+      const int rows = (int)std::min<i64>(MR, p.T - t0);
+      const i64 n = visible(p, t0 + rows - 1);  // keys the last (widest) row of the block sees
+      const i64 r0 = bh * p.T + t0;
+      pack_a_rows(p.q + r0 * p.Dk, p.Dk, rows, p.Dk, p.scale, Ap);
+      for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dk, Ap, Kp + jp * p.Dk * NR, Sb + jp * NR, ldS, MR, NR, 0.f);
+      float inv[MR] = {0, 0, 0, 0, 0, 0};
+      for (int r = 0; r < MR; r++) {
+        float* row = Sb + r * ldS;
+        const i64 nr = r < rows ? visible(p, t0 + r) : 0;
+        const float* mask = r < rows ? row_mask(p, b, t0 + r) : nullptr;
+        if (mask)
+          for (i64 j = 0; j < nr; j++) row[j] += mask[j];
+        float mx = -INFINITY;
+        for (i64 j = 0; j < nr; j++) mx = row[j] > mx ? row[j] : mx;
+        if (mx == -INFINITY) {  // no visible key (or a padding row of the block): output 0, lse −inf
+          std::memset(row, 0, sizeof(float) * n);
+          if (r < rows) lse[r0 + r] = -INFINITY;
+          continue;
+        }
+        double sum = 0;
+        for (i64 j = 0; j < nr; j += 8) {
+          const i64 l = std::min<i64>(8, nr - j);
+          __m256 e = exp256(_mm256_sub_ps(ld(row, j, l), _mm256_set1_ps(mx)));
+          if (l < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(tail_mask(l)));
+          st(row, j, l, e);
+          sum += hsum(e);
+        }
+        for (i64 j = nr; j < n; j++) row[j] = 0.f;
+        inv[r] = (float)(1.0 / sum);
+        lse[r0 + r] = (float)(mx + std::log(sum));
       }
-      const float* v = p.v + g * p.S * p.Dv;
-      double sum = 0;
-      for (i64 j = 0; j < n; j += 8) {
-        const i64 l = std::min<i64>(8, n - j);
-        __m256 e = exp256(_mm256_sub_ps(ld(row.data(), j, l), _mm256_set1_ps(mx)));
-        if (l < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(tail_mask(l)));
-        st(row.data(), j, l, e);
-        sum += hsum(e);
+      pack_a_rows(Sb, ldS, MR, n, 1.f, Ap);
+      for (i64 vp = 0; vp < panels(p.Dv); vp++) micro_6x16(n, Ap, Vp + vp * p.S * NR, Ob + vp * NR, ldO, MR, NR, 0.f);
+      for (int r = 0; r < rows; r++) {
+        float* o = out + (r0 + r) * p.Dv;
+        for (i64 d = 0; d < p.Dv; d++) o[d] = Ob[r * ldO + d] * inv[r];
       }
-      weighted_rows(row.data(), v, n, p.Dv, o);
-      const float inv = (float)(1.0 / sum);
-      for (i64 d = 0; d < p.Dv; d++) o[d] *= inv;
-      lse[r] = (float)(mx + std::log(sum));
     }
   });
 }
 
-// Backward, four query rows at a time: their probability and dS rows are built first, then every key row of dK
-// and dV is loaded and stored once per block (not once per query row): dK_j += Σ_r dS_rj·q_r, dV_j += Σ_r P_rj·dO_r.
+// Backward per (b, kv head) group, so each thread owns the dK/dV rows it accumulates. For each head of the group,
+// chunks of query rows: P = exp(S − lse) and dS = P ⊙ (dO·Vᵀ − rowsum(dO ⊙ O)) · scale are built block by block
+// (dQ_blk = dS_blk·K right away), then the chunk adds dK += dSᵀ·Q and dV += Pᵀ·dO, skipping the causal zeros a
+// block of keys cannot see. All products run on the GEMM micro-kernel.
 void attention_backward(const AttentionArgs& p, const float* out, const float* lse, const float* dout, float* dq, float* dk, float* dv) {
-  constexpr int RB = 4;
-  std::memset(dq, 0, sizeof(float) * p.B * p.H * p.T * p.Dk);
   std::memset(dk, 0, sizeof(float) * p.B * p.Hkv * p.S * p.Dk);
   std::memset(dv, 0, sizeof(float) * p.B * p.Hkv * p.S * p.Dv);
   const i64 groups = p.B * p.Hkv, per = p.H / p.Hkv;
-  parallel_rows(groups, (double)p.B * p.H * p.T * p.S * (p.Dk + p.Dv) * 2, true, [&](i64 g0, i64 g1) {
-    const size_t rowLen = (size_t)p.S + 8;
-    std::vector<float> prow(RB * rowLen), dsrow(RB * rowLen), kt((size_t)p.S * p.Dk), vt((size_t)p.S * p.Dv);
+  const i64 TQ = 16 * MR;  // query rows per chunk
+  const i64 ldS = panels(p.S) * NR, nDk = panels(p.Dk), nDv = panels(p.Dv);
+  const double work = (double)p.B * p.H * p.T * p.S * (p.Dk + p.Dv) * (p.causal ? 2 : 4);
+  parallel_rows(groups, work, true, [&](i64 g0, i64 g1) {
+    const i64 need = up16(ldS * p.Dk) + up16(ldS * p.Dv) + up16(nDk * NR * p.S) + up16(nDk * NR * p.T) + up16(nDv * NR * p.T) +
+                     2 * up16(TQ * ldS) + up16(MR * std::max({p.S, p.Dk, p.Dv, TQ}));
+    Carve cv{scratch(0, (size_t)need)};
+    float *Kt = cv.take(ldS * p.Dk), *Vt = cv.take(ldS * p.Dv), *Kn = cv.take(nDk * NR * p.S), *Qp = cv.take(nDk * NR * p.T);
+    float *dOp = cv.take(nDv * NR * p.T), *Pb = cv.take(TQ * ldS), *dSb = cv.take(TQ * ldS), *Ap = cv.take(MR * std::max({p.S, p.Dk, p.Dv, TQ}));
     for (i64 g = g0; g < g1; g++) {
       const i64 b = g / p.Hkv, kvh = g % p.Hkv;
       const float* k = p.k + g * p.S * p.Dk;
       const float* v = p.v + g * p.S * p.Dv;
-      transpose_into(k, p.S, p.Dk, kt.data());
-      transpose_into(v, p.S, p.Dv, vt.data());
+      pack_xt(k, p.S, p.Dk, Kt);  // S = Q·Kᵀ
+      pack_xt(v, p.S, p.Dv, Vt);  // dP = dO·Vᵀ
+      pack_x(k, p.S, p.Dk, Kn);   // dQ = dS·K
       float* dkg = dk + g * p.S * p.Dk;
       float* dvg = dv + g * p.S * p.Dv;
       for (i64 h = kvh * per; h < (kvh + 1) * per; h++) {
-        for (i64 t0 = 0; t0 < p.T; t0 += RB) {
-          const int rows = (int)std::min<i64>(RB, p.T - t0);
-          i64 nmax = 0;
-          const float* qr[RB];
-          const float* gor[RB];
-          for (int r = 0; r < rows; r++) {
-            const i64 t = t0 + r, lo = (b * p.H + h) * p.T + t;
-            float* pr = prow.data() + r * rowLen;
-            float* dr = dsrow.data() + r * rowLen;
-            const float l = lse[lo];
-            const i64 n = l == -INFINITY ? 0 : visible(p, t);
-            qr[r] = p.q + lo * p.Dk;
-            gor[r] = dout + lo * p.Dv;
-            if (n > 0) {
-              row_scores(qr[r], kt.data(), p.S, p.Dk, n, p.scale, row_mask(p, b, t), pr);
-              row_scores(gor[r], vt.data(), p.S, p.Dv, n, 1.f, nullptr, dr);  // dp_j = do·v_j
-              const __m256 lv = _mm256_set1_ps(l), dod = _mm256_set1_ps(dot(gor[r], out + lo * p.Dv, p.Dv)), sc = _mm256_set1_ps(p.scale);
-              for (i64 j = 0; j < n; j += 8) {  // p_j = exp(s_j − lse); ds_j = p_j·(dp_j − do·o)·scale
-                const i64 w = std::min<i64>(8, n - j);
-                const __m256 pj = exp256(_mm256_sub_ps(ld(pr, j, w), lv));
+        const i64 base = (b * p.H + h) * p.T;
+        pack_x(p.q + base * p.Dk, p.T, p.Dk, Qp);  // dK += dSᵀ·Q
+        pack_x(dout + base * p.Dv, p.T, p.Dv, dOp);  // dV += Pᵀ·dO
+        for (i64 c0 = 0; c0 < p.T; c0 += TQ) {
+          const i64 c1 = std::min(p.T, c0 + TQ), nc = visible(p, c1 - 1);
+          for (i64 t0 = c0; t0 < c1; t0 += MR) {
+            const int rows = (int)std::min<i64>(MR, c1 - t0);
+            const i64 n = visible(p, t0 + rows - 1);
+            float* P = Pb + (t0 - c0) * ldS;
+            float* dS = dSb + (t0 - c0) * ldS;
+            pack_a_rows(p.q + (base + t0) * p.Dk, p.Dk, rows, p.Dk, p.scale, Ap);
+            for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dk, Ap, Kt + jp * p.Dk * NR, P + jp * NR, ldS, rows, NR, 0.f);
+            pack_a_rows(dout + (base + t0) * p.Dv, p.Dv, rows, p.Dv, 1.f, Ap);
+            for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dv, Ap, Vt + jp * p.Dv * NR, dS + jp * NR, ldS, rows, NR, 0.f);
+            for (int r = 0; r < rows; r++) {
+              const i64 t = t0 + r, lo = base + t;
+              float* pr = P + r * ldS;
+              float* dr = dS + r * ldS;
+              const float l = lse[lo];
+              const i64 nr = l == -INFINITY ? 0 : visible(p, t);
+              const float* mask = row_mask(p, b, t);
+              const __m256 lv = _mm256_set1_ps(l), dod = _mm256_set1_ps(dot(dout + lo * p.Dv, out + lo * p.Dv, p.Dv)), sc = _mm256_set1_ps(p.scale);
+              for (i64 j = 0; j < nr; j += 8) {  // p_j = exp(s_j − lse); ds_j = p_j·(dp_j − do·o)·scale
+                const i64 w = std::min<i64>(8, nr - j);
+                __m256 s = ld(pr, j, w);
+                if (mask) s = _mm256_add_ps(s, ld(mask, j, w));
+                const __m256 pj = exp256(_mm256_sub_ps(s, lv));
                 st(pr, j, w, pj);
                 st(dr, j, w, _mm256_mul_ps(_mm256_mul_ps(pj, _mm256_sub_ps(ld(dr, j, w), dod)), sc));
               }
-              weighted_rows(dr, k, n, p.Dk, dq + lo * p.Dk);  // dq = Σ_j ds_j·k_j
+              for (i64 j = nr; j < nc; j++) pr[j] = dr[j] = 0.f;  // invisible keys contribute nothing
             }
-            for (i64 j = n; j < p.S; j++) pr[j] = dr[j] = 0.f;  // invisible keys contribute nothing
-            nmax = std::max(nmax, n);
+            pack_a_rows(dS, ldS, rows, n, 1.f, Ap);
+            for (i64 dp = 0; dp < nDk; dp++)
+              micro_6x16(n, Ap, Kn + dp * p.S * NR, dq + (base + t0) * p.Dk + dp * NR, p.Dk, rows, (int)std::min<i64>(NR, p.Dk - dp * NR), 0.f);
           }
-          for (int r = rows; r < RB; r++) qr[r] = qr[0], gor[r] = gor[0];
-          for (i64 j = 0; j < nmax; j++) {
-            float wds[RB] = {0, 0, 0, 0}, wp[RB] = {0, 0, 0, 0};
-            for (int r = 0; r < rows; r++) wds[r] = dsrow[r * rowLen + j], wp[r] = prow[r * rowLen + j];
-            const __m256 d0 = _mm256_set1_ps(wds[0]), d1 = _mm256_set1_ps(wds[1]), d2 = _mm256_set1_ps(wds[2]), d3 = _mm256_set1_ps(wds[3]);
-            const __m256 p0 = _mm256_set1_ps(wp[0]), p1 = _mm256_set1_ps(wp[1]), p2 = _mm256_set1_ps(wp[2]), p3 = _mm256_set1_ps(wp[3]);
-            float* dkj = dkg + j * p.Dk;
-            for (i64 c = 0; c < p.Dk; c += 8) {
-              const i64 w = std::min<i64>(8, p.Dk - c);
-              __m256 a = ld(dkj, c, w);
-              a = _mm256_fmadd_ps(d0, ld(qr[0], c, w), a);
-              a = _mm256_fmadd_ps(d1, ld(qr[1], c, w), a);
-              a = _mm256_fmadd_ps(d2, ld(qr[2], c, w), a);
-              a = _mm256_fmadd_ps(d3, ld(qr[3], c, w), a);
-              st(dkj, c, w, a);
-            }
-            float* dvj = dvg + j * p.Dv;
-            for (i64 c = 0; c < p.Dv; c += 8) {
-              const i64 w = std::min<i64>(8, p.Dv - c);
-              __m256 a = ld(dvj, c, w);
-              a = _mm256_fmadd_ps(p0, ld(gor[0], c, w), a);
-              a = _mm256_fmadd_ps(p1, ld(gor[1], c, w), a);
-              a = _mm256_fmadd_ps(p2, ld(gor[2], c, w), a);
-              a = _mm256_fmadd_ps(p3, ld(gor[3], c, w), a);
-              st(dvj, c, w, a);
-            }
+          // this chunk's share of dK and dV, MR keys at a time, from the first query row that sees them
+          for (i64 j0 = 0; j0 < nc; j0 += MR) {
+            const int cols = (int)std::min<i64>(MR, nc - j0);
+            const i64 ts = p.causal ? std::max(c0, j0 - (p.S - p.T)) : c0;
+            if (ts >= c1) continue;
+            pack_a_cols(dSb, ldS, j0, cols, ts - c0, c1 - c0, Ap);
+            for (i64 dp = 0; dp < nDk; dp++)
+              micro_6x16(c1 - ts, Ap, Qp + dp * p.T * NR + ts * NR, dkg + j0 * p.Dk + dp * NR, p.Dk, cols, (int)std::min<i64>(NR, p.Dk - dp * NR), 1.f);
+            pack_a_cols(Pb, ldS, j0, cols, ts - c0, c1 - c0, Ap);
+            for (i64 vp = 0; vp < nDv; vp++)
+              micro_6x16(c1 - ts, Ap, dOp + vp * p.T * NR + ts * NR, dvg + j0 * p.Dv + vp * NR, p.Dv, cols, (int)std::min<i64>(NR, p.Dv - vp * NR), 1.f);
           }
         }
       }

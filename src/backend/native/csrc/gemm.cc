@@ -13,8 +13,90 @@
 namespace dsv2 {
 namespace {
 
-constexpr int MR = 6;
-constexpr int NR = 16;
+constexpr int MR = GEMM_MR;
+constexpr int NR = GEMM_NR;
+
+inline void store_row(float* c, __m256 v0, __m256 v1, float beta) {
+  if (beta == 0.f) {
+    _mm256_storeu_ps(c, v0);
+    _mm256_storeu_ps(c + 8, v1);
+  } else if (beta == 1.f) {
+    _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), v0));
+    _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), v1));
+  } else {
+    const __m256 bb = _mm256_set1_ps(beta);
+    _mm256_storeu_ps(c, _mm256_fmadd_ps(bb, _mm256_loadu_ps(c), v0));
+    _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(bb, _mm256_loadu_ps(c + 8), v1));
+  }
+}
+
+// C[mr×nr] = beta·C + Ap·Bp over kc (Ap: kc×MR, Bp: kc×NR, both packed).
+}  // namespace
+
+void micro_6x16(i64 kc, const float* __restrict A, const float* __restrict B, float* C, i64 ldc, int mr, int nr, float beta) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+#define DSV2_STEP(k)                                           \
+  {                                                            \
+    const __m256 b0 = _mm256_load_ps(B + (k) * NR);            \
+    const __m256 b1 = _mm256_load_ps(B + (k) * NR + 8);        \
+    __m256 a = _mm256_broadcast_ss(A + (k) * MR + 0);          \
+    c00 = _mm256_fmadd_ps(a, b0, c00);                         \
+    c01 = _mm256_fmadd_ps(a, b1, c01);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 1);                 \
+    c10 = _mm256_fmadd_ps(a, b0, c10);                         \
+    c11 = _mm256_fmadd_ps(a, b1, c11);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 2);                 \
+    c20 = _mm256_fmadd_ps(a, b0, c20);                         \
+    c21 = _mm256_fmadd_ps(a, b1, c21);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 3);                 \
+    c30 = _mm256_fmadd_ps(a, b0, c30);                         \
+    c31 = _mm256_fmadd_ps(a, b1, c31);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 4);                 \
+    c40 = _mm256_fmadd_ps(a, b0, c40);                         \
+    c41 = _mm256_fmadd_ps(a, b1, c41);                         \
+    a = _mm256_broadcast_ss(A + (k) * MR + 5);                 \
+    c50 = _mm256_fmadd_ps(a, b0, c50);                         \
+    c51 = _mm256_fmadd_ps(a, b1, c51);                         \
+  }
+  i64 k = 0;
+  for (; k + 4 <= kc; k += 4) {
+    _mm_prefetch((const char*)(B + (k + 8) * NR), _MM_HINT_T0);
+    DSV2_STEP(0) DSV2_STEP(1) DSV2_STEP(2) DSV2_STEP(3)
+    A += 4 * MR;
+    B += 4 * NR;
+  }
+  for (; k < kc; k++) {
+    DSV2_STEP(0)
+    A += MR;
+    B += NR;
+  }
+#undef DSV2_STEP
+  if (mr == MR && nr == NR) {
+    store_row(C + 0 * ldc, c00, c01, beta);
+    store_row(C + 1 * ldc, c10, c11, beta);
+    store_row(C + 2 * ldc, c20, c21, beta);
+    store_row(C + 3 * ldc, c30, c31, beta);
+    store_row(C + 4 * ldc, c40, c41, beta);
+    store_row(C + 5 * ldc, c50, c51, beta);
+    return;
+  }
+  alignas(32) float t[MR][NR];
+  _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01);
+  _mm256_store_ps(t[1], c10), _mm256_store_ps(t[1] + 8, c11);
+  _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21);
+  _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31);
+  _mm256_store_ps(t[4], c40), _mm256_store_ps(t[4] + 8, c41);
+  _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
+  for (int r = 0; r < mr; r++) {
+    float* cr = C + r * ldc;
+    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : beta * cr[j] + t[r][j];
+  }
+}
+
+namespace {
+
 constexpr i64 KC = 256;  // B micro-panel KC·NR·4 = 16 KiB: half of L1d
 constexpr i64 MC = 144;  // packed A block MC·KC·4 = 144 KiB: under a third of L2
 constexpr i64 NC = 4080; // packed B block KC·NC·4 ≈ 4 MiB: an eighth of L3
@@ -119,83 +201,6 @@ void pack_b_panel(const Gemm& g, i64 j0, i64 nc, i64 p0, i64 kc, i64 panel, floa
         for (i64 k = 0; k < kc; k++) d[k * NR + j] = 0.f;
       }
     }
-  }
-}
-
-inline void store_row(float* c, __m256 v0, __m256 v1, float beta) {
-  if (beta == 0.f) {
-    _mm256_storeu_ps(c, v0);
-    _mm256_storeu_ps(c + 8, v1);
-  } else if (beta == 1.f) {
-    _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), v0));
-    _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), v1));
-  } else {
-    const __m256 bb = _mm256_set1_ps(beta);
-    _mm256_storeu_ps(c, _mm256_fmadd_ps(bb, _mm256_loadu_ps(c), v0));
-    _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(bb, _mm256_loadu_ps(c + 8), v1));
-  }
-}
-
-// C[mr×nr] = beta·C + Ap·Bp over kc (Ap: kc×MR, Bp: kc×NR, both packed).
-void micro_6x16(i64 kc, const float* __restrict A, const float* __restrict B, float* C, i64 ldc, int mr, int nr, float beta) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-#define DSV2_STEP(k)                                           \
-  {                                                            \
-    const __m256 b0 = _mm256_load_ps(B + (k) * NR);            \
-    const __m256 b1 = _mm256_load_ps(B + (k) * NR + 8);        \
-    __m256 a = _mm256_broadcast_ss(A + (k) * MR + 0);          \
-    c00 = _mm256_fmadd_ps(a, b0, c00);                         \
-    c01 = _mm256_fmadd_ps(a, b1, c01);                         \
-    a = _mm256_broadcast_ss(A + (k) * MR + 1);                 \
-    c10 = _mm256_fmadd_ps(a, b0, c10);                         \
-    c11 = _mm256_fmadd_ps(a, b1, c11);                         \
-    a = _mm256_broadcast_ss(A + (k) * MR + 2);                 \
-    c20 = _mm256_fmadd_ps(a, b0, c20);                         \
-    c21 = _mm256_fmadd_ps(a, b1, c21);                         \
-    a = _mm256_broadcast_ss(A + (k) * MR + 3);                 \
-    c30 = _mm256_fmadd_ps(a, b0, c30);                         \
-    c31 = _mm256_fmadd_ps(a, b1, c31);                         \
-    a = _mm256_broadcast_ss(A + (k) * MR + 4);                 \
-    c40 = _mm256_fmadd_ps(a, b0, c40);                         \
-    c41 = _mm256_fmadd_ps(a, b1, c41);                         \
-    a = _mm256_broadcast_ss(A + (k) * MR + 5);                 \
-    c50 = _mm256_fmadd_ps(a, b0, c50);                         \
-    c51 = _mm256_fmadd_ps(a, b1, c51);                         \
-  }
-  i64 k = 0;
-  for (; k + 4 <= kc; k += 4) {
-    _mm_prefetch((const char*)(B + (k + 8) * NR), _MM_HINT_T0);
-    DSV2_STEP(0) DSV2_STEP(1) DSV2_STEP(2) DSV2_STEP(3)
-    A += 4 * MR;
-    B += 4 * NR;
-  }
-  for (; k < kc; k++) {
-    DSV2_STEP(0)
-    A += MR;
-    B += NR;
-  }
-#undef DSV2_STEP
-  if (mr == MR && nr == NR) {
-    store_row(C + 0 * ldc, c00, c01, beta);
-    store_row(C + 1 * ldc, c10, c11, beta);
-    store_row(C + 2 * ldc, c20, c21, beta);
-    store_row(C + 3 * ldc, c30, c31, beta);
-    store_row(C + 4 * ldc, c40, c41, beta);
-    store_row(C + 5 * ldc, c50, c51, beta);
-    return;
-  }
-  alignas(32) float t[MR][NR];
-  _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01);
-  _mm256_store_ps(t[1], c10), _mm256_store_ps(t[1] + 8, c11);
-  _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21);
-  _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31);
-  _mm256_store_ps(t[4], c40), _mm256_store_ps(t[4] + 8, c41);
-  _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
-  for (int r = 0; r < mr; r++) {
-    float* cr = C + r * ldc;
-    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : beta * cr[j] + t[r][j];
   }
 }
 

@@ -16,6 +16,12 @@ struct GemmArgs {
   float alpha, beta;
 };
 void gemm(const GemmArgs& p);
+
+// The GEMM micro-kernel, shared with the attention kernels: C[mr×nr] = beta·C + A·B over kc, where A is packed
+// k-major in GEMM_MR-row panels (A[k·MR + r]) and B k-major in GEMM_NR-column panels (B[k·NR + c], 32-byte aligned).
+constexpr int GEMM_MR = 6;
+constexpr int GEMM_NR = 16;
+void micro_6x16(i64 kc, const float* __restrict A, const float* __restrict B, float* C, i64 ldc, int mr, int nr, float beta);
 /** Independent products with disjoint outputs; small ones run one per thread. */
 void gemm_many(const GemmArgs* items, i64 count);
 
