@@ -39,6 +39,33 @@ for (const backend of testBackends()) {
       assertClose(T.matmul(T.transpose(aT), T.transpose(bT)).toArray(), want, 1e-5, 1e-5, 'AᵀBᵀ');
     });
 
+    it('matmul matches the ts reference at blocked sizes, every transpose combination, ragged edges', () => {
+      if (backend.name === 'ts') return; // the reference itself
+      const ts = T.loadBackend('ts');
+      let seed = 40;
+      for (const [M, N, K] of [
+        [7, 17, 9],
+        [50, 40, 260],
+        [150, 5, 300],
+        [301, 33, 515],
+      ] as const) {
+        for (const [ta, tb] of [
+          [false, false],
+          [true, false],
+          [false, true],
+          [true, true],
+        ]) {
+          const run = (be: T.Backend, s: number): number[] => {
+            const a = T.randn(ta ? [K, M] : [M, K], { backend: be, seed: s });
+            const b = T.randn(tb ? [N, K] : [K, N], { backend: be, seed: s + 1 });
+            return T.matmul(ta ? T.transpose(a) : a, tb ? T.transpose(b) : b).toArray();
+          };
+          seed += 2;
+          assertClose(run(backend, seed), run(ts, seed), 1e-4, 1e-5, `${M}×${N}×${K} ${ta ? 'Aᵀ' : 'A'}${tb ? 'Bᵀ' : 'B'}`);
+        }
+      }
+    });
+
     it('linear uses the [out, in] weight layout', () => {
       const x = t([[1, 2, 3]]);
       const w = t([
