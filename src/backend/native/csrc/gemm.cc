@@ -257,30 +257,33 @@ void scale_c(const Gemm& g) {
 void gemm_blocked(const Gemm& g, int nt) {
   const i64 nc_max = std::min<i64>(NC, (g.N + NR - 1) / NR * NR);
   const i64 kc_max = std::min<i64>(KC, g.K);
-  const i64 mc_max = std::min<i64>(MC, (g.M + MR - 1) / MR * MR);
-  // The team shares the packed blocks of the thread that called: slots 0 and 1 of its scratch.
-  float* Bp = scratch(0, (size_t)nc_max * kc_max);
-  float* Ap = scratch(1, (size_t)mc_max * kc_max);
+  // Threads take whole MC-row blocks of A (BLIS's ic loop in parallel): each packs its own A block and sweeps
+  // the shared packed B, so the only barriers are around packing B. MC shrinks so the blocks divide evenly.
+  const i64 per_thread = (g.M + (i64)nt * MC - 1) / ((i64)nt * MC);
+  const i64 mc_blk = ((g.M + per_thread * nt - 1) / (per_thread * nt) + MR - 1) / MR * MR;
+  float* Bp = scratch(0, (size_t)nc_max * kc_max);  // shared by the team: the calling thread's slot 0
 #pragma omp parallel num_threads(nt) if (nt > 1)
-  for (i64 jc = 0; jc < g.N; jc += NC) {
-    const i64 nc = std::min<i64>(NC, g.N - jc);
-    const i64 nbp = (nc + NR - 1) / NR;
-    for (i64 pc = 0; pc < g.K; pc += KC) {
-      const i64 kc = std::min<i64>(KC, g.K - pc);
-      const float beta = pc == 0 ? g.beta : 1.f;
+  {
+    float* Ap = scratch(1, (size_t)mc_blk * kc_max);  // each thread's own
+    for (i64 jc = 0; jc < g.N; jc += NC) {
+      const i64 nc = std::min<i64>(NC, g.N - jc);
+      const i64 nbp = (nc + NR - 1) / NR;
+      for (i64 pc = 0; pc < g.K; pc += KC) {
+        const i64 kc = std::min<i64>(KC, g.K - pc);
+        const float beta = pc == 0 ? g.beta : 1.f;
 #pragma omp for schedule(static)
-      for (i64 jp = 0; jp < nbp; jp++) pack_b_panel(g, jc, nc, pc, kc, jp, Bp);
-      for (i64 ic = 0; ic < g.M; ic += MC) {
-        const i64 mc = std::min<i64>(MC, g.M - ic);
-        const i64 nap = (mc + MR - 1) / MR;
+        for (i64 jp = 0; jp < nbp; jp++) pack_b_panel(g, jc, nc, pc, kc, jp, Bp);
 #pragma omp for schedule(static)
-        for (i64 ip = 0; ip < nap; ip++) pack_a_panel(g, ic, mc, pc, kc, ip, Ap);
-#pragma omp for collapse(2) schedule(static)
-        for (i64 jp = 0; jp < nbp; jp++) {
-          for (i64 ip = 0; ip < nap; ip++) {
+        for (i64 ic = 0; ic < g.M; ic += mc_blk) {
+          const i64 mc = std::min<i64>(mc_blk, g.M - ic);
+          const i64 nap = (mc + MR - 1) / MR;
+          for (i64 ip = 0; ip < nap; ip++) pack_a_panel(g, ic, mc, pc, kc, ip, Ap);
+          for (i64 jp = 0; jp < nbp; jp++) {
             const int nr = (int)std::min<i64>(NR, nc - jp * NR);
-            const int mr = (int)std::min<i64>(MR, mc - ip * MR);
-            micro_6x16(kc, Ap + ip * MR * kc, Bp + jp * NR * kc, g.c + (ic + ip * MR) * g.ldc + jc + jp * NR, g.ldc, mr, nr, beta);
+            for (i64 ip = 0; ip < nap; ip++) {
+              const int mr = (int)std::min<i64>(MR, mc - ip * MR);
+              micro_6x16(kc, Ap + ip * MR * kc, Bp + jp * NR * kc, g.c + (ic + ip * MR) * g.ldc + jc + jp * NR, g.ldc, mr, nr, beta);
+            }
           }
         }
       }
