@@ -294,7 +294,8 @@ for (const backend of testBackends()) {
           const q = T.randn([B, H, Tq, Dk], { backend: be, seed: 21, requiresGrad: true });
           const k = T.randn([B, Hkv, S, Dk], { backend: be, seed: 22, requiresGrad: true });
           const v = T.randn([B, Hkv, S, Dv], { backend: be, seed: 23, requiresGrad: true });
-          const opts = variant === 'causal' ? { scale: 0.3, causal: true } : { scale: 0.3, mask: T.tensor(maskVals, [B, Tq, S], { backend: be }) };
+          const opts =
+            variant === 'causal' ? { scale: 0.3, causal: true } : { scale: 0.3, mask: T.tensor(maskVals, [B, Tq, S], { backend: be }) };
           const o = T.attention(q, k, v, opts);
           o.backward(T.randn([B, H, Tq, Dv], { backend: be, seed: 24 }));
           return [o, q.grad!, k.grad!, v.grad!].map((x) => x.toArray());

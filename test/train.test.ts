@@ -196,6 +196,15 @@ describe('trainer', () => {
     assert.throws(() => train({ ...tinyOptions(data, run), resume: true }), /trainer_state\.json is corrupt/);
   });
 
+  it('gradient accumulation: micro-batches of one step share the step arena; the loss is their mean', () => {
+    const run = join(root, 'accum');
+    train(tinyOptions(data, run, { gradAccum: 3, steps: 3, evalEvery: 3, checkpointEvery: 3 }));
+    const ms = readMetrics(join(run, 'metrics.jsonl'));
+    assert.equal(ms.length, 3);
+    assert.equal(ms[2]!.tokens, 3 * 3 * 4 * 16, 'each step sees gradAccum × batch × seq tokens');
+    assert.ok(ms.every((m) => Number.isFinite(m.loss) && Number.isFinite(m.grad_norm)));
+  });
+
   it('a diverging run stops with a clear message and keeps its last good checkpoint', () => {
     const run = join(root, 'nan');
     let err: unknown;

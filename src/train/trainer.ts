@@ -325,11 +325,11 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     let dropped = 0;
     let assignments = 0;
     const layerCounts: number[][] = [];
-    // The previous step's activations and gradients are dead: this step reuses their memory (tensor/arena.ts).
-    arena.reset(params.flatMap((p) => (p.grad ? [p.grad] : [])));
     opt.zeroGrad();
-    withArena(arena, () => {
-      for (let micro = 0; micro < opts.gradAccum; micro++) {
+    for (let micro = 0; micro < opts.gradAccum; micro++) {
+      // The previous micro-batch's activations and gradients are dead: reuse their memory (tensor/arena.ts).
+      arena.reset(params.flatMap((p) => (p.grad ? [p.grad] : [])));
+      withArena(arena, () => {
         const { x, y } = toBatch(backend, stream.next(), opts.batch, opts.seq);
         const protectedRows = new Set<number>();
         for (let r = 0; r < opts.batch; r++) if (rng.uniform() < opts.protectedFraction) protectedRows.add(r);
@@ -357,8 +357,8 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
           dropped += r.dropped;
           assignments += r.indices.size;
         });
-      }
-    });
+      });
+    }
     const gradNorm = opt.step(lr);
     if (!Number.isFinite(gradNorm)) {
       throw new TrainingDiverged(
