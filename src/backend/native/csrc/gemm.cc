@@ -208,24 +208,11 @@ void pack_b_panel(const Gemm& g, i64 j0, i64 nc, i64 p0, i64 kc, i64 panel, floa
     for (; k + 8 <= kc; k += 8) {
       for (int jb = 0; jb < NR; jb += 8) {
         const float* s = g.b + (c0 + jb) * g.bcs + p0 + k;
-        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + g.bcs), r2 = _mm256_loadu_ps(s + 2 * g.bcs), r3 = _mm256_loadu_ps(s + 3 * g.bcs);
-        __m256 r4 = _mm256_loadu_ps(s + 4 * g.bcs), r5 = _mm256_loadu_ps(s + 5 * g.bcs), r6 = _mm256_loadu_ps(s + 6 * g.bcs),
-               r7 = _mm256_loadu_ps(s + 7 * g.bcs);
-        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
-               u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44),
-               u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        __m256 t[8];
+        for (int r = 0; r < 8; r++) t[r] = _mm256_loadu_ps(s + r * g.bcs);
+        transpose8(t);
         float* o = d + k * NR + jb;
-        _mm256_store_ps(o + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_store_ps(o + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_store_ps(o + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_store_ps(o + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_store_ps(o + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_store_ps(o + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_store_ps(o + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_store_ps(o + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+        for (int r = 0; r < 8; r++) _mm256_store_ps(o + r * NR, t[r]);
       }
     }
     for (; k < kc; k++)
