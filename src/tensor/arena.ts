@@ -53,7 +53,6 @@ export class BufferArena {
 
   /** A float buffer of n elements, zero-filled unless `uninit`. */
   f32(n: number, uninit: boolean): F32 {
-    if (n < MIN_POOLED) return uninit && this.backend.allocUninit ? this.backend.allocUninit(n) : this.backend.alloc(n);
     const ab = this.take(n);
     if (!ab) return uninit && this.backend.allocUninit ? this.backend.allocUninit(n) : this.backend.alloc(n);
     const out = new Float32Array(ab, 0, n);
@@ -63,7 +62,6 @@ export class BufferArena {
 
   /** A zero-filled int32 buffer of n elements. */
   i32(n: number): I32 {
-    if (n < MIN_POOLED) return this.backend.allocInt(n);
     const ab = this.take(n);
     if (!ab) return this.backend.allocInt(n);
     const out = new Int32Array(ab, 0, n);
@@ -72,13 +70,13 @@ export class BufferArena {
   }
 
   /**
-   * Take back every buffer lent since the last reset, except those whose storage a tensor in `keep` uses (they
+   * Take back every buffer lent since the last reset, except those whose storage a tensor in `keep` uses (null entries are skipped, so `params.map((p) => p.grad)` works) (they
    * leave the arena for good). Buffers no step asked for since the previous reset are released to the allocator,
    * so the arena holds about one step's worth. Taken-back buffers are detached from the views still pointing at them.
    */
-  reset(keep: Iterable<{ data: F32 | I32 }> = []): void {
+  reset(keep: Iterable<{ data: F32 | I32 } | null> = []): void {
     const kept = new Set<ArrayBufferLike>();
-    for (const t of keep) kept.add(t.data.buffer);
+    for (const t of keep) if (t) kept.add(t.data.buffer);
     const returned = new Map<number, ArrayBuffer[]>();
     for (const ab of this.lent) {
       if (kept.has(ab)) {
@@ -97,8 +95,9 @@ export class BufferArena {
     for (const [cls, list] of returned) this.idle.set(cls, list);
   }
 
-  /** A pooled buffer of at least n elements, or null where the backend's buffers cannot be pooled. */
+  /** A pooled buffer of at least n elements, or null for small buffers and backends whose buffers cannot be pooled. */
   private take(n: number): ArrayBuffer | null {
+    if (n < MIN_POOLED) return null;
     const cls = sizeClass(n);
     let ab = this.idle.get(cls)?.pop();
     if (!ab) {

@@ -230,7 +230,6 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
           ),
         );
       }
-      if (groups.length === 0) b.fill(dxd, R * In, 0);
     }
     const dws = weights.map((w, g) => {
       if (!w.requiresGrad || counts[g] === 0) return null;

@@ -3,7 +3,6 @@
 // go through the GEMM micro-kernel (gemm.cc) against keys and values packed once per (b, kv head), so every
 // loaded key or value vector feeds six rows' FMAs instead of one.
 #include <algorithm>
-#include <vector>
 
 #include "kernels.h"
 
