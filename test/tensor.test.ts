@@ -166,6 +166,46 @@ for (const backend of testBackends()) {
       assert.equal(b.grad!.toArray()[0], 1);
     });
 
+    it('zeroGrad keeps the buffer: the next backward overwrites it, writes weight gradients in place, and untouched grads read 0', () => {
+      const rng = new T.Rng(5);
+      const x = T.randn([5, 3], { backend, rng });
+      const x2 = T.randn([4, 3], { backend, rng });
+      const ids = T.intTensor([2, 0, 2], [3], { backend });
+      // w is used three times, e through an embedding, g by a grouped product with an empty group; `unused` by nothing
+      const run = ({ w, e, g }: { w: T.Tensor; e: T.Tensor; g: T.Tensor[] }): void => {
+        const y = T.add(T.sum(T.mul(T.linear(x, w), T.linear(x, w))), T.sum(T.linear(x2, w)));
+        const z = T.sum(T.mul(T.embedding(e, ids), T.embedding(e, ids)));
+        const h = T.sum(T.mul(T.groupedLinear(x, [3, 0, 2], g), 1.5));
+        T.add(T.add(y, z), h).backward();
+      };
+      const make = () => {
+        const r = new T.Rng(9);
+        const w = T.randn([2, 3], { backend, rng: r }).requireGrad();
+        const e = T.randn([4, 2], { backend, rng: r }).requireGrad();
+        const g = [0, 1, 2].map(() => T.randn([2, 3], { backend, rng: r }).requireGrad());
+        const unused = T.randn([3], { backend, rng: r }).requireGrad();
+        return { w, e, g, unused, all: [w, e, ...g, unused] };
+      };
+      const fresh = make();
+      run(fresh);
+      const reused = make();
+      for (const p of reused.all) p.grad = T.full(p.shape, 1e3, { backend }); // stale contents
+      T.zeroGrad(reused.all);
+      const before = reused.all.map((p) => p.gradBuffer()!.buf);
+      run(reused);
+      reused.all.forEach((p, i) => {
+        assert.equal(p.gradBuffer()!.buf, before[i], 'the same buffer is reused');
+        const want = fresh.all[i]!.grad?.toArray() ?? new Array<number>(p.size).fill(0);
+        const got = p.grad!.toArray();
+        got.forEach((v, j) => assert.ok(Math.abs(v - want[j]!) < 1e-5, `param ${i}[${j}]: ${v} vs ${want[j]}`));
+      });
+      assert.deepEqual(reused.g[1]!.grad!.toArray(), [0, 0, 0, 0, 0, 0]);
+      // a second backward without zeroGrad adds
+      run(reused);
+      const twice = reused.w.grad!.toArray();
+      fresh.w.grad!.toArray().forEach((v, j) => assert.ok(Math.abs(twice[j]! - 2 * v) < 1e-4));
+    });
+
     it('dispose releases storage and later use fails clearly', () => {
       const x = t([1, 2, 3]);
       const v = x.narrow(0, 0, 2);

@@ -5,9 +5,25 @@
 import { empty, Tensor, type SliceGrad } from '../tensor/tensor.js';
 import { fmtShape, shapesEqual } from '../tensor/shape.js';
 import { contiguous } from './ops/views.js';
-import { addInto, cloneTensor, onesLike, strided } from './ops/kernels.js';
+import { addInto, cloneTensor, copyInto, onesLike, strided } from './ops/kernels.js';
 
 let gradDisabled = 0;
+let walking = 0; // backward walks in progress
+
+/**
+ * Inside a backward walk: where an op's backward may write the gradient of leaf `x` itself, sparing a separate
+ * buffer and the pass that adds it into `.grad` (a linear layer's dW = dYᵀ·X written by the GEMM with beta 1).
+ * Returns the leaf's gradient buffer and the beta to write it with: 0 while it counts as zero after zeroGrad(),
+ * else 1. Claiming marks the buffer as written, so the caller must write all of it and return null for x.
+ * Null when x is not a leaf or has no gradient buffer yet (the first step allocates one the ordinary way).
+ */
+export function leafGradTarget(x: Tensor): { out: Tensor; beta: 0 | 1 } | null {
+  if (walking === 0 || x.node !== null || !x.requiresGrad) return null;
+  const gb = x.gradBuffer();
+  if (!gb || !gb.buf.isContiguous() || !shapesEqual(gb.buf.shape, x.shape)) return null;
+  x.markGradWritten();
+  return { out: gb.buf, beta: gb.zero ? 0 : 1 };
+}
 
 export function isGradEnabled(): boolean {
   return gradDisabled === 0;
@@ -75,61 +91,73 @@ export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainG
   if (!shapesEqual(seed.shape, root.shape)) {
     throw new Error(`backward(): gradient shape ${fmtShape(seed.shape)} does not match output shape ${fmtShape(root.shape)}`);
   }
-  noGrad(() => {
-    const grads = new Map<Tensor, Tensor>([[root, seed]]);
-    // Gradient sums this walk allocated itself and has handed to no one: safe to add into in place. A sum
-    // leaves the set when it is passed to a backward (which may return it, or views of it, for other inputs).
-    const owned = new Set<Tensor>();
-    const order = topoOrder(root);
-    for (let n = order.length - 1; n >= 0; n--) {
-      const t = order[n]!;
-      const g = grads.get(t);
-      if (!g) continue;
-      grads.delete(t);
-      const mine = owned.delete(g);
-      const node = t.node;
-      if (!node) {
-        // a leaf: accumulate into .grad, which this engine owns (a fresh copy the first time)
-        if (t.grad) addInto(t.grad, g);
-        else t.grad = mine ? g : cloneTensor(g);
-        continue;
-      }
-      if (!node.backward) {
-        throw new Error(`backward(): the graph through '${node.op}' was already freed; pass { retainGraph: true } to backward twice`);
-      }
-      const inputGrads = node.backward(contiguous(g));
-      for (let i = 0; i < node.inputs.length; i++) {
-        const x = node.inputs[i]!;
-        const gx = inputGrads[i];
-        if (!gx || !x.requiresGrad) continue;
-        const prev = grads.get(x);
-        if (gx instanceof Tensor) {
-          if (!shapesEqual(gx.shape, x.shape)) {
-            throw new Error(
-              `internal: '${node.op}' produced a gradient of shape ${fmtShape(gx.shape)} for an input of shape ${fmtShape(x.shape)}`,
-            );
-          }
-          if (!prev) grads.set(x, gx);
-          else if (owned.has(prev)) addInto(prev, gx);
-          else {
-            const sum = addOutOfPlace(prev, gx);
-            owned.add(sum);
-            grads.set(x, sum);
-          }
-        } else {
-          let acc = prev && owned.has(prev) ? prev : null;
-          if (!acc) {
-            acc = empty(x.backend, x.shape);
-            if (prev) addInto(acc, prev);
-            owned.add(acc);
-            grads.set(x, acc);
-          }
-          addSlice(acc, gx);
-        }
-      }
-      if (!opts.retainGraph) t.node = { op: node.op, inputs: [], backward: null };
+  walking++;
+  try {
+    noGrad(() => walk(root, seed, opts));
+  } finally {
+    walking--;
+  }
+}
+
+function walk(root: Tensor, seed: Tensor, opts: { retainGraph?: boolean }): void {
+  const grads = new Map<Tensor, Tensor>([[root, seed]]);
+  // Gradient sums this walk allocated itself and has handed to no one: safe to add into in place. A sum
+  // leaves the set when it is passed to a backward (which may return it, or views of it, for other inputs).
+  const owned = new Set<Tensor>();
+  const order = topoOrder(root);
+  for (let n = order.length - 1; n >= 0; n--) {
+    const t = order[n]!;
+    const g = grads.get(t);
+    if (!g) continue;
+    grads.delete(t);
+    const mine = owned.delete(g);
+    const node = t.node;
+    if (!node) {
+      // a leaf: accumulate into .grad, which this engine owns (a fresh copy the first time); a buffer that
+      // counts as zero (zeroGrad()) is overwritten instead of cleared and added to
+      const gb = t.gradBuffer();
+      if (!gb) t.grad = mine ? g : cloneTensor(g);
+      else if (gb.zero) {
+        copyInto(gb.buf, g);
+        t.markGradWritten();
+      } else addInto(gb.buf, g);
+      continue;
     }
-  });
+    if (!node.backward) {
+      throw new Error(`backward(): the graph through '${node.op}' was already freed; pass { retainGraph: true } to backward twice`);
+    }
+    const inputGrads = node.backward(contiguous(g));
+    for (let i = 0; i < node.inputs.length; i++) {
+      const x = node.inputs[i]!;
+      const gx = inputGrads[i];
+      if (!gx || !x.requiresGrad) continue;
+      const prev = grads.get(x);
+      if (gx instanceof Tensor) {
+        if (!shapesEqual(gx.shape, x.shape)) {
+          throw new Error(
+            `internal: '${node.op}' produced a gradient of shape ${fmtShape(gx.shape)} for an input of shape ${fmtShape(x.shape)}`,
+          );
+        }
+        if (!prev) grads.set(x, gx);
+        else if (owned.has(prev)) addInto(prev, gx);
+        else {
+          const sum = addOutOfPlace(prev, gx);
+          owned.add(sum);
+          grads.set(x, sum);
+        }
+      } else {
+        let acc = prev && owned.has(prev) ? prev : null;
+        if (!acc) {
+          acc = empty(x.backend, x.shape);
+          if (prev) addInto(acc, prev);
+          owned.add(acc);
+          grads.set(x, acc);
+        }
+        addSlice(acc, gx);
+      }
+    }
+    if (!opts.retainGraph) t.node = { op: node.op, inputs: [], backward: null };
+  }
 }
 
 /** acc[..., start:start+len, ...] += slice, along axis (acc is contiguous). */

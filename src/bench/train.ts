@@ -52,7 +52,7 @@ export function benchTrain(
   const upd: number[] = [];
   for (let s = -1; s < steps; s++) {
     const t0 = performance.now();
-    arena?.reset(params.map((p) => p.grad));
+    arena?.reset(params.map((p) => p.gradBuffer()?.buf ?? null));
     let t1 = 0;
     const step = (): void => {
       opt.zeroGrad();

@@ -3,8 +3,9 @@ import type { F32 } from '../backend/backend.js';
 import { noGrad } from '../autograd/graph.js';
 import type { Tensor } from '../tensor/tensor.js';
 
+/** Zero the parameters' gradients (in O(1) each: see Tensor.zeroGrad). */
 export function zeroGrad(params: readonly Tensor[]): void {
-  for (const p of params) if (p.grad) p.backend.fill(p.grad.f32(), p.grad.size, 0);
+  for (const p of params) p.zeroGrad();
 }
 
 /** sqrt(Σ over all gradients of g²), accumulated in float64. */

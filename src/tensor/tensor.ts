@@ -37,7 +37,6 @@ export interface GradNode {
 
 export class Tensor {
   requiresGrad = false;
-  grad: Tensor | null = null;
   node: GradNode | null = null;
   name: string | undefined;
   private disposed = false;
@@ -52,6 +51,46 @@ export class Tensor {
     /** The tensor whose storage this view shares, or null when this tensor owns its storage. */
     readonly base: Tensor | null = null,
   ) {}
+
+  // The gradient buffer, and whether its contents are stale and count as zero (after zeroGrad()): a training
+  // step then overwrites the buffer instead of filling it with zeros and adding (what PyTorch's set_to_none buys,
+  // without giving the memory up). Readers of `.grad` always see the true values.
+  private gradBuf: Tensor | null = null;
+  private gradIsZero = false;
+
+  /** The accumulated gradient of a leaf (null before the first backward). */
+  get grad(): Tensor | null {
+    if (this.gradIsZero) {
+      const g = this.gradBuf!;
+      g.backend.fill(g.data as F32, g.size, 0);
+      this.gradIsZero = false;
+    }
+    return this.gradBuf;
+  }
+
+  set grad(g: Tensor | null) {
+    this.gradBuf = g;
+    this.gradIsZero = false;
+  }
+
+  /** Zero the gradient in O(1): the buffer is kept, and the next backward writes it instead of adding to it. */
+  zeroGrad(): void {
+    if (this.gradBuf) this.gradIsZero = true;
+  }
+
+  /**
+   * The gradient buffer without bringing it up to date: its storage, for memory bookkeeping (arena keeps), and
+   * `zero`, true while its contents are stale and count as zero. Used by the autograd engine to write leaf
+   * gradients in place; everything else reads `.grad`.
+   */
+  gradBuffer(): { buf: Tensor; zero: boolean } | null {
+    return this.gradBuf ? { buf: this.gradBuf, zero: this.gradIsZero } : null;
+  }
+
+  /** The engine has written the gradient buffer in full (see gradBuffer()): its contents are current again. */
+  markGradWritten(): void {
+    this.gradIsZero = false;
+  }
 
   get size(): number {
     return sizeOf(this.shape);

@@ -328,7 +328,7 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     opt.zeroGrad();
     for (let micro = 0; micro < opts.gradAccum; micro++) {
       // The previous micro-batch's activations and gradients are dead: reuse their memory (tensor/arena.ts).
-      arena.reset(params.map((p) => p.grad));
+      arena.reset(params.map((p) => p.gradBuffer()?.buf ?? null));
       withArena(arena, () => {
         const { x, y } = toBatch(backend, stream.next(), opts.batch, opts.seq);
         const protectedRows = new Set<number>();

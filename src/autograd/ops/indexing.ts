@@ -2,7 +2,7 @@
 // gather, top-k and argsort. Indices are int32 tensors and never carry gradient.
 import { empty, uninit, emptyInt, type Tensor } from '../../tensor/tensor.js';
 import { fmtShape, sizeOf } from '../../tensor/shape.js';
-import { record } from '../graph.js';
+import { leafGradTarget, record } from '../graph.js';
 import { contiguous, reshape } from './views.js';
 
 function needInt(t: Tensor, what: string): void {
@@ -21,9 +21,12 @@ export function indexSelect(xIn: Tensor, idxIn: Tensor): Tensor {
   const out = uninit(x.backend, [M, ...x.shape.slice(1)]);
   x.backend.gatherRows(x.f32(), idx.i32(), out.f32(), M, N, D);
   return record(out, 'index_select', [x], (gy) => {
-    const gx = empty(x.backend, x.shape);
+    // an embedding table adds straight into its .grad (cleared first if it counts as zero)
+    const target = leafGradTarget(x);
+    const gx = target?.out ?? empty(x.backend, x.shape);
+    if (target?.beta === 0) x.backend.fill(gx.f32(), gx.size, 0);
     x.backend.scatterAddRows(gy.f32(), idx.i32(), gx.f32(), M, N, D);
-    return [gx];
+    return [target ? null : gx];
   });
 }
 

@@ -15,6 +15,11 @@ export function cloneTensor(t: Tensor): Tensor {
   return out;
 }
 
+/** dst ← src in place, same shape (no graph). */
+export function copyInto(dst: Tensor, src: Tensor): void {
+  dst.backend.copy(strided(src), strided(dst), src.shape);
+}
+
 /** dst += src in place, same shape (no graph). */
 export function addInto(dst: Tensor, src: Tensor): void {
   dst.backend.accumulate(strided(src), strided(dst), src.shape);

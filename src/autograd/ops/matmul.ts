@@ -6,9 +6,9 @@
 import type { F32 } from '../../backend/backend.js';
 import { empty, uninit, type Tensor } from '../../tensor/tensor.js';
 import { broadcastShapes, fmtShape, sizeOf } from '../../tensor/shape.js';
-import { record } from '../graph.js';
+import { leafGradTarget, record } from '../graph.js';
 import { sumTo } from './kernels.js';
-import { contiguous, expand, reshape, transpose } from './views.js';
+import { contiguous, expand, reshape } from './views.js';
 
 /** How the gemm reads one operand. */
 interface Operand {
@@ -127,15 +127,42 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   });
 }
 
-/** Linear layer without bias: y [..., out] = x [..., in] · Wᵀ, W [out, in] (PyTorch nn.Linear layout). */
+/**
+ * Linear layer without bias: y [..., out] = x [..., in] · Wᵀ, W [out, in] (PyTorch nn.Linear layout).
+ *   dX = dY · W,   dW = dYᵀ · X   (over all leading positions; written straight into W's .grad when it has one)
+ */
 export function linear(x: Tensor, w: Tensor): Tensor {
   if (w.ndim !== 2) throw new Error(`linear: weight must be [out, in], got ${fmtShape(w.shape)}`);
   if (x.shape[x.ndim - 1] !== w.shape[1]) {
     throw new Error(`linear: input width ${x.shape[x.ndim - 1]} does not match weight ${fmtShape(w.shape)} ([out, in])`);
   }
+  if (x.dtype !== 'f32' || w.dtype !== 'f32') throw new Error('linear needs float32 operands');
+  if (x.backend !== w.backend) throw new Error(`linear operands live on different backends (${x.backend.name} vs ${w.backend.name})`);
+  const [Out, In] = w.shape as [number, number];
   const lead = x.shape.slice(0, -1);
-  const y = matmul(reshape(x, [sizeOf(lead), w.shape[1]!]), transpose(w));
-  return reshape(y, [...lead, w.shape[0]!]);
+  const rows = sizeOf(lead);
+  const x2 = reshape(x, [rows, In]);
+  const X = operand(x2, []);
+  const W = operand(w, []);
+  const y = uninit(x.backend, [rows, Out]);
+  gemmInto(y.f32(), 1, rows, Out, In, X, swap(W), 0, 0);
+  record(y, 'linear', [x2, w], (gy) => {
+    const G: Operand = { t: gy, batchStride: 0, rowStride: Out, colStride: 1 };
+    let dx: Tensor | null = null;
+    if (x2.requiresGrad) {
+      dx = uninit(x.backend, [rows, In]);
+      gemmInto(dx.f32(), 1, rows, In, Out, G, W, 0, 0);
+    }
+    let dw: Tensor | null = null;
+    if (w.requiresGrad) {
+      const target = leafGradTarget(w);
+      const out = target?.out ?? uninit(w.backend, [Out, In]);
+      gemmInto(out.f32(), 1, Out, In, rows, swap(G), X, 0, target?.beta ?? 0);
+      if (!target) dw = out;
+    }
+    return [dx, dw];
+  });
+  return reshape(y, [...lead, Out]);
 }
 
 /**
@@ -233,12 +260,19 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
     }
     const dws = weights.map((w, g) => {
       if (!w.requiresGrad || counts[g] === 0) return null;
-      const dw = uninit(b, [Out, In]);
+      const target = leafGradTarget(w);
+      const dw = target?.out ?? uninit(b, [Out, In]);
       // dW_g = dy_gᵀ · x_g
-      list.push(
-        product(Out, In, counts[g]!, [gd, gy.offset + starts[g]! * Out, 1, Out], [xd, x.offset + starts[g]! * In, In, 1], [dw.f32(), 0]),
+      const p = product(
+        Out,
+        In,
+        counts[g]!,
+        [gd, gy.offset + starts[g]! * Out, 1, Out],
+        [xd, x.offset + starts[g]! * In, In, 1],
+        [dw.f32(), 0],
       );
-      return dw;
+      list.push(target ? { ...p, beta: target.beta } : p);
+      return target ? null : dw;
     });
     b.gemmMany(list);
     return [dx, ...dws];
