@@ -306,6 +306,27 @@ for (const backend of testBackends()) {
       }
     });
 
+    it('attention reads token-major, narrowed and broadcast operands in place: same values and gradients as dense copies', () => {
+      const [B, H, Hkv, Tq, S, Dk, Dv] = [2, 4, 2, 37, 41, 20, 18];
+      const run = (dense: boolean) => {
+        // q token-major [B,T,H,Dk]; k a narrow of wider token-major rows; v one head broadcast over the KV heads
+        const qT = T.randn([B, Tq, H, Dk], { backend, seed: 31, requiresGrad: true });
+        const kW = T.randn([B, S, Hkv, Dk + 5], { backend, seed: 32, requiresGrad: true });
+        const v1 = T.randn([B, 1, S, Dv], { backend, seed: 33, requiresGrad: true });
+        let q = T.permute(qT, [0, 2, 1, 3]);
+        let k = T.permute(T.narrow(kW, 3, 3, Dk), [0, 2, 1, 3]);
+        let v = T.expand(v1, [B, Hkv, S, Dv]);
+        if (dense) [q, k, v] = [T.contiguous(q), T.contiguous(k), T.contiguous(v)];
+        const o = T.attention(q, k, v, { scale: 0.3, causal: true });
+        if (!dense) assert.ok(T.permute(o, [0, 2, 1, 3]).isContiguous(), 'token-major queries give a token-major output');
+        T.sum(T.mul(o, T.randn([B, H, Tq, Dv], { backend, seed: 34 }))).backward();
+        return [o, qT.grad!, kW.grad!, v1.grad!].map((x) => x.toArray());
+      };
+      const got = run(false);
+      const want = run(true);
+      ['out', 'dq', 'dk', 'dv'].forEach((name, i) => assertClose(got[i]!, want[i]!, 1e-6, 1e-5, name));
+    });
+
     it('AdamW matches the PyTorch formula, including decay only on ≥ 2-dim tensors and clipping', () => {
       const w = T.tensor([[0.5, -0.25]], undefined, { backend, requiresGrad: true });
       const n = T.tensor([1.5], undefined, { backend, requiresGrad: true });

@@ -41,20 +41,22 @@ export function noGrad<T>(fn: () => T): T {
 
 /**
  * Attach a backward function to `out` when grad mode is on and any input requires grad. The backward gets dL/dout
- * (contiguous, shape of out) and returns dL/dinput for each input, or null where an input needs none.
+ * (contiguous, shape of out; in any layout with `stridedGrad`) and returns dL/dinput for each input, or null
+ * where an input needs none.
  */
 export function record(
   out: Tensor,
   op: string,
   inputs: readonly Tensor[],
   backward: (gy: Tensor) => readonly (Tensor | SliceGrad | null)[],
+  opts: { stridedGrad?: boolean } = {},
 ): Tensor {
   if (gradDisabled > 0) return out;
   let any = false;
   for (const t of inputs) if (t.requiresGrad) any = true;
   if (!any) return out;
   out.requiresGrad = true;
-  out.node = { op, inputs, backward };
+  out.node = { op, inputs, backward, stridedGrad: opts.stridedGrad };
   return out;
 }
 

@@ -52,6 +52,8 @@ export interface GemmParams {
  * floor(h / (H / Hkv))): q [B,H,T,Dk], k [B,Hkv,S,Dk], v [B,Hkv,S,Dv] → out [B,H,T,Dv], lse [B,H,T].
  * Scores are `scale · q·k + mask`, softmax in fp32. With `causal`, query row t (absolute position S−T+t) sees
  * keys j ≤ S−T+t. `mask` is additive, [Bm,T,S] with Bm ∈ {1, B}, shared by all heads.
+ * Every operand may be laid out with any row strides (`layout`; dense [B,H,T,D] where absent), so q, k, v in
+ * the token-major [B,T,H,D] layout the projections produce are read without a permute copy.
  */
 export interface AttentionParams {
   B: number;
@@ -68,6 +70,32 @@ export interface AttentionParams {
   v: F32;
   mask: F32 | null;
   maskBatch: number;
+  layout?: AttentionLayout;
+}
+
+/** Element strides (batch, head, row) of an operand's rows; each row (Dk or Dv values) is contiguous. */
+export type RowStrides = readonly [number, number, number];
+
+/** Row strides of every attention operand: out/dout/dq are [B,H,T,·], k/v/dk/dv [B,Hkv,S,·]. */
+export interface AttentionLayout {
+  q: RowStrides;
+  k: RowStrides;
+  v: RowStrides;
+  out: RowStrides;
+  dout: RowStrides;
+  dq: RowStrides;
+  dk: RowStrides;
+  dv: RowStrides;
+}
+
+/** The layout of dense [B,H,T,D] operands (what `layout` defaults to). */
+export function denseAttentionLayout(p: Pick<AttentionParams, 'H' | 'Hkv' | 'T' | 'S' | 'Dk' | 'Dv'>): AttentionLayout {
+  const dense = (heads: number, rows: number, d: number): RowStrides => [heads * rows * d, rows * d, d];
+  const q = dense(p.H, p.T, p.Dk);
+  const o = dense(p.H, p.T, p.Dv);
+  const k = dense(p.Hkv, p.S, p.Dk);
+  const v = dense(p.Hkv, p.S, p.Dv);
+  return { q, k, v, out: o, dout: o, dq: q, dk: k, dv: v };
 }
 
 export interface AdamWParams {
@@ -170,7 +198,7 @@ export interface Backend {
    */
   rope(x: F32, cos: F32, sin: F32, out: F32, B: number, T: number, H: number, D: number, Bc: number, inverse: boolean): void;
   attention(p: AttentionParams, out: F32, lse: F32): void;
-  /** Gradients of attention; dq, dk, dv are overwritten. */
+  /** Gradients of attention; dq, dk, dv are overwritten (every row of their layouts). */
   attentionBackward(p: AttentionParams, out: F32, lse: F32, dout: F32, dq: F32, dk: F32, dv: F32): void;
   /** One decoupled-weight-decay Adam step, in place on param, m, v. */
   adamw(p: AdamWParams): void;

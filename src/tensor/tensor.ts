@@ -33,6 +33,8 @@ export interface GradNode {
   op: string;
   inputs: readonly Tensor[];
   backward: ((gy: Tensor) => readonly (Tensor | SliceGrad | null)[]) | null;
+  /** The backward takes its gradient in any layout (a view op, or a kernel that reads strides); else contiguous. */
+  stridedGrad?: boolean;
 }
 
 export class Tensor {

@@ -1,11 +1,11 @@
 // Fused scaled-dot-product attention with d_qk ≠ d_v, grouped KV heads, an explicit softmax scale, causal
 // masking relative to the end of the key sequence (so a KV cache works), an optional additive mask, and an fp32
 // softmax. The forward saves only the row log-sum-exp; the backward recomputes probabilities row by row.
-import type { AttentionParams, F32 } from '../../backend/backend.js';
+import { denseAttentionLayout, type AttentionParams, type Backend, type F32, type RowStrides } from '../../backend/backend.js';
 import { uninit, type Tensor } from '../../tensor/tensor.js';
 import { fmtShape } from '../../tensor/shape.js';
 import { record } from '../graph.js';
-import { contiguous } from './views.js';
+import { contiguous, permute } from './views.js';
 
 export interface AttentionOptions {
   /** Multiplies q·k before the softmax (spec §2.4: 192^-0.5·m² for DeepSeek-V2). */
@@ -39,9 +39,16 @@ export function attention(qIn: Tensor, kIn: Tensor, vIn: Tensor, opts: Attention
     mask = contiguous(m);
     maskBatch = m.ndim === 3 ? m.shape[0]! : 1;
   }
-  const q = contiguous(qIn);
-  const k = contiguous(kIn);
-  const v = contiguous(vIn);
+  // Operands are read in place in any layout whose rows are contiguous (the token-major [B,T,H,D] that the
+  // projections produce, seen through a permute, or a narrow of a wider row): no permute copies.
+  const q = rowStrides(qIn) ? qIn : contiguous(qIn);
+  const k = rowStrides(kIn) ? kIn : contiguous(kIn);
+  const v = rowStrides(vIn) ? vIn : contiguous(vIn);
+  const b = q.backend;
+  // the output (and each gradient) takes the layout of its query (input): token-major in, token-major out
+  const out = allocRows(b, B, H, T, Dv, tokenMajor(q));
+  const lse = uninit(b, [B, H, T]);
+  const layout = denseAttentionLayout({ H, Hkv, T, S, Dk, Dv });
   const p: AttentionParams = {
     B,
     H,
@@ -52,20 +59,62 @@ export function attention(qIn: Tensor, kIn: Tensor, vIn: Tensor, opts: Attention
     Dv,
     scale: opts.scale,
     causal: opts.causal ?? false,
-    q: q.f32(),
-    k: k.f32(),
-    v: v.f32(),
+    q: rows(q),
+    k: rows(k),
+    v: rows(v),
     mask: mask ? (mask.f32() as F32) : null,
     maskBatch,
+    layout: { ...layout, q: rowStrides(q)!, k: rowStrides(k)!, v: rowStrides(v)!, out: out.strides },
   };
-  const out = uninit(q.backend, [B, H, T, Dv]);
-  const lse = uninit(q.backend, [B, H, T]);
-  q.backend.attention(p, out.f32(), lse.f32());
-  return record(out, 'attention', [q, k, v], (gy) => {
-    const dq = uninit(q.backend, q.shape);
-    const dk = uninit(q.backend, k.shape);
-    const dv = uninit(q.backend, v.shape);
-    q.backend.attentionBackward(p, out.f32(), lse.f32(), gy.f32(), dq.f32(), dk.f32(), dv.f32());
-    return [dq, dk, dv];
-  });
+  b.attention(p, out.buf, lse.f32());
+  return record(
+    out.t,
+    'attention',
+    [q, k, v],
+    (gyIn) => {
+      const gy = rowStrides(gyIn) ? gyIn : contiguous(gyIn);
+      const dq = allocRows(b, B, H, T, Dk, tokenMajor(q));
+      const dk = allocRows(b, B, Hkv, S, Dk, tokenMajor(k));
+      const dv = allocRows(b, B, Hkv, S, Dv, tokenMajor(v));
+      const lay = { ...p.layout!, dout: rowStrides(gy)!, dq: dq.strides, dk: dk.strides, dv: dv.strides };
+      b.attentionBackward({ ...p, layout: lay }, out.buf, lse.f32(), rows(gy), dq.buf, dk.buf, dv.buf);
+      return [dq.t, dk.t, dv.t];
+    },
+    { stridedGrad: true },
+  );
+}
+
+/** (batch, head, row) strides of a 4-D operand whose rows are contiguous, else null. */
+function rowStrides(t: Tensor): RowStrides | null {
+  const [s0, s1, s2, s3] = t.strides as [number, number, number, number];
+  if ((s3 !== 1 && t.shape[3]! > 1) || s0 < 0 || s1 < 0 || s2 < 0) return null;
+  return [s0, s1, s2];
+}
+
+/** Rows ordered by token, then head ([B,T,H,D] in memory)? */
+function tokenMajor(t: Tensor): boolean {
+  return t.strides[1]! < t.strides[2]!;
+}
+
+/** An operand's storage from its first element on (the kernels index it through the layout's strides). */
+function rows(t: Tensor): F32 {
+  t.check('attention');
+  return (t.data as F32).subarray(t.offset);
+}
+
+/** A fresh [B, heads, n, D] operand, stored head-major or token-major ([B, n, heads, D], seen through a permute). */
+function allocRows(
+  b: Backend,
+  B: number,
+  heads: number,
+  n: number,
+  D: number,
+  byToken: boolean,
+): { t: Tensor; buf: F32; strides: RowStrides } {
+  if (!byToken) {
+    const t = uninit(b, [B, heads, n, D]);
+    return { t, buf: t.f32(), strides: [heads * n * D, n * D, D] };
+  }
+  const base = uninit(b, [B, n, heads, D]);
+  return { t: permute(base, [0, 2, 1, 3]), buf: base.f32(), strides: [n * heads * D, D, heads * D] };
 }

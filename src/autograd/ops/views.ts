@@ -14,7 +14,7 @@ export function contiguous(x: Tensor): Tensor {
   if (x.isContiguous()) return x;
   const out = x.dtype === 'f32' ? uninit(x.backend, x.shape) : emptyInt(x.backend, x.shape);
   x.backend.copy(strided(x), { buf: out.data as Float32Array, offset: 0, strides: out.strides }, x.shape);
-  return record(out, 'contiguous', [x], (gy) => [gy]);
+  return record(out, 'contiguous', [x], (gy) => [gy], { stridedGrad: true });
 }
 
 /** One dim may be -1 (inferred). */
@@ -43,7 +43,7 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
   );
   const inverse = new Array<number>(axes.length);
   axes.forEach((a, i) => (inverse[a] = i));
-  return record(out, 'permute', [x], (gy) => [permute(gy, inverse)]);
+  return record(out, 'permute', [x], (gy) => [permute(gy, inverse)], { stridedGrad: true });
 }
 
 export function transpose(x: Tensor, a = -2, b = -1): Tensor {

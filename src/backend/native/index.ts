@@ -1,6 +1,7 @@
 // The `native` backend: the Node-API addon built from ./csrc by node-gyp at install (AVX2/FMA kernels, OpenMP
 // threads). Buffers are ordinary typed arrays; the addon reads and writes their memory in place, so no operand is
 // ever copied at the boundary. Sizes travel in a reused Float64Array ("meta") to keep a call near 0.2 µs.
+import { denseAttentionLayout } from '../backend.js';
 import type { AdamWParams, AttentionParams, Backend, BinaryOp, F32, GemmParams, I32, ReduceOp, Strided, UnaryOp } from '../backend.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -61,10 +62,12 @@ export function createNativeBackend(): Backend | null {
   if (!n) return null;
   const gemmMeta = new Float64Array(16);
   let manyMeta = new Float64Array(16 * 64);
-  const attnMeta = new Float64Array(10);
+  const attnMeta = new Float64Array(10 + 8 * 3);
   const adamMeta = new Float64Array(8);
   const attention = (p: AttentionParams): Float64Array => {
     attnMeta.set([p.B, p.H, p.Hkv, p.T, p.S, p.Dk, p.Dv, p.scale, p.causal ? 1 : 0, p.maskBatch]);
+    const L = p.layout ?? denseAttentionLayout(p);
+    [L.q, L.k, L.v, L.out, L.dout, L.dq, L.dk, L.dv].forEach((s, i) => attnMeta.set(s, 10 + 3 * i));
     return attnMeta;
   };
   return {

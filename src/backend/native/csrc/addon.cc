@@ -408,17 +408,32 @@ FN(Rope) {
   });
 }
 
-// meta = [B, H, Hkv, T, S, Dk, Dv, scale, causal, maskBatch]
+// meta = [B, H, Hkv, T, S, Dk, Dv, scale, causal, maskBatch, then (batch, head, row) strides of
+//         q, k, v, out, dout, dq, dk, dv]
+constexpr size_t kAttnMeta = 10 + 8 * 3;
+
+/** Elements an operand [n0, n1, n2, D] with row strides s reaches (rows never overlap their ends). */
+double reach(const i64* s, i64 n0, i64 n1, i64 n2, i64 D) {
+  if (n0 == 0 || n1 == 0 || n2 == 0 || D == 0) return 0;
+  return (double)(n0 - 1) * s[0] + (double)(n1 - 1) * s[1] + (double)(n2 - 1) * s[2] + D;
+}
+
 AttentionArgs attention_args(Call& c, size_t metaAt, const char* W) {
-  const double* m = c.f64(metaAt, 10, W);
+  const double* m = c.f64(metaAt, kAttnMeta, W);
   AttentionArgs p{};
   p.B = (i64)m[0], p.H = (i64)m[1], p.Hkv = (i64)m[2], p.T = (i64)m[3], p.S = (i64)m[4], p.Dk = (i64)m[5], p.Dv = (i64)m[6];
   p.scale = (float)m[7], p.causal = m[8] != 0, p.maskBatch = (i64)m[9];
+  i64* strides[8] = {p.qs, p.ks, p.vs, p.os, p.dos, p.dqs, p.dks, p.dvs};
+  for (int i = 0; i < 8; i++)
+    for (int j = 0; j < 3; j++) {
+      strides[i][j] = (i64)m[10 + 3 * i + j];
+      if (strides[i][j] < 0) throw KernelError("attention: negative stride");
+    }
   if (p.Hkv <= 0 || p.H % p.Hkv) throw KernelError("attention: heads must be a multiple of KV heads");
   if (p.causal && p.T > p.S) throw KernelError("attention: more queries than keys under a causal mask");
-  p.q = c.f32(0, (double)p.B * p.H * p.T * p.Dk, W);
-  p.k = c.f32(1, (double)p.B * p.Hkv * p.S * p.Dk, W);
-  p.v = c.f32(2, (double)p.B * p.Hkv * p.S * p.Dv, W);
+  p.q = c.f32(0, reach(p.qs, p.B, p.H, p.T, p.Dk), W);
+  p.k = c.f32(1, reach(p.ks, p.B, p.Hkv, p.S, p.Dk), W);
+  p.v = c.f32(2, reach(p.vs, p.B, p.Hkv, p.S, p.Dv), W);
   p.mask = c.is_null(3) ? nullptr : c.f32(3, (double)p.maskBatch * p.T * p.S, W);
   return p;
 }
@@ -426,7 +441,7 @@ AttentionArgs attention_args(Call& c, size_t metaAt, const char* W) {
 FN(Attention) {
   BODY("attention", {
     AttentionArgs p = attention_args(c, 6, W);
-    attention(p, c.f32(4, (double)p.B * p.H * p.T * p.Dv, W), c.f32(5, (double)p.B * p.H * p.T, W));
+    attention(p, c.f32(4, reach(p.os, p.B, p.H, p.T, p.Dv), W), c.f32(5, (double)p.B * p.H * p.T, W));
     return undef(env);
   });
 }
@@ -434,9 +449,9 @@ FN(Attention) {
 FN(AttentionBackward) {
   BODY("attention backward", {
     AttentionArgs p = attention_args(c, 10, W);
-    const double qn = (double)p.B * p.H * p.T;
-    attention_backward(p, c.f32(4, qn * p.Dv, W), c.f32(5, qn, W), c.f32(6, qn * p.Dv, W), c.f32(7, qn * p.Dk, W),
-                       c.f32(8, (double)p.B * p.Hkv * p.S * p.Dk, W), c.f32(9, (double)p.B * p.Hkv * p.S * p.Dv, W));
+    attention_backward(p, c.f32(4, reach(p.os, p.B, p.H, p.T, p.Dv), W), c.f32(5, (double)p.B * p.H * p.T, W),
+                       c.f32(6, reach(p.dos, p.B, p.H, p.T, p.Dv), W), c.f32(7, reach(p.dqs, p.B, p.H, p.T, p.Dk), W),
+                       c.f32(8, reach(p.dks, p.B, p.Hkv, p.S, p.Dk), W), c.f32(9, reach(p.dvs, p.B, p.Hkv, p.S, p.Dv), W));
     return undef(env);
   });
 }

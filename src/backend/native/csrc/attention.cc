@@ -29,26 +29,26 @@ constexpr int NR = GEMM_NR;
 inline i64 panels(i64 n) { return (n + NR - 1) / NR; }
 inline i64 up16(i64 n) { return (n + 15) / 16 * 16; }
 
-/** B = Xᵀ for X [rows, D] (B(k=d, n=j) = X[j, d]): NR-key panels of D×NR each, zero-padded. */
-void pack_xt(const float* X, i64 rows, i64 D, float* dst) {
+/** B = Xᵀ for X [rows, D] with row stride ld (B(k=d, n=j) = X[j, d]): NR-key panels of D×NR each, zero-padded. */
+void pack_xt(const float* X, i64 ld, i64 rows, i64 D, float* dst) {
   for (i64 jp = 0; jp < panels(rows); jp++) {
     float* d = dst + jp * D * NR;
     const int cols = (int)std::min<i64>(NR, rows - jp * NR);
     for (i64 k = 0; k < D; k++) {
       int j = 0;
-      for (; j < cols; j++) d[k * NR + j] = X[(jp * NR + j) * D + k];
+      for (; j < cols; j++) d[k * NR + j] = X[(jp * NR + j) * ld + k];
       for (; j < NR; j++) d[k * NR + j] = 0.f;
     }
   }
 }
 
-/** B = X for X [rows, D] (B(k=j, n=d) = X[j, d]): NR-column panels of rows×NR each, zero-padded. */
-void pack_x(const float* X, i64 rows, i64 D, float* dst) {
+/** B = X for X [rows, D] with row stride ld (B(k=j, n=d) = X[j, d]): NR-column panels of rows×NR each, zero-padded. */
+void pack_x(const float* X, i64 ld, i64 rows, i64 D, float* dst) {
   for (i64 dp = 0; dp < panels(D); dp++) {
     float* d = dst + dp * rows * NR;
     const int cols = (int)std::min<i64>(NR, D - dp * NR);
     for (i64 k = 0; k < rows; k++) {
-      const float* s = X + k * D + dp * NR;
+      const float* s = X + k * ld + dp * NR;
       if (cols == NR) {
         _mm256_store_ps(d + k * NR, _mm256_loadu_ps(s));
         _mm256_store_ps(d + k * NR + 8, _mm256_loadu_ps(s + 8));
@@ -98,7 +98,8 @@ struct Carve {
 
 // Forward, blocks of MR query rows against all their visible keys, every product on the GEMM micro-kernel:
 // S = (scale·Q_blk)·Kᵀ, softmax per row in place (fp32), O_blk = P·V / Σ. Keys and values of the current
-// (b, kv head) are packed once into micro-panels. Threads split the (b, h, query block) items.
+// (b, kv head) are packed once into micro-panels. Threads split the (b, h, query block) items. Rows are found
+// through each operand's (batch, head, row) strides, so token-major [B,T,H,D] operands need no permute copy.
 void attention(const AttentionArgs& p, float* out, float* lse) {
   const i64 TB = (p.T + MR - 1) / MR, items = p.B * p.H * TB;
   const i64 ldS = panels(p.S) * NR, ldO = panels(p.Dv) * NR;
@@ -112,15 +113,16 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
       const i64 tb = it % TB, bh = it / TB, h = bh % p.H, b = bh / p.H;
       const i64 g = b * p.Hkv + h / (p.H / p.Hkv);
       if (g != have) {
-        pack_xt(p.k + g * p.S * p.Dk, p.S, p.Dk, Kp);
-        pack_x(p.v + g * p.S * p.Dv, p.S, p.Dv, Vp);
+        const i64 kvh = g % p.Hkv;
+        pack_xt(p.k + row_at(p.ks, b, kvh, 0), p.ks[2], p.S, p.Dk, Kp);
+        pack_x(p.v + row_at(p.vs, b, kvh, 0), p.vs[2], p.S, p.Dv, Vp);
         have = g;
       }
       const i64 t0 = tb * MR;
       const int rows = (int)std::min<i64>(MR, p.T - t0);
       const i64 n = visible(p, t0 + rows - 1);  // keys the last (widest) row of the block sees
-      const i64 r0 = bh * p.T + t0;
-      pack_a_rows(p.q + r0 * p.Dk, p.Dk, rows, p.Dk, p.scale, Ap);
+      const i64 r0 = bh * p.T + t0;  // lse is dense [B, H, T]
+      pack_a_rows(p.q + row_at(p.qs, b, h, t0), p.qs[2], rows, p.Dk, p.scale, Ap);
       for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dk, Ap, Kp + jp * p.Dk * NR, Sb + jp * NR, ldS, MR, NR, 0.f);
       float inv[MR] = {0, 0, 0, 0, 0, 0};
       for (int r = 0; r < MR; r++) {
@@ -151,7 +153,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
       pack_a_rows(Sb, ldS, MR, n, 1.f, Ap);
       for (i64 vp = 0; vp < panels(p.Dv); vp++) micro_6x16(n, Ap, Vp + vp * p.S * NR, Ob + vp * NR, ldO, MR, NR, 0.f);
       for (int r = 0; r < rows; r++) {
-        float* o = out + (r0 + r) * p.Dv;
+        float* o = out + row_at(p.os, b, h, t0 + r);
         for (i64 d = 0; d < p.Dv; d++) o[d] = Ob[r * ldO + d] * inv[r];
       }
     }
@@ -163,8 +165,6 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
 // (dQ_blk = dS_blk·K right away), then the chunk adds dK += dSᵀ·Q and dV += Pᵀ·dO, skipping the causal zeros a
 // block of keys cannot see. All products run on the GEMM micro-kernel.
 void attention_backward(const AttentionArgs& p, const float* out, const float* lse, const float* dout, float* dq, float* dk, float* dv) {
-  std::memset(dk, 0, sizeof(float) * p.B * p.Hkv * p.S * p.Dk);
-  std::memset(dv, 0, sizeof(float) * p.B * p.Hkv * p.S * p.Dv);
   const i64 groups = p.B * p.Hkv, per = p.H / p.Hkv;
   const i64 TQ = 16 * MR;  // query rows per chunk
   const i64 ldS = panels(p.S) * NR, nDk = panels(p.Dk), nDv = panels(p.Dv);
@@ -177,17 +177,27 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
     float *dOp = cv.take(nDv * NR * p.T), *Pb = cv.take(TQ * ldS), *dSb = cv.take(TQ * ldS), *Ap = cv.take(MR * std::max({p.S, p.Dk, p.Dv, TQ}));
     for (i64 g = g0; g < g1; g++) {
       const i64 b = g / p.Hkv, kvh = g % p.Hkv;
-      const float* k = p.k + g * p.S * p.Dk;
-      const float* v = p.v + g * p.S * p.Dv;
-      pack_xt(k, p.S, p.Dk, Kt);  // S = Q·Kᵀ
-      pack_xt(v, p.S, p.Dv, Vt);  // dP = dO·Vᵀ
-      pack_x(k, p.S, p.Dk, Kn);   // dQ = dS·K
-      float* dkg = dk + g * p.S * p.Dk;
-      float* dvg = dv + g * p.S * p.Dv;
+      const float* k = p.k + row_at(p.ks, b, kvh, 0);
+      const float* v = p.v + row_at(p.vs, b, kvh, 0);
+      const i64 ldk = p.ks[2], ldv = p.vs[2], lddk = p.dks[2], lddv = p.dvs[2];
+      pack_xt(k, ldk, p.S, p.Dk, Kt);  // S = Q·Kᵀ
+      pack_xt(v, ldv, p.S, p.Dv, Vt);  // dP = dO·Vᵀ
+      pack_x(k, ldk, p.S, p.Dk, Kn);   // dQ = dS·K
+      float* dkg = dk + row_at(p.dks, b, kvh, 0);
+      float* dvg = dv + row_at(p.dvs, b, kvh, 0);
+      for (i64 j = 0; j < p.S; j++) {  // this group's dK and dV rows are this thread's alone
+        std::memset(dkg + j * lddk, 0, sizeof(float) * p.Dk);
+        std::memset(dvg + j * lddv, 0, sizeof(float) * p.Dv);
+      }
       for (i64 h = kvh * per; h < (kvh + 1) * per; h++) {
-        const i64 base = (b * p.H + h) * p.T;
-        pack_x(p.q + base * p.Dk, p.T, p.Dk, Qp);  // dK += dSᵀ·Q
-        pack_x(dout + base * p.Dv, p.T, p.Dv, dOp);  // dV += Pᵀ·dO
+        const i64 base = (b * p.H + h) * p.T;  // lse is dense [B, H, T]
+        const float* qh = p.q + row_at(p.qs, b, h, 0);
+        const float* oh = out + row_at(p.os, b, h, 0);
+        const float* doh = dout + row_at(p.dos, b, h, 0);
+        float* dqh = dq + row_at(p.dqs, b, h, 0);
+        const i64 ldq = p.qs[2], ldo = p.os[2], lddo = p.dos[2], lddq = p.dqs[2];
+        pack_x(qh, ldq, p.T, p.Dk, Qp);      // dK += dSᵀ·Q
+        pack_x(doh, lddo, p.T, p.Dv, dOp);  // dV += Pᵀ·dO
         for (i64 c0 = 0; c0 < p.T; c0 += TQ) {
           const i64 c1 = std::min(p.T, c0 + TQ), nc = visible(p, c1 - 1);
           for (i64 t0 = c0; t0 < c1; t0 += MR) {
@@ -195,9 +205,9 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
             const i64 n = visible(p, t0 + rows - 1);
             float* P = Pb + (t0 - c0) * ldS;
             float* dS = dSb + (t0 - c0) * ldS;
-            pack_a_rows(p.q + (base + t0) * p.Dk, p.Dk, rows, p.Dk, p.scale, Ap);
+            pack_a_rows(qh + t0 * ldq, ldq, rows, p.Dk, p.scale, Ap);
             for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dk, Ap, Kt + jp * p.Dk * NR, P + jp * NR, ldS, rows, NR, 0.f);
-            pack_a_rows(dout + (base + t0) * p.Dv, p.Dv, rows, p.Dv, 1.f, Ap);
+            pack_a_rows(doh + t0 * lddo, lddo, rows, p.Dv, 1.f, Ap);
             for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dv, Ap, Vt + jp * p.Dv * NR, dS + jp * NR, ldS, rows, NR, 0.f);
             for (int r = 0; r < rows; r++) {
               const i64 t = t0 + r, lo = base + t;
@@ -206,7 +216,7 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
               const float l = lse[lo];
               const i64 nr = l == -INFINITY ? 0 : visible(p, t);
               const float* mask = row_mask(p, b, t);
-              const __m256 lv = _mm256_set1_ps(l), dod = _mm256_set1_ps(dot(dout + lo * p.Dv, out + lo * p.Dv, p.Dv)), sc = _mm256_set1_ps(p.scale);
+              const __m256 lv = _mm256_set1_ps(l), dod = _mm256_set1_ps(dot(doh + t * lddo, oh + t * ldo, p.Dv)), sc = _mm256_set1_ps(p.scale);
               for (i64 j = 0; j < nr; j += 8) {  // p_j = exp(s_j − lse); ds_j = p_j·(dp_j − do·o)·scale
                 const i64 w = std::min<i64>(8, nr - j);
                 __m256 s = ld(pr, j, w);
@@ -219,7 +229,7 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
             }
             pack_a_rows(dS, ldS, rows, n, 1.f, Ap);
             for (i64 dp = 0; dp < nDk; dp++)
-              micro_6x16(n, Ap, Kn + dp * p.S * NR, dq + (base + t0) * p.Dk + dp * NR, p.Dk, rows, (int)std::min<i64>(NR, p.Dk - dp * NR), 0.f);
+              micro_6x16(n, Ap, Kn + dp * p.S * NR, dqh + t0 * lddq + dp * NR, lddq, rows, (int)std::min<i64>(NR, p.Dk - dp * NR), 0.f);
           }
           // this chunk's share of dK and dV, MR keys at a time, from the first query row that sees them
           for (i64 j0 = 0; j0 < nc; j0 += MR) {
@@ -228,10 +238,10 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
             if (ts >= c1) continue;
             pack_a_cols(dSb, ldS, j0, cols, ts - c0, c1 - c0, Ap);
             for (i64 dp = 0; dp < nDk; dp++)
-              micro_6x16(c1 - ts, Ap, Qp + dp * p.T * NR + ts * NR, dkg + j0 * p.Dk + dp * NR, p.Dk, cols, (int)std::min<i64>(NR, p.Dk - dp * NR), 1.f);
+              micro_6x16(c1 - ts, Ap, Qp + dp * p.T * NR + ts * NR, dkg + j0 * lddk + dp * NR, lddk, cols, (int)std::min<i64>(NR, p.Dk - dp * NR), 1.f);
             pack_a_cols(Pb, ldS, j0, cols, ts - c0, c1 - c0, Ap);
             for (i64 vp = 0; vp < nDv; vp++)
-              micro_6x16(c1 - ts, Ap, dOp + vp * p.T * NR + ts * NR, dvg + j0 * p.Dv + vp * NR, p.Dv, cols, (int)std::min<i64>(NR, p.Dv - vp * NR), 1.f);
+              micro_6x16(c1 - ts, Ap, dOp + vp * p.T * NR + ts * NR, dvg + j0 * lddv + vp * NR, lddv, cols, (int)std::min<i64>(NR, p.Dv - vp * NR), 1.f);
           }
         }
       }

@@ -71,7 +71,11 @@ struct AttentionArgs {
   bool causal;
   const float *q, *k, *v, *mask;
   i64 maskBatch;
+  // Element strides (batch, head, row) of each operand's rows (see AttentionLayout in backend.ts).
+  i64 qs[3], ks[3], vs[3], os[3], dos[3], dqs[3], dks[3], dvs[3];
 };
+/** Offset of row (b, h, t) in an operand with row strides s. */
+inline i64 row_at(const i64* s, i64 b, i64 h, i64 t) { return b * s[0] + h * s[1] + t * s[2]; }
 void attention(const AttentionArgs& p, float* out, float* lse);
 void attention_backward(const AttentionArgs& p, const float* out, const float* lse, const float* dout, float* dq, float* dk, float* dv);
 
