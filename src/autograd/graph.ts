@@ -128,7 +128,7 @@ function walk(root: Tensor, seed: Tensor, opts: { retainGraph?: boolean }): void
     if (!node.backward) {
       throw new Error(`backward(): the graph through '${node.op}' was already freed; pass { retainGraph: true } to backward twice`);
     }
-    const inputGrads = node.backward(contiguous(g));
+    const inputGrads = node.backward(node.stridedGrad ? g : contiguous(g));
     for (let i = 0; i < node.inputs.length; i++) {
       const x = node.inputs[i]!;
       const gx = inputGrads[i];

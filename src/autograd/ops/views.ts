@@ -64,14 +64,14 @@ export function narrow(x: Tensor, axis: number, start: number, length: number): 
   const shape = [...x.shape];
   shape[a] = length;
   const out = view(x, shape, x.strides, x.offset + start * x.strides[a]!);
-  return record(out, 'narrow', [x], (gy) => [{ slice: gy, axis: a, start }]);
+  return record(out, 'narrow', [x], (gy) => [{ slice: gy, axis: a, start }], { stridedGrad: true });
 }
 
 /** Broadcast to `shape` without copying (stride 0). backward: sum back to the input shape. */
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
   const target = shape.map((d, i) => (d === -1 ? x.shape[x.ndim - shape.length + i]! : d));
   const out = view(x, target, broadcastStrides(x.shape, x.strides, target), x.offset);
-  return record(out, 'expand', [x], (gy) => [sumTo(gy, x.shape)]);
+  return record(out, 'expand', [x], (gy) => [sumTo(gy, x.shape)], { stridedGrad: true });
 }
 
 export function unsqueeze(x: Tensor, axis: number): Tensor {
