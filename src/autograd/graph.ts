@@ -2,7 +2,7 @@
 // inputs and a backward function). backward() walks those nodes in reverse topological order, calls each
 // backward once with the summed upstream gradient, accumulates into the leaves' `.grad`, and frees each node
 // after use (unless retainGraph) so saved activations are released as soon as possible.
-import { empty, Tensor, type SliceGrad } from '../tensor/tensor.js';
+import { empty, Tensor, uninit, type SliceGrad } from '../tensor/tensor.js';
 import { fmtShape, shapesEqual } from '../tensor/shape.js';
 import { contiguous } from './ops/views.js';
 import { addInto, cloneTensor, copyInto, onesLike, strided } from './ops/kernels.js';
@@ -168,8 +168,9 @@ function addSlice(acc: Tensor, g: SliceGrad): void {
   acc.backend.accumulate(strided(g.slice), { ...dst, offset: dst.offset + g.start * acc.strides[g.axis]! }, g.slice.shape);
 }
 
+/** a + b into a fresh contiguous tensor, in one pass. */
 function addOutOfPlace(a: Tensor, b: Tensor): Tensor {
-  const out = cloneTensor(a);
-  addInto(out, b);
+  const out = uninit(a.backend, a.shape);
+  a.backend.binary('add', strided(a), strided(b), out.f32(), a.shape);
   return out;
 }
