@@ -212,6 +212,11 @@ for (const backend of testBackends()) {
       () => [rn([4, 2]), rn([3, 2])],
     );
     check(
+      'index_add with row weights (MoE combine; a vector body and a tail per row)',
+      (t, s, w) => T.indexAdd(t!, ints([1, 3, 1]), s!, w!),
+      () => [rn([4, 11]), rn([3, 11]), rn([3])],
+    );
+    check(
       'gather (take along last axis)',
       (x) => T.gather(x!, ints([0, 2, 2, 1], [2, 2])),
       () => [rn([2, 3])],

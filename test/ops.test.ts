@@ -226,6 +226,27 @@ for (const backend of testBackends()) {
         [3, 4],
         [0, 0],
       ]);
+      const weighted = T.indexAdd(
+        t([
+          [1, 1],
+          [1, 1],
+        ]),
+        T.intTensor([1, 1, 0], undefined, { backend }),
+        t([
+          [1, 1],
+          [2, 3],
+          [4, 5],
+        ]),
+        t([0.5, 2, -1]),
+      );
+      assert.deepEqual(weighted.toNested(), [
+        [-3, -4],
+        [5.5, 7.5],
+      ]);
+      assert.throws(
+        () => T.indexAdd(T.zeros([2, 2], { backend }), T.intTensor([0], undefined, { backend }), t([[1, 2]]), t([1, 2])),
+        /2 row weights for 1 source rows/,
+      );
       assert.deepEqual(T.gather(t([[5, 6, 7]]), T.intTensor([[2, 0]], undefined, { backend })).toNested(), [[7, 5]]);
     });
 

@@ -182,8 +182,13 @@ export interface Backend {
   crossEntropyBackward(logits: F32, targets: I32, lse: F32, dloss: F32, dlogits: F32, R: number, V: number, ignoreIndex: number): void;
   /** out [M,D] = src[idx[m], :] for src [N,D]; throws on an index outside [0,N). */
   gatherRows(src: F32, idx: I32, out: F32, M: number, N: number, D: number): void;
-  /** dst [N,D][idx[m], :] += src [M,D][m, :] (embedding backward, MoE combine). */
-  scatterAddRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number): void;
+  /** dst [N,D][idx[m], :] += w[m] · src [M,D][m, :], w [M] (absent or null: 1); embedding backward, MoE combine. */
+  scatterAddRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number, w?: F32 | null): void;
+  /**
+   * Backward of the weighted scatter-add: dsrc [M,D][m, :] = w[m] · dy [N,D][idx[m], :] and
+   * dw [M][m] = ⟨dy[idx[m], :], src[m, :]⟩; either output may be null.
+   */
+  scatterAddRowsBackward(dy: F32, idx: I32, src: F32, w: F32, dsrc: F32 | null, dw: F32 | null, M: number, N: number, D: number): void;
   /** out [R,K] = x [R,N][r, idx[r,k]] (take along the last axis). */
   gatherLast(x: F32, idx: I32, out: F32, R: number, N: number, K: number): void;
   /** dx [R,N][r, idx[r,k]] += dy [R,K][r,k] */

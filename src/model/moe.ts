@@ -157,9 +157,9 @@ export function moe(
   const proj = (name: string): Tensor[] => counts.map((_, e) => w.get(`${prefix}.experts.${e}.${name}.weight`));
   const h = swiglu(groupedLinear(xs, counts, proj('gate_proj')), groupedLinear(xs, counts, proj('up_proj'))); // [kept, I]
   const ys = groupedLinear(h, counts, proj('down_proj')); // [kept, d]
-  const ws = reshape(indexSelect(reshape(router.weights, [N * K]), assignments), [kept, 1]);
-  const zero = zeros([N, d], { backend: x.backend });
-  const routed = kept ? indexAdd(zero, tokens, mul(ys, ws)) : zero; // [N, d]
-  const out = c.n_shared_experts ? add(routed, mlp(w, `${prefix}.shared_experts`, xf)) : routed;
+  const ws = indexSelect(reshape(router.weights, [N * K]), assignments); // [kept]: each assignment's gate value
+  // shared experts' output + Σ_k g_k · FFN_k(x), the weighted scatter in one pass
+  const base = c.n_shared_experts ? mlp(w, `${prefix}.shared_experts`, xf) : zeros([N, d], { backend: x.backend });
+  const out = kept ? indexAdd(base, tokens, ys, ws) : base; // [N, d]
   return { out: reshape(out, [B, T, d]), router };
 }

@@ -30,8 +30,12 @@ export function indexSelect(xIn: Tensor, idxIn: Tensor): Tensor {
   });
 }
 
-/** target [N, ...] + scatter of src [M, ...] into rows idx [M].  dtarget = gy, dsrc = gy[idx] */
-export function indexAdd(targetIn: Tensor, idxIn: Tensor, srcIn: Tensor): Tensor {
+/**
+ * target [N, ...] + scatter of src [M, ...] into rows idx [M], each source row times weights[m] when given (the MoE
+ * combine, spec §5.1: Σ_k g_k · FFN_k(x) added into the shared experts' output in one pass).
+ *   dtarget = gy,  dsrc[m] = w[m] · gy[idx[m]],  dw[m] = ⟨gy[idx[m]], src[m]⟩
+ */
+export function indexAdd(targetIn: Tensor, idxIn: Tensor, srcIn: Tensor, weightsIn?: Tensor): Tensor {
   needInt(idxIn, 'index_add');
   const target = contiguous(targetIn);
   const idx = contiguous(idxIn);
@@ -44,16 +48,24 @@ export function indexAdd(targetIn: Tensor, idxIn: Tensor, srcIn: Tensor): Tensor
       `index_add: target ${fmtShape(target.shape)}, indices ${fmtShape(idx.shape)} and source ${fmtShape(src.shape)} do not fit`,
     );
   }
-  const out = uninit(target.backend, target.shape);
+  if (weightsIn && weightsIn.size !== M) {
+    throw new Error(`index_add: ${weightsIn.size} row weights for ${M} source rows (shape ${fmtShape(weightsIn.shape)})`);
+  }
+  const weights = weightsIn ? contiguous(weightsIn) : null;
+  const b = target.backend;
+  const out = uninit(b, target.shape);
   out.f32().set(target.f32());
-  target.backend.scatterAddRows(src.f32(), idx.i32(), out.f32(), M, N, D);
-  return record(out, 'index_add', [target, src], (gy) => {
-    let gs: Tensor | null = null;
-    if (src.requiresGrad) {
-      gs = empty(src.backend, src.shape);
-      src.backend.gatherRows(gy.f32(), idx.i32(), gs.f32(), M, N, D);
+  b.scatterAddRows(src.f32(), idx.i32(), out.f32(), M, N, D, weights ? weights.f32() : null);
+  const inputs = weights ? [target, src, weights] : [target, src];
+  return record(out, 'index_add', inputs, (gy) => {
+    const gs = src.requiresGrad ? uninit(b, src.shape) : null;
+    if (!weights) {
+      if (gs) b.gatherRows(gy.f32(), idx.i32(), gs.f32(), M, N, D);
+      return [gy, gs];
     }
-    return [gy, gs];
+    const gw = weights.requiresGrad ? uninit(b, weights.shape) : null;
+    if (gs || gw) b.scatterAddRowsBackward(gy.f32(), idx.i32(), src.f32(), weights.f32(), gs ? gs.f32() : null, gw ? gw.f32() : null, M, N, D);
+    return [gy, gs, gw];
   });
 }
 

@@ -127,7 +127,8 @@ export function createNativeBackend(): Backend | null {
     crossEntropyBackward: (logits, targets, lse, dloss, dlogits, R, V, ignore) =>
       n['crossEntropyBackward']!(logits, targets, lse, dloss, dlogits, R, V, ignore),
     gatherRows: (src, idx, out, M, N, D) => n['gatherRows']!(src, idx, out, M, N, D),
-    scatterAddRows: (src, idx, dst, M, N, D) => n['scatterAddRows']!(src, idx, dst, M, N, D),
+    scatterAddRows: (src, idx, dst, M, N, D, w) => n['scatterAddRows']!(src, idx, dst, M, N, D, w ?? null),
+    scatterAddRowsBackward: (dy, idx, src, w, dsrc, dw, M, N, D) => n['scatterAddRowsBackward']!(dy, idx, src, w, dsrc, dw, M, N, D),
     gatherLast: (x, idx, out, R, N, K) => n['gatherLast']!(x, idx, out, R, N, K),
     scatterAddLast: (dy, idx, dx, R, N, K) => n['scatterAddLast']!(dy, idx, dx, R, N, K),
     topk: (x, idx, R, N, K) => n['topk']!(x, idx, R, N, K),

@@ -5,7 +5,7 @@ import { attention, attentionBackward } from './attention.js';
 import { accumulate, binary, copy, reduce, reduceMaxBackward, unary, unaryBackward } from './elementwise.js';
 import { crossEntropy, crossEntropyBackward, rmsnorm, rmsnormBackward, softmax, softmaxBackward, swiglu, swigluBackward } from './fused.js';
 import { gemm } from './gemm.js';
-import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, topk } from './indexing.js';
+import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, scatterAddRowsBackward, topk } from './indexing.js';
 import { rope } from './rope.js';
 
 export function createTsBackend(): Backend {
@@ -40,6 +40,7 @@ export function createTsBackend(): Backend {
     crossEntropyBackward,
     gatherRows,
     scatterAddRows,
+    scatterAddRowsBackward,
     gatherLast,
     scatterAddLast,
     topk,

@@ -13,13 +13,39 @@ export function gatherRows(src: F32, idx: I32, out: F32, M: number, N: number, D
   }
 }
 
-export function scatterAddRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number): void {
+export function scatterAddRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number, w?: F32 | null): void {
   for (let m = 0; m < M; m++) {
     const r = idx[m]!;
     checkIndex(r, N, 'scatter-add rows');
     const o = r * D;
     const s = m * D;
-    for (let i = 0; i < D; i++) dst[o + i] += src[s + i]!;
+    const wm = w ? w[m]! : 1;
+    for (let i = 0; i < D; i++) dst[o + i] += wm * src[s + i]!;
+  }
+}
+
+export function scatterAddRowsBackward(
+  dy: F32,
+  idx: I32,
+  src: F32,
+  w: F32,
+  dsrc: F32 | null,
+  dw: F32 | null,
+  M: number,
+  N: number,
+  D: number,
+): void {
+  for (let m = 0; m < M; m++) {
+    const r = idx[m]!;
+    checkIndex(r, N, 'scatter-add rows backward');
+    const g = r * D;
+    const s = m * D;
+    if (dsrc) for (let i = 0; i < D; i++) dsrc[s + i] = w[m]! * dy[g + i]!;
+    if (dw) {
+      let acc = 0;
+      for (let i = 0; i < D; i++) acc += dy[g + i]! * src[s + i]!;
+      dw[m] = acc;
+    }
   }
 }
 

@@ -361,7 +361,17 @@ FN(GatherRows) {
 FN(ScatterAddRows) {
   BODY("scatter-add rows", {
     const i64 M = c.n(3), N = c.n(4), D = c.n(5);
-    scatter_add_rows(c.f32(0, M * D, W), c.i32(1, M, W), c.f32(2, N * D, W), M, N, D);
+    scatter_add_rows(c.f32(0, M * D, W), c.i32(1, M, W), c.f32(2, N * D, W), M, N, D, c.is_null(6) ? nullptr : c.f32(6, M, W));
+    return undef(env);
+  });
+}
+
+// scatterAddRowsBackward(dy, idx, src, w, dsrc | null, dw | null, M, N, D)
+FN(ScatterAddRowsBackward) {
+  BODY("scatter-add rows backward", {
+    const i64 M = c.n(6), N = c.n(7), D = c.n(8);
+    scatter_add_rows_backward(c.f32(0, N * D, W), c.i32(1, M, W), c.f32(2, M * D, W), c.f32(3, M, W), c.is_null(4) ? nullptr : c.f32(4, M * D, W),
+                              c.is_null(5) ? nullptr : c.f32(5, M, W), M, N, D);
     return undef(env);
   });
 }
@@ -513,6 +523,7 @@ napi_value Init(napi_env env, napi_value exports) {
       P("crossEntropyBackward", CrossEntropyBackward),
       P("gatherRows", GatherRows),
       P("scatterAddRows", ScatterAddRows),
+      P("scatterAddRowsBackward", ScatterAddRowsBackward),
       P("gatherLast", GatherLast),
       P("scatterAddLast", ScatterAddLast),
       P("topk", Topk),

@@ -37,8 +37,8 @@ void gather_rows(const float* src, const int32_t* idx, float* out, i64 M, i64 N,
   });
 }
 
-// Threads split the columns, so two rows adding into the same destination row never race.
-void scatter_add_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D) {
+// Threads split the columns, so two rows adding into the same destination row never race. w (per source row) may be null.
+void scatter_add_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D, const float* w) {
   check_all(idx, M, N, "scatter-add rows");
   const i64 chunks = (D + 63) / 64;
   parallel_rows(chunks, (double)M * D / 2, true, [&](i64 c0, i64 c1) {
@@ -46,7 +46,32 @@ void scatter_add_rows(const float* src, const int32_t* idx, float* dst, i64 M, i
     for (i64 m = 0; m < M; m++) {
       const float* s = src + m * D;
       float* d = dst + (i64)idx[m] * D;
-      for (i64 i = d0; i < d1; i++) d[i] += s[i];
+      if (w) {
+        const float wm = w[m];
+        for (i64 i = d0; i < d1; i++) d[i] += wm * s[i];
+      } else {
+        for (i64 i = d0; i < d1; i++) d[i] += s[i];
+      }
+    }
+  });
+}
+
+// One pass over the source rows: dsrc[m] = w[m]·dy[idx[m]] and dw[m] = ⟨dy[idx[m]], src[m]⟩.
+void scatter_add_rows_backward(const float* dy, const int32_t* idx, const float* src, const float* w, float* dsrc, float* dw, i64 M, i64 N, i64 D) {
+  check_all(idx, M, N, "scatter-add rows backward");
+  parallel_rows(M, (double)M * D, true, [&](i64 m0, i64 m1) {
+    for (i64 m = m0; m < m1; m++) {
+      const float* g = dy + (i64)idx[m] * D;
+      const float* s = src + m * D;
+      const __m256 wm = _mm256_set1_ps(w[m]);
+      __m256 acc = _mm256_setzero_ps();
+      for (i64 i = 0; i < D; i += 8) {
+        const i64 l = std::min<i64>(8, D - i);
+        const __m256 gv = ld(g, i, l);
+        if (dsrc) st(dsrc + m * D, i, l, _mm256_mul_ps(wm, gv));
+        if (dw) acc = _mm256_fmadd_ps(gv, ld(s, i, l), acc);
+      }
+      if (dw) dw[m] = hsum(acc);
     }
   });
 }

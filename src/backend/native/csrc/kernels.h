@@ -58,7 +58,8 @@ double sumsq(const float* x, i64 n);
 
 // ---- indexing (indexing.cc) ----
 void gather_rows(const float* src, const int32_t* idx, float* out, i64 M, i64 N, i64 D);
-void scatter_add_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D);
+void scatter_add_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D, const float* w);
+void scatter_add_rows_backward(const float* dy, const int32_t* idx, const float* src, const float* w, float* dsrc, float* dw, i64 M, i64 N, i64 D);
 void gather_last(const float* x, const int32_t* idx, float* out, i64 R, i64 N, i64 K);
 void scatter_add_last(const float* dy, const int32_t* idx, float* dx, i64 R, i64 N, i64 K);
 void topk(const float* x, int32_t* idx, i64 R, i64 N, i64 K);
