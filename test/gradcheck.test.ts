@@ -212,6 +212,23 @@ for (const backend of testBackends()) {
       () => [rn([4, 2]), rn([3, 2])],
     );
     check(
+      'one op output read by two linears and an index_select (the later backwards add into the first gradient)',
+      (x, a, b) => {
+        const h = T.mul(x!, 1.5);
+        const two = T.add(T.sum(T.linear(h, a!)), T.sum(T.mul(T.linear(h, b!), T.linear(h, b!))));
+        return T.add(two, T.sum(T.mul(T.indexSelect(h, ints([2, 0, 2])), h)));
+      },
+      () => [rn([3, 4]), rn([5, 4]), rn([2, 4])],
+    );
+    check(
+      'one op output read by two grouped products (gate and up of the experts)',
+      (x, a, b) => {
+        const h = T.mul(x!, 1.5);
+        return T.add(T.sum(T.groupedLinear(h, [2, 0, 1], [a!, b!, a!])), T.sum(T.mul(T.groupedLinear(h, [1, 2, 0], [b!, a!, b!]), h)));
+      },
+      () => [rn([3, 4]), rn([4, 4]), rn([4, 4])],
+    );
+    check(
       'index_add with row weights (MoE combine; a vector body and a tail per row)',
       (t, s, w) => T.indexAdd(t!, ints([1, 3, 1]), s!, w!),
       () => [rn([4, 11]), rn([3, 11]), rn([3])],

@@ -8,21 +8,36 @@ import { contiguous } from './ops/views.js';
 import { addInto, cloneTensor, copyInto, onesLike, strided } from './ops/kernels.js';
 
 let gradDisabled = 0;
-let walking = 0; // backward walks in progress
+/** The backward walk in progress (innermost): its pending gradient sums and those it may add into in place. */
+let walk: { grads: Map<Tensor, Tensor>; owned: Set<Tensor> } | null = null;
+/** Gradients an op's backward allocated and handed over whole (freshGrad): the walk may add into them in place. */
+const fresh = new WeakSet<Tensor>();
+
+/** Mark a gradient a backward has just allocated and returns to nobody else, so the walk may accumulate into it. */
+export function freshGrad<T extends Tensor | null>(t: T): T {
+  if (t) fresh.add(t);
+  return t;
+}
 
 /**
- * Inside a backward walk: where an op's backward may write the gradient of leaf `x` itself, sparing a separate
- * buffer and the pass that adds it into `.grad` (a linear layer's dW = dYᵀ·X written by the GEMM with beta 1).
- * Returns the leaf's gradient buffer and the beta to write it with: 0 while it counts as zero after zeroGrad(),
- * else 1. Claiming marks the buffer as written, so the caller must write all of it and return null for x.
- * Null when x is not a leaf or has no gradient buffer yet (the first step allocates one the ordinary way).
+ * Inside a backward walk: where an op's backward may write (beta 0) or add (beta 1) the gradient of input `x`
+ * itself, sparing a separate buffer and the pass that adds it to the rest of x's gradient — a GEMM then
+ * accumulates with its beta. For a leaf that is its `.grad` buffer (beta 0 while it counts as zero after
+ * zeroGrad(), else 1); for an op output, the gradient sum this walk already holds for it, when the walk owns it
+ * (beta 1: e.g. the second of two projections reading the same input). Claiming means the caller writes the
+ * whole gradient there and returns null for x. Null when there is no such buffer (the caller allocates one).
  */
-export function leafGradTarget(x: Tensor): { out: Tensor; beta: 0 | 1 } | null {
-  if (walking === 0 || x.node !== null || !x.requiresGrad) return null;
-  const gb = x.gradBuffer();
-  if (!gb || !gb.buf.isContiguous() || !shapesEqual(gb.buf.shape, x.shape)) return null;
-  x.markGradWritten();
-  return { out: gb.buf, beta: gb.zero ? 0 : 1 };
+export function gradTarget(x: Tensor): { out: Tensor; beta: 0 | 1 } | null {
+  if (walk === null || !x.requiresGrad) return null;
+  if (x.node === null) {
+    const gb = x.gradBuffer();
+    if (!gb || !gb.buf.isContiguous() || !shapesEqual(gb.buf.shape, x.shape)) return null;
+    x.markGradWritten();
+    return { out: gb.buf, beta: gb.zero ? 0 : 1 };
+  }
+  const prev = walk.grads.get(x);
+  if (!prev || !walk.owned.has(prev) || !prev.isContiguous()) return null;
+  return { out: prev, beta: 1 };
 }
 
 export function isGradEnabled(): boolean {
@@ -93,19 +108,20 @@ export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainG
   if (!shapesEqual(seed.shape, root.shape)) {
     throw new Error(`backward(): gradient shape ${fmtShape(seed.shape)} does not match output shape ${fmtShape(root.shape)}`);
   }
-  walking++;
+  const outer = walk;
+  // Gradient sums this walk allocated itself (or got fresh from a backward) and has handed to no one: safe to
+  // add into in place. A sum leaves the set when it is passed to a backward (which may return it, or views of
+  // it, for other inputs).
+  walk = { grads: new Map<Tensor, Tensor>([[root, seed]]), owned: new Set<Tensor>() };
   try {
-    noGrad(() => walk(root, seed, opts));
+    noGrad(() => run(root, walk!, opts));
   } finally {
-    walking--;
+    walk = outer;
   }
 }
 
-function walk(root: Tensor, seed: Tensor, opts: { retainGraph?: boolean }): void {
-  const grads = new Map<Tensor, Tensor>([[root, seed]]);
-  // Gradient sums this walk allocated itself and has handed to no one: safe to add into in place. A sum
-  // leaves the set when it is passed to a backward (which may return it, or views of it, for other inputs).
-  const owned = new Set<Tensor>();
+function run(root: Tensor, w: { grads: Map<Tensor, Tensor>; owned: Set<Tensor> }, opts: { retainGraph?: boolean }): void {
+  const { grads, owned } = w;
   const order = topoOrder(root);
   for (let n = order.length - 1; n >= 0; n--) {
     const t = order[n]!;
@@ -140,9 +156,15 @@ function walk(root: Tensor, seed: Tensor, opts: { retainGraph?: boolean }): void
             `internal: '${node.op}' produced a gradient of shape ${fmtShape(gx.shape)} for an input of shape ${fmtShape(x.shape)}`,
           );
         }
-        if (!prev) grads.set(x, gx);
-        else if (owned.has(prev)) addInto(prev, gx);
-        else {
+        if (!prev) {
+          grads.set(x, gx);
+          if (fresh.has(gx)) owned.add(gx);
+        } else if (owned.has(prev)) addInto(prev, gx);
+        else if (fresh.has(gx) && gx.isContiguous()) {
+          addInto(gx, prev);
+          grads.set(x, gx);
+          owned.add(gx);
+        } else {
           const sum = addOutOfPlace(prev, gx);
           owned.add(sum);
           grads.set(x, sum);

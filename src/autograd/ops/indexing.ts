@@ -2,7 +2,7 @@
 // gather, top-k and argsort. Indices are int32 tensors and never carry gradient.
 import { empty, uninit, emptyInt, type Tensor } from '../../tensor/tensor.js';
 import { fmtShape, sizeOf } from '../../tensor/shape.js';
-import { leafGradTarget, record } from '../graph.js';
+import { freshGrad, gradTarget, record } from '../graph.js';
 import { contiguous, reshape } from './views.js';
 
 function needInt(t: Tensor, what: string): void {
@@ -21,12 +21,13 @@ export function indexSelect(xIn: Tensor, idxIn: Tensor): Tensor {
   const out = uninit(x.backend, [M, ...x.shape.slice(1)]);
   x.backend.gatherRows(x.f32(), idx.i32(), out.f32(), M, N, D);
   return record(out, 'index_select', [x], (gy) => {
-    // an embedding table adds straight into its .grad (cleared first if it counts as zero)
-    const target = leafGradTarget(x);
+    // an embedding table adds straight into its .grad (cleared first if it counts as zero); the MoE dispatch adds
+    // into the gradient its input already has
+    const target = gradTarget(x);
     const gx = target?.out ?? empty(x.backend, x.shape);
     if (target?.beta === 0) x.backend.fill(gx.f32(), gx.size, 0);
     x.backend.scatterAddRows(gy.f32(), idx.i32(), gx.f32(), M, N, D);
-    return [target ? null : gx];
+    return [target ? null : freshGrad(gx)];
   });
 }
 
@@ -64,7 +65,8 @@ export function indexAdd(targetIn: Tensor, idxIn: Tensor, srcIn: Tensor, weights
       return [gy, gs];
     }
     const gw = weights.requiresGrad ? uninit(b, weights.shape) : null;
-    if (gs || gw) b.scatterAddRowsBackward(gy.f32(), idx.i32(), src.f32(), weights.f32(), gs ? gs.f32() : null, gw ? gw.f32() : null, M, N, D);
+    if (gs || gw)
+      b.scatterAddRowsBackward(gy.f32(), idx.i32(), src.f32(), weights.f32(), gs ? gs.f32() : null, gw ? gw.f32() : null, M, N, D);
     return [gy, gs, gw];
   });
 }

@@ -6,7 +6,7 @@
 import type { F32 } from '../../backend/backend.js';
 import { empty, uninit, type Tensor } from '../../tensor/tensor.js';
 import { broadcastShapes, fmtShape, sizeOf } from '../../tensor/shape.js';
-import { leafGradTarget, record } from '../graph.js';
+import { freshGrad, gradTarget, record } from '../graph.js';
 import { sumTo } from './kernels.js';
 import { contiguous, expand, reshape } from './views.js';
 
@@ -141,24 +141,27 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   const [Out, In] = w.shape as [number, number];
   const lead = x.shape.slice(0, -1);
   const rows = sizeOf(lead);
-  const x2 = reshape(x, [rows, In]);
-  const X = operand(x2, []);
+  const xc = contiguous(x); // rows of In values, read as one [rows, In] matrix
+  const X: Operand = { t: xc, batchStride: 0, rowStride: In, colStride: 1 };
   const W = operand(w, []);
   const y = uninit(x.backend, [rows, Out]);
   gemmInto(y.f32(), 1, rows, Out, In, X, swap(W), 0, 0);
-  record(y, 'linear', [x2, w], (gy) => {
+  record(y, 'linear', [xc, w], (gy) => {
     const G: Operand = { t: gy, batchStride: 0, rowStride: Out, colStride: 1 };
+    // each gradient goes where gradTarget says (W's .grad; the sum x's gradient already has), else a fresh buffer
     let dx: Tensor | null = null;
-    if (x2.requiresGrad) {
-      dx = uninit(x.backend, [rows, In]);
-      gemmInto(dx.f32(), 1, rows, In, Out, G, W, 0, 0);
+    if (xc.requiresGrad) {
+      const target = gradTarget(xc);
+      const out = target?.out ?? uninit(x.backend, xc.shape);
+      gemmInto(out.f32(), 1, rows, In, Out, G, W, 0, target?.beta ?? 0); // dX = dY·W
+      if (!target) dx = freshGrad(out);
     }
     let dw: Tensor | null = null;
     if (w.requiresGrad) {
-      const target = leafGradTarget(w);
+      const target = gradTarget(w);
       const out = target?.out ?? uninit(w.backend, [Out, In]);
-      gemmInto(out.f32(), 1, Out, In, rows, swap(G), X, 0, target?.beta ?? 0);
-      if (!target) dw = out;
+      gemmInto(out.f32(), 1, Out, In, rows, swap(G), X, 0, target?.beta ?? 0); // dW = dYᵀ·X
+      if (!target) dw = freshGrad(out);
     }
     return [dx, dw];
   });
@@ -201,6 +204,7 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
     a: [F32, number, number, number],
     bm: [F32, number, number, number],
     c: [F32, number],
+    beta = 0,
   ) => ({
     batch: 1,
     M,
@@ -220,7 +224,7 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
     cOffset: c[1],
     cBatchStride: 0,
     alpha: 1,
-    beta: 0,
+    beta,
   });
   const xd = x.data as F32;
   const groups = counts.flatMap((n, g) => (n > 0 ? [g] : []));
@@ -241,9 +245,11 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
     const gd = gy.data as F32;
     const list = [];
     let dx: Tensor | null = null;
+    const xTarget = xIn.requiresGrad ? gradTarget(xIn) : null; // the second of gate/up adds into the first's dX
     if (xIn.requiresGrad) {
-      dx = uninit(b, [R, In]);
-      const dxd = dx.f32();
+      const out = xTarget?.out ?? uninit(b, [R, In]);
+      if (!xTarget) dx = freshGrad(out);
+      const dxd = out.f32();
       for (const g of groups) {
         // dx_g = dy_g · W_g
         list.push(
@@ -254,13 +260,14 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
             [gd, gy.offset + starts[g]! * Out, Out, 1],
             [ws[g]!.data as F32, ws[g]!.offset, In, 1],
             [dxd, starts[g]! * In],
+            xTarget?.beta ?? 0,
           ),
         );
       }
     }
     const dws = weights.map((w, g) => {
       if (!w.requiresGrad || counts[g] === 0) return null;
-      const target = leafGradTarget(w);
+      const target = gradTarget(w);
       const dw = target?.out ?? uninit(b, [Out, In]);
       // dW_g = dy_gᵀ · x_g
       const p = product(
@@ -272,7 +279,7 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
         [dw.f32(), 0],
       );
       list.push(target ? { ...p, beta: target.beta } : p);
-      return target ? null : dw;
+      return target ? null : freshGrad(dw);
     });
     b.gemmMany(list);
     return [dx, ...dws];
