@@ -29,15 +29,21 @@ constexpr int NR = GEMM_NR;
 inline i64 panels(i64 n) { return (n + NR - 1) / NR; }
 inline i64 up16(i64 n) { return (n + 15) / 16 * 16; }
 
-/** B = Xᵀ for X [rows, D] with row stride ld (B(k=d, n=j) = X[j, d]): NR-key panels of D×NR each, zero-padded. */
-void pack_xt(const float* X, i64 ld, i64 rows, i64 D, float* dst) {
+/** B = Xᵀ for X [rows, D] with row stride `stride` (B(k=d, n=j) = X[j, d]): NR-key panels of D×NR each, zero-padded.
+ *  8 keys × 8 dims at a time through an 8×8 register transpose. */
+void pack_xt(const float* X, i64 stride, i64 rows, i64 D, float* dst) {
   for (i64 jp = 0; jp < panels(rows); jp++) {
     float* d = dst + jp * D * NR;
-    const int cols = (int)std::min<i64>(NR, rows - jp * NR);
-    for (i64 k = 0; k < D; k++) {
-      int j = 0;
-      for (; j < cols; j++) d[k * NR + j] = X[(jp * NR + j) * ld + k];
-      for (; j < NR; j++) d[k * NR + j] = 0.f;
+    for (int jb = 0; jb < NR; jb += 8) {
+      const i64 j0 = jp * NR + jb;
+      const int keys = (int)std::clamp<i64>(rows - j0, 0, 8);
+      for (i64 k = 0; k < D; k += 8) {
+        const i64 w = std::min<i64>(8, D - k);
+        __m256 t[8];
+        for (int r = 0; r < 8; r++) t[r] = r < keys ? ld(X + (j0 + r) * stride, k, w) : _mm256_setzero_ps();
+        transpose8(t);
+        for (i64 kk = 0; kk < w; kk++) _mm256_store_ps(d + (k + kk) * NR + jb, t[kk]);
+      }
     }
   }
 }
@@ -62,25 +68,17 @@ void pack_x(const float* X, i64 ld, i64 rows, i64 D, float* dst) {
 }
 
 /** A = `rows` rows of X (row stride ld) over kc columns, k-major MR-row panel, times `scale`; missing rows zero. */
-void pack_a_rows(const float* X, i64 ld, int rows, i64 kc, float scale, float* dst) {
-  for (int r = 0; r < MR; r++) {
-    if (r < rows) {
-      const float* s = X + r * ld;
-      for (i64 k = 0; k < kc; k++) dst[k * MR + r] = scale * s[k];
-    } else {
-      for (i64 k = 0; k < kc; k++) dst[k * MR + r] = 0.f;
-    }
-  }
-}
+inline void pack_a_rows(const float* X, i64 ld, int rows, i64 kc, float scale, float* dst) { pack_rows_kmajor(X, ld, rows, kc, scale, dst); }
 
 /** A = columns [j0, j0+cols) of X (row stride ld) over rows [t0, t1), transposed: A(i=j, k=t), MR-row panel. */
 void pack_a_cols(const float* X, i64 ld, i64 j0, int cols, i64 t0, i64 t1, float* dst) {
+  const __m256i m = tail_mask(cols);
+  const bool whole = j0 + 8 <= ld;  // eight loads stay inside the row: a plain load (a masked one is slow)
   for (i64 t = t0; t < t1; t++) {
-    const float* s = X + t * ld + j0;
-    float* d = dst + (t - t0) * MR;
-    int r = 0;
-    for (; r < cols; r++) d[r] = s[r];
-    for (; r < MR; r++) d[r] = 0.f;
+    // lanes ≥ cols feed only accumulator rows the micro-kernel does not store (mr = cols)
+    const __m256 v = whole ? _mm256_loadu_ps(X + t * ld + j0) : _mm256_maskload_ps(X + t * ld + j0, m);
+    if (t + 1 < t1) _mm256_storeu_ps(dst + (t - t0) * MR, v);  // two lanes spill into the next slot, rewritten next
+    else _mm256_maskstore_ps(dst + (t - t0) * MR, tail_mask(MR), v);
   }
 }
 
@@ -131,21 +129,30 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
         const float* mask = r < rows ? row_mask(p, b, t0 + r) : nullptr;
         if (mask)
           for (i64 j = 0; j < nr; j++) row[j] += mask[j];
-        float mx = -INFINITY;
-        for (i64 j = 0; j < nr; j++) mx = row[j] > mx ? row[j] : mx;
+        __m256 mv = _mm256_set1_ps(-INFINITY);
+        for (i64 j = 0; j < nr; j += 8) {  // NaN scores are skipped, as a scalar `s > mx ? s : mx` would
+          const i64 l = std::min<i64>(8, nr - j);
+          const __m256 v = ld(row, j, l);
+          mv = _mm256_max_ps(l == 8 ? v : _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(tail_mask(l))), mv);
+        }
+        const float mx = hmax(mv);
         if (mx == -INFINITY) {  // no visible key (or a padding row of the block): output 0, lse −inf
           std::memset(row, 0, sizeof(float) * n);
           if (r < rows) lse[r0 + r] = -INFINITY;
           continue;
         }
-        double sum = 0;
+        __m256 acc = _mm256_setzero_ps();  // eight partial sums of terms in [0, 1], finished in double
         for (i64 j = 0; j < nr; j += 8) {
           const i64 l = std::min<i64>(8, nr - j);
           __m256 e = exp256(_mm256_sub_ps(ld(row, j, l), _mm256_set1_ps(mx)));
           if (l < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(tail_mask(l)));
           st(row, j, l, e);
-          sum += hsum(e);
+          acc = _mm256_add_ps(acc, e);
         }
+        alignas(32) float part[8];
+        _mm256_store_ps(part, acc);
+        double sum = 0;
+        for (float v : part) sum += v;
         for (i64 j = nr; j < n; j++) row[j] = 0.f;
         inv[r] = (float)(1.0 / sum);
         lse[r0 + r] = (float)(mx + std::log(sum));

@@ -112,20 +112,6 @@ struct Gemm {
   float alpha, beta;
 };
 
-/** 8×8 transpose in registers: r[i][j] → r[j][i]. */
-inline void transpose8(__m256 r[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]),
-               t3 = _mm256_unpackhi_ps(r[2], r[3]), t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]),
-               t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
-               u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
-               u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 // A block rows [i0, i0+mc) × cols [p0, p0+kc) → MR-row panels, k-major inside a panel, scaled by alpha,
 // zero-padded to whole panels. Whole panels move as vectors: rows contiguous in k (x of x·Wᵀ) through 8×8
 // register transposes, columns contiguous in i (a transposed A) as one 6-wide load per k. A vector writes 8 floats
@@ -135,48 +121,22 @@ void pack_a_panel(const Gemm& g, i64 i0, i64 mc, i64 p0, i64 kc, i64 panel, floa
   float* d = dst + panel * MR * kc;
   const i64 r0 = panel * MR;
   const int rows = (int)std::min<i64>(MR, mc - r0);
-  const float al = g.alpha;
-  const __m256 av = _mm256_set1_ps(al);
-  const __m256i six = tail_mask(MR);
-  auto put = [&](i64 k, __m256 v) {
-    if (k + 1 < kc) _mm256_storeu_ps(d + k * MR, v);
-    else _mm256_maskstore_ps(d + k * MR, six, v);
-  };
-  if (rows == MR && g.acs == 1) {
-    const float* s[MR];
-    for (int r = 0; r < MR; r++) s[r] = g.a + (i0 + r0 + r) * g.ars + p0;
-    i64 k = 0;
-    for (; k + 8 <= kc; k += 8) {
-      __m256 t[8];
-      for (int r = 0; r < MR; r++) t[r] = _mm256_mul_ps(av, _mm256_loadu_ps(s[r] + k));
-      t[6] = t[7] = _mm256_setzero_ps();
-      transpose8(t);
-      for (int j = 0; j < 8; j++) put(k + j, t[j]);
-    }
-    for (; k < kc; k++)
-      for (int r = 0; r < MR; r++) d[k * MR + r] = al * s[r][k];
-    return;
-  }
-  if (rows == MR && g.ars == 1) {
-    for (i64 k = 0; k < kc; k++) put(k, _mm256_mul_ps(av, _mm256_maskload_ps(g.a + (p0 + k) * g.acs + i0 + r0, six)));
-    return;
-  }
-  if (g.acs == 1) {
-    for (int r = 0; r < MR; r++) {
-      if (r < rows) {
-        const float* s = g.a + (i0 + r0 + r) * g.ars + p0;
-        for (i64 k = 0; k < kc; k++) d[k * MR + r] = al * s[k];
-      } else {
-        for (i64 k = 0; k < kc; k++) d[k * MR + r] = 0.f;
-      }
-    }
-  } else {
+  if (g.acs == 1) return pack_rows_kmajor(g.a + (i0 + r0) * g.ars + p0, g.ars, rows, kc, g.alpha, d);
+  if (g.ars == 1) {  // a transposed A: for each k the panel's rows are contiguous
+    const __m256 av = _mm256_set1_ps(g.alpha);
+    const __m256i m = tail_mask(rows);
     for (i64 k = 0; k < kc; k++) {
-      const float* s = g.a + (p0 + k) * g.acs + (i0 + r0) * g.ars;
-      int r = 0;
-      for (; r < rows; r++) d[k * MR + r] = al * s[r * g.ars];
-      for (; r < MR; r++) d[k * MR + r] = 0.f;
+      const __m256 v = _mm256_mul_ps(av, _mm256_maskload_ps(g.a + (p0 + k) * g.acs + i0 + r0, m));
+      if (k + 1 < kc) _mm256_storeu_ps(d + k * MR, v);  // two lanes spill into the next k's slot, rewritten next
+      else _mm256_maskstore_ps(d + k * MR, tail_mask(MR), v);
     }
+    return;
+  }
+  for (i64 k = 0; k < kc; k++) {
+    const float* s = g.a + (p0 + k) * g.acs + (i0 + r0) * g.ars;
+    int r = 0;
+    for (; r < rows; r++) d[k * MR + r] = g.alpha * s[r * g.ars];
+    for (; r < MR; r++) d[k * MR + r] = 0.f;
   }
 }
 

@@ -22,6 +22,42 @@ void gemm(const GemmArgs& p);
 constexpr int GEMM_MR = 6;
 constexpr int GEMM_NR = 16;
 void micro_6x16(i64 kc, const float* __restrict A, const float* __restrict B, float* C, i64 ldc, int mr, int nr, float beta);
+
+/** 8×8 transpose in registers: r[i][j] → r[j][i]. */
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]),
+               t3 = _mm256_unpackhi_ps(r[2], r[3]), t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]),
+               t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+               u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+               u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/**
+ * A micro-kernel A panel from `rows` (≤ GEMM_MR) rows of X (row stride ld) over kc columns, times scale:
+ * dst[k·MR + r] = scale·X[r·ld + k], rows beyond `rows` zero. Eight columns at a time go through an 8×8 register
+ * transpose; each k's 8-lane store spills two lanes into the next k's slot, which that k then overwrites.
+ */
+inline void pack_rows_kmajor(const float* X, i64 ld, int rows, i64 kc, float scale, float* dst) {
+  constexpr int MR = GEMM_MR;
+  const __m256 sv = _mm256_set1_ps(scale);
+  i64 k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 t[8];
+    for (int r = 0; r < 8; r++) t[r] = r < rows ? _mm256_mul_ps(sv, _mm256_loadu_ps(X + r * ld + k)) : _mm256_setzero_ps();
+    transpose8(t);
+    for (int j = 0; j < 8; j++) {
+      if (k + j + 1 < kc) _mm256_storeu_ps(dst + (k + j) * MR, t[j]);
+      else _mm256_maskstore_ps(dst + (k + j) * MR, tail_mask(MR), t[j]);
+    }
+  }
+  for (; k < kc; k++)
+    for (int r = 0; r < MR; r++) dst[k * MR + r] = r < rows ? scale * X[r * ld + k] : 0.f;
+}
 /** Independent products with disjoint outputs; small ones run one per thread. */
 void gemm_many(const GemmArgs* items, i64 count);
 
