@@ -265,6 +265,28 @@ for (const backend of testBackends()) {
       () => [rn([2, 3, 4])],
     );
     check(
+      'slices of one tensor assembled in place: disjoint, a gap, overlapping, another axis, then a whole use',
+      (x) => {
+        const h = T.mul(x!, 1.5);
+        const cube = (t: T.Tensor) => T.sum(T.mul(T.mul(t, t), t));
+        const disjoint = T.add(cube(T.narrow(h, 1, 0, 2)), T.sum(T.mul(T.narrow(h, 1, 3, 2), 3))); // column 2 untouched
+        const overlap = T.add(disjoint, cube(T.narrow(h, 1, 1, 3)));
+        const otherAxis = T.add(overlap, cube(T.narrow(h, 0, 1, 1)));
+        return T.add(otherAxis, T.sum(T.mul(h, x!)));
+      },
+      () => [rn([3, 5])],
+    );
+    check(
+      'slices of a leaf covering it exactly (q = [q_nope | q_rope])',
+      (x) => T.add(T.sum(T.mul(T.narrow(x!, 1, 0, 3), 2)), T.sum(T.mul(T.narrow(x!, 1, 3, 2), T.narrow(x!, 1, 3, 2)))),
+      () => [rn([3, 5])],
+    );
+    check(
+      'a slice with a gap only (the rest of the gradient is zero)',
+      (x) => T.sum(T.mul(T.narrow(T.mul(x!, 2), 0, 1, 1), 4)),
+      () => [rn([3, 2])],
+    );
+    check(
       'narrow',
       (x) => T.narrow(x!, 1, 1, 2),
       () => [rn([2, 4])],

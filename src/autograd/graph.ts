@@ -2,14 +2,25 @@
 // inputs and a backward function). backward() walks those nodes in reverse topological order, calls each
 // backward once with the summed upstream gradient, accumulates into the leaves' `.grad`, and frees each node
 // after use (unless retainGraph) so saved activations are released as soon as possible.
-import { empty, Tensor, uninit, type SliceGrad } from '../tensor/tensor.js';
+import { Tensor, uninit, type SliceGrad } from '../tensor/tensor.js';
 import { fmtShape, shapesEqual } from '../tensor/shape.js';
 import { contiguous } from './ops/views.js';
 import { addInto, cloneTensor, copyInto, onesLike, strided } from './ops/kernels.js';
 
 let gradDisabled = 0;
-/** The backward walk in progress (innermost): its pending gradient sums and those it may add into in place. */
-let walk: { grads: Map<Tensor, Tensor>; owned: Set<Tensor> } | null = null;
+/**
+ * A backward walk: its pending gradient sums, those it may add into in place (`owned`), and the sums built from
+ * slices (narrow's SliceGrad) that start uninitialised: `partial` records which ranges along one axis the slices
+ * have written, and the rest is zero-filled only when the sum is used (`settle`), so q = [q_nope | q_rope] and
+ * the like are assembled by copies without clearing the buffer first.
+ */
+interface Walk {
+  grads: Map<Tensor, Tensor>;
+  owned: Set<Tensor>;
+  partial: Map<Tensor, { axis: number; ranges: [number, number][] }>;
+}
+/** The backward walk in progress (innermost). */
+let walk: Walk | null = null;
 /** Gradients an op's backward allocated and handed over whole (freshGrad): the walk may add into them in place. */
 const fresh = new WeakSet<Tensor>();
 
@@ -37,6 +48,7 @@ export function gradTarget(x: Tensor): { out: Tensor; beta: 0 | 1 } | null {
   }
   const prev = walk.grads.get(x);
   if (!prev || !walk.owned.has(prev) || !prev.isContiguous()) return null;
+  settle(walk, prev);
   return { out: prev, beta: 1 };
 }
 
@@ -112,7 +124,7 @@ export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainG
   // Gradient sums this walk allocated itself (or got fresh from a backward) and has handed to no one: safe to
   // add into in place. A sum leaves the set when it is passed to a backward (which may return it, or views of
   // it, for other inputs).
-  walk = { grads: new Map<Tensor, Tensor>([[root, seed]]), owned: new Set<Tensor>() };
+  walk = { grads: new Map<Tensor, Tensor>([[root, seed]]), owned: new Set<Tensor>(), partial: new Map() };
   try {
     noGrad(() => run(root, walk!, opts));
   } finally {
@@ -120,7 +132,7 @@ export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainG
   }
 }
 
-function run(root: Tensor, w: { grads: Map<Tensor, Tensor>; owned: Set<Tensor> }, opts: { retainGraph?: boolean }): void {
+function run(root: Tensor, w: Walk, opts: { retainGraph?: boolean }): void {
   const { grads, owned } = w;
   const order = topoOrder(root);
   for (let n = order.length - 1; n >= 0; n--) {
@@ -128,6 +140,7 @@ function run(root: Tensor, w: { grads: Map<Tensor, Tensor>; owned: Set<Tensor> }
     const g = grads.get(t);
     if (!g) continue;
     grads.delete(t);
+    settle(w, g);
     const mine = owned.delete(g);
     const node = t.node;
     if (!node) {
@@ -159,8 +172,10 @@ function run(root: Tensor, w: { grads: Map<Tensor, Tensor>; owned: Set<Tensor> }
         if (!prev) {
           grads.set(x, gx);
           if (fresh.has(gx)) owned.add(gx);
-        } else if (owned.has(prev)) addInto(prev, gx);
-        else if (fresh.has(gx) && gx.isContiguous()) {
+        } else if (owned.has(prev)) {
+          settle(w, prev);
+          addInto(prev, gx);
+        } else if (fresh.has(gx) && gx.isContiguous()) {
           addInto(gx, prev);
           grads.set(x, gx);
           owned.add(gx);
@@ -170,24 +185,60 @@ function run(root: Tensor, w: { grads: Map<Tensor, Tensor>; owned: Set<Tensor> }
           grads.set(x, sum);
         }
       } else {
-        let acc = prev && owned.has(prev) ? prev : null;
-        if (!acc) {
-          acc = empty(x.backend, x.shape);
-          if (prev) addInto(acc, prev);
+        const range: [number, number] = [gx.start, gx.start + gx.slice.shape[gx.axis]!];
+        if (prev && owned.has(prev)) {
+          const cover = w.partial.get(prev);
+          if (cover && cover.axis === gx.axis && cover.ranges.every(([a, b]) => range[1] <= a || b <= range[0])) {
+            putSlice(prev, gx, 'copy');
+            cover.ranges.push(range);
+          } else {
+            settle(w, prev);
+            putSlice(prev, gx, 'accumulate');
+          }
+        } else {
+          const acc = uninit(x.backend, x.shape);
+          if (prev) {
+            copyInto(acc, prev);
+            putSlice(acc, gx, 'accumulate');
+          } else {
+            putSlice(acc, gx, 'copy');
+            w.partial.set(acc, { axis: gx.axis, ranges: [range] });
+          }
           owned.add(acc);
           grads.set(x, acc);
         }
-        addSlice(acc, gx);
       }
     }
     if (!opts.retainGraph) t.node = { op: node.op, inputs: [], backward: null };
   }
 }
 
-/** acc[..., start:start+len, ...] += slice, along axis (acc is contiguous). */
-function addSlice(acc: Tensor, g: SliceGrad): void {
+/** acc[..., start:start+len, ...] = slice (or += slice), along axis (acc is contiguous). */
+function putSlice(acc: Tensor, g: SliceGrad, how: 'copy' | 'accumulate'): void {
   const dst = strided(acc);
-  acc.backend.accumulate(strided(g.slice), { ...dst, offset: dst.offset + g.start * acc.strides[g.axis]! }, g.slice.shape);
+  acc.backend[how](strided(g.slice), { ...dst, offset: dst.offset + g.start * acc.strides[g.axis]! }, g.slice.shape);
+}
+
+const ZERO = new Float32Array(1);
+
+/** Zero what no slice wrote of a slice-built sum (see Walk), making it an ordinary gradient. */
+function settle(w: Walk, acc: Tensor): void {
+  const cover = w.partial.get(acc);
+  if (!cover) return;
+  w.partial.delete(acc);
+  const { axis } = cover;
+  const size = acc.shape[axis]!;
+  const dst = strided(acc);
+  let pos = 0;
+  for (const [a, b] of [...cover.ranges.sort((p, q) => p[0] - q[0]), [size, size] as [number, number]]) {
+    if (a > pos) {
+      const shape = [...acc.shape];
+      shape[axis] = a - pos;
+      const zeros = { buf: ZERO, offset: 0, strides: shape.map(() => 0) };
+      acc.backend.copy(zeros, { ...dst, offset: dst.offset + pos * acc.strides[axis]! }, shape);
+    }
+    pos = Math.max(pos, b);
+  }
 }
 
 /** a + b into a fresh contiguous tensor, in one pass. */

@@ -1,6 +1,6 @@
 // concat and split along an axis. split returns narrow views (no copy); concat copies each input into place.
 import type { F32 } from '../../backend/backend.js';
-import { empty, type Tensor } from '../../tensor/tensor.js';
+import { uninit, type Tensor } from '../../tensor/tensor.js';
 import { contiguousStrides, fmtShape, normAxis } from '../../tensor/shape.js';
 import { record } from '../graph.js';
 import { strided } from './kernels.js';
@@ -21,7 +21,7 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
   }
   const shape = [...first.shape];
   shape[a] = total;
-  const out = empty(first.backend, shape);
+  const out = uninit(first.backend, shape); // the inputs cover it
   const st = contiguousStrides(shape);
   let at = 0;
   const starts: number[] = [];
