@@ -51,7 +51,7 @@ export function runBench(argv: string[]): number {
     threads: { type: 'int', help: 'kernel threads (default: DSV2_THREADS or all cores)' },
     json: { type: 'bool', help: 'one JSON object per line' },
     preset: { type: 'string', help: 'preset for the train benchmark (small | medium)' },
-    steps: { type: 'int', help: 'timed training steps (≥ 5)' },
+    steps: { type: 'int', help: 'timed training steps (≥ 5, default 10)' },
     batch: { type: 'int', help: 'override the training batch size' },
     seq: { type: 'int', help: 'override the training sequence length' },
   });
