@@ -96,13 +96,13 @@ struct Carve {
 
 // Forward, blocks of MR query rows against all their visible keys, every product on the GEMM micro-kernel:
 // S = (scale·Q_blk)·Kᵀ, softmax per row in place (fp32), O_blk = P·V / Σ. Keys and values of the current
-// (b, kv head) are packed once into micro-panels. Threads split the (b, h, query block) items. Rows are found
+// (b, kv head) are packed once into micro-panels. Threads take one (b, h) at a time as they finish. Rows are found
 // through each operand's (batch, head, row) strides, so token-major [B,T,H,D] operands need no permute copy.
 void attention(const AttentionArgs& p, float* out, float* lse) {
   const i64 TB = (p.T + MR - 1) / MR, items = p.B * p.H * TB;
   const i64 ldS = panels(p.S) * NR, ldO = panels(p.Dv) * NR;
   const double work = (double)p.B * p.H * p.T * p.S * (p.Dk + p.Dv) * (p.causal ? 1 : 2);
-  parallel_rows(items, work, true, [&](i64 i0, i64 i1) {
+  parallel_chunks(items, TB, work, [&](i64 i0, i64 i1) {  // one (b, h) at a time: its K and V packed once
     const i64 need = up16(ldS * p.Dk) + up16(ldO * p.S) + up16(MR * ldS) + up16(MR * std::max(p.S, p.Dk)) + up16(MR * ldO);
     Carve cv{scratch(0, (size_t)need)};
     float *Kp = cv.take(ldS * p.Dk), *Vp = cv.take(ldO * p.S), *Sb = cv.take(MR * ldS), *Ap = cv.take(MR * std::max(p.S, p.Dk)), *Ob = cv.take(MR * ldO);
@@ -176,7 +176,7 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
   const i64 TQ = 16 * MR;  // query rows per chunk
   const i64 ldS = panels(p.S) * NR, nDk = panels(p.Dk), nDv = panels(p.Dv);
   const double work = (double)p.B * p.H * p.T * p.S * (p.Dk + p.Dv) * (p.causal ? 2 : 4);
-  parallel_rows(groups, work, true, [&](i64 g0, i64 g1) {
+  parallel_chunks(groups, 1, work, [&](i64 g0, i64 g1) {
     const i64 need = up16(ldS * p.Dk) + up16(ldS * p.Dv) + up16(nDk * NR * p.S) + up16(nDk * NR * p.T) + up16(nDv * NR * p.T) +
                      2 * up16(TQ * ldS) + up16(MR * std::max({p.S, p.Dk, p.Dv, TQ}));
     Carve cv{scratch(0, (size_t)need)};

@@ -2,6 +2,7 @@
 #pragma once
 #include <immintrin.h>
 #include <omp.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -106,6 +107,19 @@ void parallel_rows(i64 rows, double work, bool allow, F body) {
     const i64 r0 = rows * t / n, r1 = rows * (t + 1) / n;
     if (r0 < r1) body(r0, r1);
   }
+}
+
+/**
+ * Like parallel_rows, but threads take `chunk`-row pieces of [0, rows) as they finish (a dynamic schedule), for
+ * pieces whose cost differs or threads that run at different speeds (a static split leaves one thread waiting).
+ */
+template <class F>
+void parallel_chunks(i64 rows, i64 chunk, double work, F body) {
+  const int nt = threads_for(work);
+  const i64 pieces = (rows + chunk - 1) / chunk;
+  if (nt == 1 || pieces < 2) return body(0, rows);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (i64 c = 0; c < pieces; c++) body(c * chunk, std::min(rows, (c + 1) * chunk));
 }
 
 /** Errors raised by kernels (bad indices, bad arguments) become JavaScript exceptions in the glue. */
