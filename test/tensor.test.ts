@@ -206,6 +206,27 @@ for (const backend of testBackends()) {
       fresh.w.grad!.toArray().forEach((v, j) => assert.ok(Math.abs(twice[j]! - 2 * v) < 1e-4));
     });
 
+    it('a weight serving two groups of one grouped product gets both contributions after zeroGrad (products big enough to run in parallel)', () => {
+      const x = T.randn([64, 96], { backend, seed: 41 });
+      const dy = T.randn([64, 80], { backend, seed: 42 });
+      const grads = (reuse: boolean) => {
+        const a = T.randn([80, 96], { backend, seed: 43 }).requireGrad();
+        const b = T.randn([80, 96], { backend, seed: 44 }).requireGrad();
+        if (reuse) {
+          a.grad = T.full(a.shape, 7, { backend });
+          b.grad = T.full(b.shape, 7, { backend });
+          T.zeroGrad([a, b]);
+        }
+        // a serves groups 0 and 2; the larger group 2 may run first
+        T.sum(T.mul(T.groupedLinear(x, [16, 16, 32], [a, b, a]), dy)).backward();
+        return [a.grad!.toArray(), b.grad!.toArray()];
+      };
+      const fresh = grads(false);
+      const reused = grads(true);
+      for (let i = 0; i < 2; i++)
+        fresh[i]!.forEach((v, j) => assert.ok(Math.abs(v - reused[i]![j]!) < 1e-3, `weight ${i}[${j}]: ${reused[i]![j]} vs ${v}`));
+    });
+
     it('dispose releases storage and later use fails clearly', () => {
       const x = t([1, 2, 3]);
       const v = x.narrow(0, 0, 2);

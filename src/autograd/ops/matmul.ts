@@ -265,9 +265,11 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
         );
       }
     }
+    const claimed = new Set<Tensor>(); // a weight given for two groups: one product writes its .grad, the other a fresh buffer (one list item per output)
     const dws = weights.map((w, g) => {
       if (!w.requiresGrad || counts[g] === 0) return null;
-      const target = gradTarget(w);
+      const target = claimed.has(w) ? null : gradTarget(w);
+      if (target) claimed.add(w);
       const dw = target?.out ?? uninit(b, [Out, In]);
       // dW_g = dy_gᵀ · x_g
       const p = product(
