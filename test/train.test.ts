@@ -196,6 +196,34 @@ describe('trainer', () => {
     assert.throws(() => train({ ...tinyOptions(data, run), resume: true }), /trainer_state\.json is corrupt/);
   });
 
+  it('a --minutes run fixes its length after 6 steps and re-plans once at 30% from the time per step since then', () => {
+    const run = join(root, 'minutes');
+    // a virtual clock: steps up to 6 take 2 s (a busy machine), later ones 0.5 s
+    let virtual = 0;
+    const ms: { step: number; lr: number }[] = [];
+    let planned: number[] = [];
+    train(tinyOptions(data, run, { steps: undefined, minutes: 1, evalEvery: 1000, checkpointEvery: 1000 }), {
+      clock: () => virtual,
+      onStep: (m, info) => {
+        virtual += m.step <= 6 ? 2000 : 500;
+        ms.push({ step: m.step, lr: m.lr });
+        planned.push(info.totalSteps);
+      },
+    });
+    planned = [...new Set(planned.slice(6))];
+    assert.equal(planned[0], 31, 'fixed from steps 2–6: 6 + (60 − 10 s) / 2 s');
+    assert.equal(planned.length, 2, 're-planned once');
+    assert.equal(planned[1], 68, 'at step 11: 0.8 s a step since the plan, 46 s left');
+    assert.equal(ms.length, 68);
+    const peak = 3e-3;
+    const close = (a: number, b: number): boolean => Math.abs(a - b) < 1e-12;
+    assert.ok(
+      ms.slice(6, 41).every((m) => close(m.lr, peak)),
+      'past warm-up the rate stays at its peak across the re-plan',
+    );
+    assert.ok(close(ms[41]!.lr, peak * 0.316), 'the first decay lands at 60% of the new length (0-based step 41)');
+  });
+
   it('gradient accumulation: micro-batches of one step share the step arena; the loss is their mean', () => {
     const run = join(root, 'accum');
     train(tinyOptions(data, run, { gradAccum: 3, steps: 3, evalEvery: 3, checkpointEvery: 3 }));

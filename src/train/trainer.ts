@@ -35,7 +35,7 @@ export interface TrainOptions {
   config: Record<string, unknown>;
   data: string;
   out: string;
-  /** Length of the run: steps, or tokens, or wall-clock minutes (the step count is fixed after a few steps). */
+  /** Length of the run: steps, or tokens, or wall-clock minutes (the step count is fixed after 6 steps and re-planned once, at 30%). */
   steps?: number;
   tokens?: number;
   minutes?: number;
@@ -145,6 +145,8 @@ export interface TrainHooks {
   onStart?: (info: RunInfo) => void;
   onStep?: (m: StepMetrics, info: RunInfo) => void;
   onStatus?: (msg: string) => void;
+  /** Milliseconds since an arbitrary origin (default performance.now); tests drive --minutes planning with it. */
+  clock?: () => number;
 }
 
 export class TrainingDiverged extends Error {}
@@ -299,23 +301,29 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
   let schedule: Schedule | null = totalSteps ? makeSchedule(opts.lr, totalSteps, opts.warmup, opts.decayAt) : null;
   const coef = { alpha1: opts.alpha1, alpha2: opts.alpha2, alpha3: opts.alpha3 };
   const Nr = config.n_routed_experts ?? 0;
-  const started = performance.now();
+  const now = hooks.clock ?? (() => performance.now());
+  const started = now();
   let last: StepMetrics | null = null;
   let lastVal: number | null = null;
   let checkpoint = ckDir ?? '';
-  const stepTimes: number[] = [];
+  let afterFirst = 0; // when step 1 ended: the first step is slow (caches, JIT) and stays out of the plan
   const state = (): TrainerState => ({
     step,
     tokens,
     totalSteps,
     data: stream.pos,
     rng: rng.getState(),
-    elapsedS: elapsedBefore + (performance.now() - started) / 1000,
+    elapsedS: elapsedBefore + (now() - started) / 1000,
     options: { ...opts, resume: undefined } as unknown as TrainerState['options'],
   });
 
+  // a --minutes run: where its length was fixed (this process only), and whether it has been re-planned since
+  let plan: { step: number; t: number } | null = null;
+  let replanned = false;
+  const firstDecay = Math.min(1, ...opts.decayAt);
+  const replanAt = Math.min(0.3, firstDecay / 2); // a fraction of the run: after warm-up, before the first decay
   while (!schedule || step < schedule.totalSteps) {
-    const t0 = performance.now();
+    const t0 = now();
     // While the length of a --minutes run is being measured (6 steps), ramp as a 100-step warm-up would, so the
     // schedule fixed afterwards (3% of a few hundred steps) continues upward instead of dropping back.
     const lr = schedule ? lrAt(schedule, step) : (opts.lr * (step + 1)) / 100;
@@ -367,15 +375,31 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     }
     step++;
     tokens += tokensPerStep;
-    const dt = (performance.now() - t0) / 1000;
-    if (!schedule) stepTimes.push(dt);
+    const dt = (now() - t0) / 1000;
+    if (step === 1) afterFirst = now();
     if (!schedule && opts.minutes && step >= 6) {
-      // fix the run length from the median step time (the first steps are slower: caches, JIT), then keep it
-      const typical = [...stepTimes.slice(1)].sort((a, b) => a - b)[(stepTimes.length - 1) >> 1]!;
-      const left = opts.minutes * 60 - (elapsedBefore + (performance.now() - started) / 1000);
-      totalSteps = Math.max(step + 1, step + Math.floor(left / typical));
+      // fix the run length from the wall-clock time per step of steps 2–6, then re-plan once below
+      const typical = (now() - afterFirst) / 1000 / (step - 1);
+      const left = opts.minutes * 60 - (elapsedBefore + (now() - started) / 1000);
+      totalSteps = Math.max(step + 1, step + Math.floor(left / Math.max(typical, 1e-6)));
       info.totalSteps = totalSteps;
       schedule = makeSchedule(opts.lr, totalSteps, opts.warmup, opts.decayAt);
+      plan = { step, t: now() };
+    } else if (plan && opts.minutes && !replanned && step - plan.step >= 5 && step >= Math.round(replanAt * totalSteps)) {
+      // Re-plan once from the wall-clock time per step since the plan (evaluations and checkpoints included): a
+      // machine busy during the first steps would otherwise leave the run far shorter, or longer, than asked.
+      // Warm-up is over and the first decay (60%) not yet reached, so the rate goes on without a jump; the bounds
+      // keep it that way (the new warm-up must end before this step, the first decay must lie after it).
+      replanned = true;
+      const perStep = Math.max((now() - plan.t) / 1000 / (step - plan.step), 1e-6);
+      const left = opts.minutes * 60 - (elapsedBefore + (now() - started) / 1000);
+      const want = step + Math.floor(left / perStep);
+      const bounded = Math.min(Math.max(want, Math.floor(step / firstDecay) + 1, step + 1), Math.floor(step / Math.max(opts.warmup, 1e-6)));
+      if (Math.abs(bounded - totalSteps) > 0.1 * totalSteps) {
+        totalSteps = bounded;
+        info.totalSteps = totalSteps;
+        schedule = makeSchedule(opts.lr, totalSteps, opts.warmup, opts.decayAt);
+      }
     }
     const m: StepMetrics = {
       step,
@@ -394,7 +418,7 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
       l_exp: lb.exp,
       l_dev: lb.dev,
       l_comm: lb.comm,
-      elapsed_s: elapsedBefore + (performance.now() - started) / 1000,
+      elapsed_s: elapsedBefore + (now() - started) / 1000,
     };
     const done = schedule !== null && step >= schedule.totalSteps;
     if (step % opts.evalEvery === 0 || done) {
