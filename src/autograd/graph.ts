@@ -9,10 +9,11 @@ import { addInto, cloneTensor, copyInto, onesLike, strided } from './ops/kernels
 
 let gradDisabled = 0;
 /**
- * A backward walk: its pending gradient sums, those it may add into in place (`owned`), and the sums built from
- * slices (narrow's SliceGrad) that start uninitialised: `partial` records which ranges along one axis the slices
- * have written, and the rest is zero-filled only when the sum is used (`settle`), so q = [q_nope | q_rope] and
- * the like are assembled by copies without clearing the buffer first.
+ * A backward walk: its pending gradient sums; those it may add into in place (`owned`: allocated by the walk or
+ * handed over fresh by a backward, and not yet passed on to a backward, which may return them or views of them
+ * for other inputs); and the sums built from slices (narrow's SliceGrad) that start uninitialised: `partial`
+ * records which ranges along one axis the slices have written, and the rest is zero-filled only when the sum is
+ * used (`settle`), so q = [q_nope | q_rope] and the like are assembled by copies without clearing the buffer first.
  */
 interface Walk {
   grads: Map<Tensor, Tensor>;
@@ -121,9 +122,6 @@ export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainG
     throw new Error(`backward(): gradient shape ${fmtShape(seed.shape)} does not match output shape ${fmtShape(root.shape)}`);
   }
   const outer = walk;
-  // Gradient sums this walk allocated itself (or got fresh from a backward) and has handed to no one: safe to
-  // add into in place. A sum leaves the set when it is passed to a backward (which may return it, or views of
-  // it, for other inputs).
   walk = { grads: new Map<Tensor, Tensor>([[root, seed]]), owned: new Set<Tensor>(), partial: new Map() };
   try {
     noGrad(() => run(root, walk!, opts));

@@ -29,23 +29,9 @@ constexpr int NR = GEMM_NR;
 inline i64 panels(i64 n) { return (n + NR - 1) / NR; }
 inline i64 up16(i64 n) { return (n + 15) / 16 * 16; }
 
-/** B = Xᵀ for X [rows, D] with row stride `stride` (B(k=d, n=j) = X[j, d]): NR-key panels of D×NR each, zero-padded.
- *  8 keys × 8 dims at a time through an 8×8 register transpose. */
+/** B = Xᵀ for X [rows, D] with row stride `stride` (B(k=d, n=j) = X[j, d]): NR-key panels of D×NR each, zero-padded. */
 void pack_xt(const float* X, i64 stride, i64 rows, i64 D, float* dst) {
-  for (i64 jp = 0; jp < panels(rows); jp++) {
-    float* d = dst + jp * D * NR;
-    for (int jb = 0; jb < NR; jb += 8) {
-      const i64 j0 = jp * NR + jb;
-      const int keys = (int)std::clamp<i64>(rows - j0, 0, 8);
-      for (i64 k = 0; k < D; k += 8) {
-        const i64 w = std::min<i64>(8, D - k);
-        __m256 t[8];
-        for (int r = 0; r < 8; r++) t[r] = r < keys ? ld(X + (j0 + r) * stride, k, w) : _mm256_setzero_ps();
-        transpose8(t);
-        for (i64 kk = 0; kk < w; kk++) _mm256_store_ps(d + (k + kk) * NR + jb, t[kk]);
-      }
-    }
-  }
+  for (i64 jp = 0; jp < panels(rows); jp++) pack_rows_transposed(X + jp * NR * stride, stride, (int)std::min<i64>(NR, rows - jp * NR), D, dst + jp * D * NR);
 }
 
 /** B = X for X [rows, D] with row stride ld (B(k=j, n=d) = X[j, d]): NR-column panels of rows×NR each, zero-padded. */
@@ -66,9 +52,6 @@ void pack_x(const float* X, i64 ld, i64 rows, i64 D, float* dst) {
     }
   }
 }
-
-/** A = `rows` rows of X (row stride ld) over kc columns, k-major MR-row panel, times `scale`; missing rows zero. */
-inline void pack_a_rows(const float* X, i64 ld, int rows, i64 kc, float scale, float* dst) { pack_rows_kmajor(X, ld, rows, kc, scale, dst); }
 
 /** A = columns [j0, j0+cols) of X (row stride ld) over rows [t0, t1), transposed: A(i=j, k=t), MR-row panel. */
 void pack_a_cols(const float* X, i64 ld, i64 j0, int cols, i64 t0, i64 t1, float* dst) {
@@ -120,7 +103,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
       const int rows = (int)std::min<i64>(MR, p.T - t0);
       const i64 n = visible(p, t0 + rows - 1);  // keys the last (widest) row of the block sees
       const i64 r0 = bh * p.T + t0;  // lse is dense [B, H, T]
-      pack_a_rows(p.q + row_at(p.qs, b, h, t0), p.qs[2], rows, p.Dk, p.scale, Ap);
+      pack_rows_kmajor(p.q + row_at(p.qs, b, h, t0), p.qs[2], rows, p.Dk, p.scale, Ap);
       for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dk, Ap, Kp + jp * p.Dk * NR, Sb + jp * NR, ldS, MR, NR, 0.f);
       float inv[MR] = {0, 0, 0, 0, 0, 0};
       for (int r = 0; r < MR; r++) {
@@ -157,7 +140,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
         inv[r] = (float)(1.0 / sum);
         lse[r0 + r] = (float)(mx + std::log(sum));
       }
-      pack_a_rows(Sb, ldS, MR, n, 1.f, Ap);
+      pack_rows_kmajor(Sb, ldS, MR, n, 1.f, Ap);
       for (i64 vp = 0; vp < panels(p.Dv); vp++) micro_6x16(n, Ap, Vp + vp * p.S * NR, Ob + vp * NR, ldO, MR, NR, 0.f);
       for (int r = 0; r < rows; r++) {
         float* o = out + row_at(p.os, b, h, t0 + r);
@@ -212,9 +195,9 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
             const i64 n = visible(p, t0 + rows - 1);
             float* P = Pb + (t0 - c0) * ldS;
             float* dS = dSb + (t0 - c0) * ldS;
-            pack_a_rows(qh + t0 * ldq, ldq, rows, p.Dk, p.scale, Ap);
+            pack_rows_kmajor(qh + t0 * ldq, ldq, rows, p.Dk, p.scale, Ap);
             for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dk, Ap, Kt + jp * p.Dk * NR, P + jp * NR, ldS, rows, NR, 0.f);
-            pack_a_rows(doh + t0 * lddo, lddo, rows, p.Dv, 1.f, Ap);
+            pack_rows_kmajor(doh + t0 * lddo, lddo, rows, p.Dv, 1.f, Ap);
             for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dv, Ap, Vt + jp * p.Dv * NR, dS + jp * NR, ldS, rows, NR, 0.f);
             for (int r = 0; r < rows; r++) {
               const i64 t = t0 + r, lo = base + t;
@@ -234,7 +217,7 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
               }
               for (i64 j = nr; j < nc; j++) pr[j] = dr[j] = 0.f;  // invisible keys contribute nothing
             }
-            pack_a_rows(dS, ldS, rows, n, 1.f, Ap);
+            pack_rows_kmajor(dS, ldS, rows, n, 1.f, Ap);
             for (i64 dp = 0; dp < nDk; dp++)
               micro_6x16(n, Ap, Kn + dp * p.S * NR, dqh + t0 * lddq + dp * NR, lddq, rows, (int)std::min<i64>(NR, p.Dk - dp * NR), 0.f);
           }

@@ -161,31 +161,15 @@ void pack_b_panel(const Gemm& g, i64 j0, i64 nc, i64 p0, i64 kc, i64 panel, floa
         for (; j < NR; j++) d[k * NR + j] = 0.f;
       }
     }
-  } else if (g.brs == 1 && cols == NR) {
-    // B is a transposed row-major matrix (x·Wᵀ): each column is contiguous in k. Move 8×8 tiles through an
-    // in-register transpose so both the reads and the writes are whole vectors.
-    i64 k = 0;
-    for (; k + 8 <= kc; k += 8) {
-      for (int jb = 0; jb < NR; jb += 8) {
-        const float* s = g.b + (c0 + jb) * g.bcs + p0 + k;
-        __m256 t[8];
-        for (int r = 0; r < 8; r++) t[r] = _mm256_loadu_ps(s + r * g.bcs);
-        transpose8(t);
-        float* o = d + k * NR + jb;
-        for (int r = 0; r < 8; r++) _mm256_store_ps(o + r * NR, t[r]);
-      }
-    }
-    for (; k < kc; k++)
-      for (int j = 0; j < NR; j++) d[k * NR + j] = g.b[(c0 + j) * g.bcs + p0 + k];
+  } else if (g.brs == 1) {
+    // B is a transposed row-major matrix (x·Wᵀ): each column is contiguous in k, so 8×8 tiles move through an
+    // in-register transpose and both the reads and the writes are whole vectors.
+    pack_rows_transposed(g.b + c0 * g.bcs + p0, g.bcs, cols, kc, d);
   } else {
     for (int j = 0; j < NR; j++) {
       if (j < cols) {
         const float* s = g.b + (c0 + j) * g.bcs + p0 * g.brs;
-        if (g.brs == 1) {
-          for (i64 k = 0; k < kc; k++) d[k * NR + j] = s[k];
-        } else {
-          for (i64 k = 0; k < kc; k++) d[k * NR + j] = s[k * g.brs];
-        }
+        for (i64 k = 0; k < kc; k++) d[k * NR + j] = s[k * g.brs];
       } else {
         for (i64 k = 0; k < kc; k++) d[k * NR + j] = 0.f;
       }

@@ -38,6 +38,25 @@ inline void transpose8(__m256 r[8]) {
 }
 
 /**
+ * A micro-kernel B panel (GEMM_NR columns, k-major) from `cols` (≤ GEMM_NR) rows of X (row stride `stride`) over kc
+ * columns, transposed: dst[k·NR + j] = X[j·stride + k], columns beyond `cols` zero (x·Wᵀ's W, attention's K). Eight
+ * rows × eight k at a time through an 8×8 register transpose. dst must be 32-byte aligned.
+ */
+inline void pack_rows_transposed(const float* X, i64 stride, int cols, i64 kc, float* dst) {
+  constexpr int NR = GEMM_NR;
+  for (int jb = 0; jb < NR; jb += 8) {
+    const int n = std::clamp(cols - jb, 0, 8);
+    for (i64 k = 0; k < kc; k += 8) {
+      const i64 w = std::min<i64>(8, kc - k);
+      __m256 t[8];
+      for (int r = 0; r < 8; r++) t[r] = r < n ? ld(X + (jb + r) * stride, k, w) : _mm256_setzero_ps();
+      transpose8(t);
+      for (i64 kk = 0; kk < w; kk++) _mm256_store_ps(dst + (k + kk) * NR + jb, t[kk]);
+    }
+  }
+}
+
+/**
  * A micro-kernel A panel from `rows` (≤ GEMM_MR) rows of X (row stride ld) over kc columns, times scale:
  * dst[k·MR + r] = scale·X[r·ld + k], rows beyond `rows` zero. Eight columns at a time go through an 8×8 register
  * transpose; each k's 8-lane store spills two lanes into the next k's slot, which that k then overwrites.
