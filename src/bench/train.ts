@@ -24,11 +24,22 @@ export interface TrainBenchRecord extends BenchRecord {
   optimizer_ms: number;
 }
 
-export function benchTrain(
-  b: Backend,
-  presetName: string,
-  opts: { steps?: number; batch?: number; seq?: number; arena?: boolean } = {},
-): TrainBenchRecord {
+/** One training step of the benchmark, timed by phase (milliseconds). */
+export interface StepTimes {
+  forward: number;
+  backward: number;
+  optimizer: number;
+}
+
+/** A model, optimizer and fixed random batch at the benchmark's shape; `step()` runs and times one step. */
+export interface TrainStepper {
+  preset: string;
+  batch: number;
+  seq: number;
+  step(): StepTimes;
+}
+
+export function trainStepper(b: Backend, presetName: string, opts: { batch?: number; seq?: number; arena?: boolean } = {}): TrainStepper {
   const [B0, T0] = TRAIN_BATCH[presetName] ?? [8, 256];
   const B = opts.batch ?? B0;
   const T = opts.seq ?? T0;
@@ -46,44 +57,51 @@ export function benchTrain(
   const x = ids.narrow(1, 0, T).contiguous();
   const y = ids.narrow(1, 1, T).contiguous();
   const coef = { alpha1: 0.003, alpha2: 0.05, alpha3: 0.02 };
+  return {
+    preset: presetName,
+    batch: B,
+    seq: T,
+    step(): StepTimes {
+      const t0 = performance.now();
+      arena?.reset(params.map((p) => p.gradBuffer()?.buf ?? null));
+      let t1 = 0;
+      const run = (): void => {
+        opt.zeroGrad();
+        const { lossTotal } = objective(model, x, y, coef);
+        t1 = performance.now();
+        lossTotal.backward();
+      };
+      if (arena) withArena(arena, run);
+      else run();
+      const t2 = performance.now();
+      opt.step();
+      const t3 = performance.now();
+      return { forward: t1 - t0, backward: t2 - t1, optimizer: t3 - t2 };
+    },
+  };
+}
+
+export function benchTrain(
+  b: Backend,
+  presetName: string,
+  opts: { steps?: number; batch?: number; seq?: number; arena?: boolean } = {},
+): TrainBenchRecord {
+  const stepper = trainStepper(b, presetName, opts);
   const steps = Math.max(5, opts.steps ?? 10); // the median of 10 steps: this machine varies by ±20% within seconds
-  const fwd: number[] = [];
-  const bwd: number[] = [];
-  const upd: number[] = [];
-  for (let s = -1; s < steps; s++) {
-    const t0 = performance.now();
-    arena?.reset(params.map((p) => p.gradBuffer()?.buf ?? null));
-    let t1 = 0;
-    const step = (): void => {
-      opt.zeroGrad();
-      const { lossTotal } = objective(model, x, y, coef);
-      t1 = performance.now();
-      lossTotal.backward();
-    };
-    if (arena) withArena(arena, step);
-    else step();
-    const t2 = performance.now();
-    opt.step();
-    const t3 = performance.now();
-    if (s >= 0) {
-      fwd.push(t1 - t0);
-      bwd.push(t2 - t1);
-      upd.push(t3 - t2);
-    }
-  }
-  const total = fwd.map((f, i) => f + bwd[i]! + upd[i]!);
-  const ms = median(total);
+  stepper.step(); // warm-up
+  const times = Array.from({ length: steps }, () => stepper.step());
+  const ms = median(times.map((t) => t.forward + t.backward + t.optimizer));
   return {
     bench: 'train',
     preset: presetName,
     backend: b.name,
     threads: threadsOf(b),
-    batch: B,
-    seq: T,
+    batch: stepper.batch,
+    seq: stepper.seq,
     ms,
-    tok_s: (B * T) / (ms / 1000),
-    forward_ms: median(fwd),
-    backward_ms: median(bwd),
-    optimizer_ms: median(upd),
+    tok_s: (stepper.batch * stepper.seq) / (ms / 1000),
+    forward_ms: median(times.map((t) => t.forward)),
+    backward_ms: median(times.map((t) => t.backward)),
+    optimizer_ms: median(times.map((t) => t.optimizer)),
   };
 }

@@ -1,6 +1,7 @@
 // `dsv2 bench [gemm|kernels|train|all] [--backend B] [--threads N] [--json]` (npm run bench).
 // With --json: one JSON object per line; otherwise a table. Every figure is the median of ≥ 5 timed runs.
 import { benchGemm, benchKernels, type BenchRecord } from '../../bench/kernels.js';
+import { benchTrainVsPeer } from '../../bench/peer.js';
 import { benchTrain } from '../../bench/train.js';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { PRESET_NAMES } from '../../model/presets.js';
@@ -45,7 +46,7 @@ function printKernelTable(rows: BenchRecord[]): void {
   }
 }
 
-export function runBench(argv: string[]): number {
+export async function runBench(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags(argv, {
     backend: { type: 'string', help: 'ts | native (default: the default backend)' },
     threads: { type: 'int', help: 'kernel threads (default: DSV2_THREADS or all cores)' },
@@ -54,6 +55,10 @@ export function runBench(argv: string[]): number {
     steps: { type: 'int', help: 'timed training steps (≥ 5, default 10)' },
     batch: { type: 'int', help: 'override the training batch size' },
     seq: { type: 'int', help: 'override the training sequence length' },
+    'vs-torch': { type: 'bool', help: 'train: time the PyTorch peer in lockstep with ours and report the median ratio' },
+    pairs: { type: 'int', help: '--vs-torch: lockstep step pairs (≥ 3, default 20)' },
+    'peer-dir': { type: 'string', help: '--vs-torch: folder with torch_dsv2.py (default ../shared/peers)' },
+    python: { type: 'string', help: '--vs-torch: Python with torch (default /usr/bin/python3)' },
   });
   if (positional.length > 1) throw new UsageError(`bench takes one suite name, got: ${positional.join(' ')}`);
   const suite = positional[0] ?? 'all';
@@ -74,9 +79,33 @@ export function runBench(argv: string[]): number {
     else if (kernels) printKernelTable(rows);
     else printTable(rows);
   };
-  if (!json) console.log(`backend ${backend.name}, ${backend.threads?.() ?? 1} thread(s); medians of ≥ 5 timed runs after warm-up`);
+  if (!json && flags['vs-torch'] !== true)
+    console.log(`backend ${backend.name}, ${backend.threads?.() ?? 1} thread(s); medians of ≥ 5 timed runs after warm-up`);
   if (suite === 'gemm' || suite === 'all') emit(benchGemm(backend));
   if (suite === 'kernels' || suite === 'all') emit(benchKernels(backend), true);
+  const vsTorch = flags['vs-torch'] === true;
+  for (const f of ['pairs', 'peer-dir', 'python'])
+    if (flags[f] !== undefined && !vsTorch) throw new UsageError(`--${f} goes with --vs-torch`);
+  if (vsTorch && suite !== 'train') throw new UsageError('--vs-torch goes with the train suite: dsv2 bench train --vs-torch');
+  if (vsTorch) {
+    if ((flags['pairs'] as number | undefined) !== undefined && (flags['pairs'] as number) < 3)
+      throw new UsageError('--pairs must be at least 3');
+    const rec = await benchTrainVsPeer(backend, presetName, {
+      pairs: flags['pairs'] as number | undefined,
+      peerDir: flags['peer-dir'] as string | undefined,
+      python: flags['python'] as string | undefined,
+      batch: flags['batch'] as number | undefined,
+      seq: flags['seq'] as number | undefined,
+    });
+    if (json) console.log(JSON.stringify(rec));
+    else
+      console.log(
+        `train vs ${rec.peer} (${rec.preset}, ${rec.batch}×${rec.seq}, ${rec.threads} threads, ${rec.pairs} lockstep pairs): ` +
+          `ours ${fmt(rec.tok_s)} tok/s, PyTorch ${fmt(rec.peer_tok_s)} tok/s; ratio median ${rec.ratio.toFixed(2)}× ` +
+          `(quartiles ${rec.ratio_q1.toFixed(2)}–${rec.ratio_q3.toFixed(2)})`,
+      );
+    return 0;
+  }
   if (suite === 'train' || suite === 'all') {
     const rec = benchTrain(backend, presetName, {
       steps: flags['steps'] as number | undefined,
