@@ -1,5 +1,6 @@
 // Tensor storage, views, RNG determinism, dtype conversion and autograd mechanics.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import * as T from '../src/index.js';
 import { testBackends } from './helpers.js';
@@ -275,6 +276,35 @@ for (const backend of testBackends()) {
       assert.equal(b.loss, a.loss);
       assert.deepEqual(w.grad!.toArray(), gradAfter1);
       assert.ok(arena.bytes <= held, `the second step reuses the first one's buffers (${arena.bytes} > ${held} bytes)`);
+    });
+
+    it('asks the backend for huge pages over the heap at each reset (native on Linux), with no effect on values', () => {
+      const calls: boolean[] = [];
+      const spy: T.Backend = Object.create(backend) as T.Backend;
+      const native = backend.adviseHugePages?.bind(backend);
+      spy.adviseHugePages = (collapse: boolean): number => {
+        calls.push(collapse);
+        return native ? native(collapse) : 0;
+      };
+      const arena = new T.BufferArena(spy);
+      const x = T.randn([512, 512], { backend: spy, seed: 3 });
+      const y1 = T.withArena(arena, () => T.matmul(x, x).toArray());
+      arena.reset();
+      const y2 = T.withArena(arena, () => T.matmul(x, x).toArray());
+      arena.reset();
+      assert.deepEqual(calls, [true, true]);
+      assert.deepEqual(y2, y1);
+      if (backend.name === 'native' && process.platform === 'linux') {
+        const heap = T.withArena(arena, () => T.zeros([4 << 20], { backend: spy })); // 16 MB: whole 2 MiB pages of heap
+        arena.reset();
+        assert.equal(heap.size, 4 << 20);
+        assert.ok(backend.adviseHugePages!(true) > 0, 'the heap was advised');
+        const thp = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
+        if (/\[(always|madvise)\]/.test(thp)) {
+          const huge = Number(/AnonHugePages:\s+(\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))?.[1] ?? 0);
+          assert.ok(huge > 0, 'some of the heap is in huge pages');
+        }
+      }
     });
 
     it('hands reused buffers back zero-filled where asked, and serves only its own backend', () => {

@@ -128,6 +128,11 @@ export interface Backend {
    * zero-filling and, for large buffers, lets the allocator hand back recently freed memory). Default: alloc.
    */
   allocUninit?(n: number): F32;
+  /**
+   * A hint, no effect on results: back the allocator's heap with 2 MiB pages where the OS can (Linux transparent
+   * huge pages); `collapse` also converts the pages already in use. Returns the bytes advised (0: not supported).
+   */
+  adviseHugePages?(collapse: boolean): number;
   /** Hand a buffer back early; the backend may reuse it. Using it afterwards is an error. */
   free(buf: F32 | I32): void;
 

@@ -93,6 +93,9 @@ export class BufferArena {
     for (const list of this.idle.values()) for (const ab of list) this.heldBytes -= ab.byteLength;
     this.idle.clear();
     for (const [cls, list] of returned) this.idle.set(cls, list);
+    // A step's buffers are all in place now (the heap stops growing after the first step): ask for huge pages
+    // over them. The backend collapses only heap it has not collapsed before, so later steps pay one syscall.
+    this.backend.adviseHugePages?.(true);
   }
 
   /** A pooled buffer of at least n elements, or null for small buffers and backends whose buffers cannot be pooled. */

@@ -80,6 +80,7 @@ export function createNativeBackend(): Backend | null {
     // settings a recently freed block comes back warm instead of as fresh pages to fault in.
     allocUninit: (len: number): F32 =>
       len < 4096 ? new Float32Array(len) : new Float32Array(Buffer.allocUnsafeSlow(len * 4).buffer, 0, len),
+    adviseHugePages: (collapse: boolean): number => n['adviseHugePages']!(collapse ? 1 : 0) as number,
     free: () => {
       // plain typed arrays: the garbage collector reclaims them
     },

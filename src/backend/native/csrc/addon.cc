@@ -1,6 +1,8 @@
 // Node-API glue: unpacks typed arrays (their own memory, never copied) and numbers, checks that every operand is
 // long enough for the sizes given, runs the kernel and turns kernel errors into JavaScript exceptions.
 #include <malloc.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <node_api.h>
 
 #include <vector>
@@ -497,12 +499,61 @@ void tune_malloc() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
+// Transparent huge pages for the malloc heap, where tune_malloc puts every tensor (Linux, THP in "madvise" mode).
+// A training step reads and writes ~1 GB of activations spread over ~700 MB of heap: with 4 KiB pages that is
+// ~170,000 pages, far more than the TLBs hold, and a page walk under virtualisation is costly. 2 MiB pages cut
+// the walks by 512× (measured: glibc.malloc.hugetlb=1, which does the same for the whole process, +1.5–3%).
+// Advising marks the heap so later faults get huge pages; collapsing (MADV_COLLAPSE, Linux ≥ 6.1) converts the
+// pages already there, and is done once per stretch of heap. A hint: errors (older kernels, THP off) are ignored.
+// Returns the bytes of heap now advised. DSV2_HUGEPAGES=0 turns it off.
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+FN(AdviseHugePages) {
+  BODY("adviseHugePages", {
+    const bool collapse = c.n(0) != 0;
+    double advised = 0;
+#if defined(__linux__)
+    static uintptr_t heap_lo = 0, collapsed_hi = 0;
+    static const bool off = [] {
+      const char* e = std::getenv("DSV2_HUGEPAGES");
+      return e && std::strcmp(e, "0") == 0;
+    }();
+    if (!off) {
+      if (heap_lo == 0) {  // the heap's first address, from /proc/self/maps ("lo-hi rw-p … [heap]")
+        if (FILE* f = std::fopen("/proc/self/maps", "r")) {
+          char line[512];
+          while (std::fgets(line, sizeof line, f))
+            if (std::strstr(line, "[heap]")) {
+              heap_lo = (uintptr_t)std::strtoull(line, nullptr, 16);
+              break;
+            }
+          std::fclose(f);
+        }
+      }
+      const uintptr_t huge = 2u << 20, hi = (uintptr_t)sbrk(0) & ~(huge - 1), lo = (heap_lo + huge - 1) & ~(huge - 1);
+      if (heap_lo != 0 && hi > lo) {
+        madvise((void*)lo, hi - lo, MADV_HUGEPAGE);
+        advised = (double)(hi - lo);
+        const uintptr_t from = std::max(lo, std::min(collapsed_hi, hi));
+        if (collapse && hi > from) {
+          madvise((void*)from, hi - from, MADV_COLLAPSE);
+          collapsed_hi = hi;
+        }
+      }
+    }
+#endif
+    return number(env, advised);
+  });
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   tune_malloc();
   const napi_property_descriptor props[] = {
 #define P(js, fn) {js, nullptr, fn, nullptr, nullptr, nullptr, napi_default, nullptr}
       P("threads", Threads),
       P("setThreads", SetThreads),
+      P("adviseHugePages", AdviseHugePages),
       P("avx2", Avx2),
       P("copy", Copy),
       P("fill", Fill),
