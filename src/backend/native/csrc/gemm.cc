@@ -249,6 +249,45 @@ void gemm_blocked(const Gemm& g, int nt) {
   }
 }
 
+// Long K, narrow N (dX = dY·W and dW = dYᵀ·X of the projections, the LM head's K = 4,096): the whole of B is
+// packed once, by the team, behind one barrier; then each thread takes its MC-row blocks of A and runs the k-blocks
+// innermost, so its block of C (mc×N, ≤ 256 KiB) stays in L2 across them. The blocked path instead packs one k-block
+// of B at a time with two barriers per k-block (16 pairs for K = 4,096) and streams C through L3 at every k-block.
+void gemm_whole_b(const Gemm& g, int nt) {
+  const i64 nbp = (g.N + NR - 1) / NR, nkb = (g.K + KC - 1) / KC;
+  const i64 per_thread = (g.M + (i64)nt * MC - 1) / ((i64)nt * MC);
+  const i64 mc_blk = ((g.M + per_thread * nt - 1) / (per_thread * nt) + MR - 1) / MR * MR;
+  float* Bp = scratch(0, (size_t)nbp * NR * g.K);  // k-block pc's panels start at pc·nbp·NR (kc×NR each)
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float* Ap = scratch(1, (size_t)mc_blk * std::min<i64>(KC, g.K));
+#pragma omp for schedule(static) collapse(2)
+    for (i64 kb = 0; kb < nkb; kb++)
+      for (i64 jp = 0; jp < nbp; jp++) {
+        const i64 pc = kb * KC, kc = std::min<i64>(KC, g.K - pc);
+        pack_b_panel(g, 0, g.N, pc, kc, jp, Bp + pc * nbp * NR);
+      }
+#pragma omp for schedule(static)
+    for (i64 ic = 0; ic < g.M; ic += mc_blk) {
+      const i64 mc = std::min<i64>(mc_blk, g.M - ic);
+      const i64 nap = (mc + MR - 1) / MR;
+      for (i64 pc = 0; pc < g.K; pc += KC) {
+        const i64 kc = std::min<i64>(KC, g.K - pc);
+        const float beta = pc == 0 ? g.beta : 1.f;
+        const float* Bk = Bp + pc * nbp * NR;
+        pack_a_block(g, ic, mc, pc, kc, Ap);
+        for (i64 jp = 0; jp < nbp; jp++) {
+          const int nr = (int)std::min<i64>(NR, g.N - jp * NR);
+          for (i64 ip = 0; ip < nap; ip++) {
+            const int mr = (int)std::min<i64>(MR, mc - ip * MR);
+            micro_6x16(kc, Ap + ip * MR * kc, Bk + jp * NR * kc, g.c + (ic + ip * MR) * g.ldc + jp * NR, g.ldc, mr, nr, beta);
+          }
+        }
+      }
+    }
+  }
+}
+
 // M ≤ MC: one A block per k-block, packed by the team; then each thread walks its share of the NR-wide column
 // panels, packing each B micro-panel into its own L1-sized buffer just before the MR-high panels of A sweep it.
 // Nothing of B is written beyond L1, which matters when B is the big operand (64×1024 · 1024×4096).
@@ -335,6 +374,7 @@ void gemm_one(const Gemm& g, int nt) {
   if (g.M <= 4 && g.brs == 1 && g.acs == 1) return gemv_dot(g, nt);
   if (g.M <= 4 && g.bcs == 1) return gemv_axpy(g, nt);
   if (g.M <= MC) return gemm_small_m(g, nt);
+  if (g.K > KC && g.N <= 512 && (double)g.K * g.N * 4 <= 8e6) return gemm_whole_b(g, nt);
   gemm_blocked(g, nt);
 }
 
