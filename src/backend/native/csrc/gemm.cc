@@ -288,29 +288,35 @@ void gemm_whole_b(const Gemm& g, int nt) {
   }
 }
 
-// M ≤ MC: one A block per k-block, packed by the team; then each thread walks its share of the NR-wide column
-// panels, packing each B micro-panel into its own L1-sized buffer just before the MR-high panels of A sweep it.
-// Nothing of B is written beyond L1, which matters when B is the big operand (64×1024 · 1024×4096).
+// M ≤ MC: all of A is packed first, by the team, behind one barrier; then for each k-block each thread walks its
+// share of the NR-wide column panels, packing each B micro-panel into its own L1-sized buffer just before the
+// MR-high panels of A sweep it. Nothing of B is written beyond L1, which matters when B is the big operand
+// (64×1024 · 1024×4096). The static split gives a thread the same panels at every k-block, so its C panels
+// need no barrier between k-blocks (dW of the narrow projections has 8 k-blocks: 80×256×2048).
 void gemm_small_m(const Gemm& g, int nt) {
-  const i64 kc_max = std::min<i64>(KC, g.K);
-  const i64 nap = (g.M + MR - 1) / MR;
-  float* Ap = scratch(1, (size_t)nap * MR * kc_max);
+  const i64 nap = (g.M + MR - 1) / MR, nkb = (g.K + KC - 1) / KC;
+  float* Ap = scratch(1, (size_t)nap * MR * g.K);  // k-block pc's panels start at pc·nap·MR (kc×MR each)
   const i64 nbp = (g.N + NR - 1) / NR;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    float* Bp = scratch(2, (size_t)NR * kc_max);
+    float* Bp = scratch(2, (size_t)NR * std::min<i64>(KC, g.K));
+#pragma omp for schedule(static) collapse(2)
+    for (i64 kb = 0; kb < nkb; kb++)
+      for (i64 ip = 0; ip < nap; ip++) {
+        const i64 pc = kb * KC;
+        pack_a_panel(g, 0, g.M, pc, std::min<i64>(KC, g.K - pc), ip, Ap + pc * nap * MR);
+      }
     for (i64 pc = 0; pc < g.K; pc += KC) {
       const i64 kc = std::min<i64>(KC, g.K - pc);
       const float beta = pc == 0 ? g.beta : 1.f;
-#pragma omp for schedule(static)
-      for (i64 ip = 0; ip < nap; ip++) pack_a_panel(g, 0, g.M, pc, kc, ip, Ap);
-#pragma omp for schedule(static)
+      const float* Ak = Ap + pc * nap * MR;
+#pragma omp for schedule(static) nowait
       for (i64 jp = 0; jp < nbp; jp++) {
         pack_b_panel(g, jp * NR, std::min<i64>(NR, g.N - jp * NR), pc, kc, 0, Bp);
         const int nr = (int)std::min<i64>(NR, g.N - jp * NR);
         for (i64 ip = 0; ip < nap; ip++) {
           const int mr = (int)std::min<i64>(MR, g.M - ip * MR);
-          micro_6x16(kc, Ap + ip * MR * kc, Bp, g.c + ip * MR * g.ldc + jp * NR, g.ldc, mr, nr, beta);
+          micro_6x16(kc, Ak + ip * MR * kc, Bp, g.c + ip * MR * g.ldc + jp * NR, g.ldc, mr, nr, beta);
         }
       }
     }
