@@ -133,7 +133,7 @@ export async function benchTrainVsPeer(b: Backend, presetName: string, opts: Pee
   try {
     const ready = await peer.reply();
     if (ready['ready'] !== true) throw new Error(`the PyTorch peer did not start: ${JSON.stringify(ready)}`);
-    stepper.step(); // our warm-up (the peer warmed up before it said ready)
+    stepper.warmUp(); // the peer warmed up before it said ready
     const pairs = Math.max(3, opts.pairs ?? 20);
     const ours: number[] = [];
     const theirs: number[] = [];

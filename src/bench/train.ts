@@ -36,6 +36,8 @@ export interface TrainStepper {
   preset: string;
   batch: number;
   seq: number;
+  /** One untimed step, then huge pages over the heap it grew (a one-time collapse that no timed step should pay). */
+  warmUp(): void;
   step(): StepTimes;
 }
 
@@ -57,10 +59,14 @@ export function trainStepper(b: Backend, presetName: string, opts: { batch?: num
   const x = ids.narrow(1, 0, T).contiguous();
   const y = ids.narrow(1, 1, T).contiguous();
   const coef = { alpha1: 0.003, alpha2: 0.05, alpha3: 0.02 };
-  return {
+  const stepper: TrainStepper = {
     preset: presetName,
     batch: B,
     seq: T,
+    warmUp(): void {
+      stepper.step();
+      b.adviseHugePages?.(true);
+    },
     step(): StepTimes {
       const t0 = performance.now();
       arena?.reset(params.map((p) => p.gradBuffer()?.buf ?? null));
@@ -79,6 +85,7 @@ export function trainStepper(b: Backend, presetName: string, opts: { batch?: num
       return { forward: t1 - t0, backward: t2 - t1, optimizer: t3 - t2 };
     },
   };
+  return stepper;
 }
 
 export function benchTrain(
@@ -88,7 +95,7 @@ export function benchTrain(
 ): TrainBenchRecord {
   const stepper = trainStepper(b, presetName, opts);
   const steps = Math.max(5, opts.steps ?? 10); // the median of 10 steps: this machine varies by ±20% within seconds
-  stepper.step(); // warm-up
+  stepper.warmUp();
   const times = Array.from({ length: steps }, () => stepper.step());
   const ms = median(times.map((t) => t.forward + t.backward + t.optimizer));
   return {

@@ -376,7 +376,12 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     step++;
     tokens += tokensPerStep;
     const dt = (now() - t0) / 1000;
-    if (step === 1) afterFirst = now();
+    if (step === 1) {
+      // Step 1 grew the heap to its working size: put it in huge pages now (a one-time collapse of a second or
+      // two for `small`), so that no later step, and not the --minutes plan from steps 2–6, pays for it.
+      backend.adviseHugePages?.(true);
+      afterFirst = now();
+    }
     if (!schedule && opts.minutes && step >= 6) {
       // fix the run length from the wall-clock time per step of steps 2–6, then re-plan once below
       const typical = (now() - afterFirst) / 1000 / (step - 1);
