@@ -158,6 +158,14 @@ for (const backend of testBackends()) {
       () => [rn([2, 3, 4]), rn([5, 4])],
     );
     check(
+      'linears: two weights on one input, side by side (gate and up)',
+      (x, w0, w1) => {
+        const [a, b] = T.linears(x!, [w0!, w1!]);
+        return T.mul(a!, b!);
+      },
+      () => [rn([2, 3, 4]), rn([5, 4]), rn([5, 4])],
+    );
+    check(
       'groupedLinear (row groups 2, 0, 3 through their own weights)',
       (x, w0, w1, w2) => T.groupedLinear(x!, [2, 0, 3], [w0!, w1!, w2!]),
       () => [rn([5, 4]), rn([3, 4]), rn([3, 4]), rn([3, 4])],

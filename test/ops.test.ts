@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as T from '../src/index.js';
+import type { GemmParams } from '../src/backend/backend.js';
 import { assertClose, testBackends } from './helpers.js';
 
 for (const backend of testBackends()) {
@@ -63,6 +64,48 @@ for (const backend of testBackends()) {
           seed += 2;
           assertClose(run(backend, seed), run(ts, seed), 1e-4, 1e-5, `${M}×${N}×${K} ${ta ? 'Aᵀ' : 'A'}${tb ? 'Bᵀ' : 'B'}`);
         }
+      }
+    });
+
+    it('gemmMany gives the same bits as one gemm after another, for big products run side by side too', () => {
+      // two products of ≥ 4·10⁷ flops with equal cost run one per thread; a third, smaller one makes them unequal
+      const mk = (M: number, N: number, K: number, s: number, beta: number): GemmParams => ({
+        batch: 1,
+        M,
+        N,
+        K,
+        a: T.randn([M, K], { backend, seed: s }).f32(),
+        aOffset: 0,
+        aBatchStride: 0,
+        aRowStride: K,
+        aColStride: 1,
+        b: T.randn([N, K], { backend, seed: s + 1 }).f32(),
+        bOffset: 0,
+        bBatchStride: 0,
+        bRowStride: 1,
+        bColStride: K,
+        c: T.randn([M, N], { backend, seed: s + 2 }).f32(),
+        cOffset: 0,
+        cBatchStride: 0,
+        alpha: 1,
+        beta,
+      });
+      for (const shapes of [
+        [
+          [300, 400, 200],
+          [400, 200, 300],
+        ],
+        [
+          [300, 400, 200],
+          [400, 200, 300],
+          [50, 60, 70],
+        ],
+      ]) {
+        const many = shapes.map(([M, N, K], i) => mk(M!, N!, K!, 10 * i, i % 2));
+        const one = shapes.map(([M, N, K], i) => mk(M!, N!, K!, 10 * i, i % 2));
+        backend.gemmMany(many);
+        for (const p of one) backend.gemm(p);
+        many.forEach((p, i) => assert.deepEqual(p.c, one[i]!.c, `product ${i} of ${shapes.length}`));
       }
     });
 

@@ -2,7 +2,7 @@
 export { contiguous, reshape, permute, transpose, narrow, expand, squeeze, unsqueeze, writeSlice } from './views.js';
 export { add, sub, mul, div, neg, exp, log, sqrt, rsqrt, silu, square, abs, scale, swiglu } from './elementwise.js';
 export { sum, mean, max, maxWithIndices } from './reduce.js';
-export { matmul, linear, groupedLinear } from './matmul.js';
+export { matmul, linear, linears, groupedLinear } from './matmul.js';
 export { rmsnorm } from './norm.js';
 export { softmax, logSoftmax } from './softmax.js';
 export { crossEntropy, type CrossEntropyOptions } from './loss.js';

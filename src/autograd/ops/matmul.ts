@@ -3,7 +3,7 @@
 //   C [..., M, N] = A [..., M, K] · B [..., K, N]
 //   dA = dC · Bᵀ   (summed over the batch dims A was broadcast along)
 //   dB = Aᵀ · dC   (likewise)
-import type { F32 } from '../../backend/backend.js';
+import type { F32, GemmParams } from '../../backend/backend.js';
 import { empty, uninit, type Tensor } from '../../tensor/tensor.js';
 import { broadcastShapes, fmtShape, sizeOf } from '../../tensor/shape.js';
 import { freshGrad, gradTarget, record } from '../graph.js';
@@ -64,7 +64,21 @@ function gemmInto(
   cBatchStride: number,
   beta: number,
 ): void {
-  A.t.backend.gemm({
+  A.t.backend.gemm(gemmParams(out, batch, M, N, K, A, B, cBatchStride, beta));
+}
+
+function gemmParams(
+  out: F32,
+  batch: number,
+  M: number,
+  N: number,
+  K: number,
+  A: Operand,
+  B: Operand,
+  cBatchStride: number,
+  beta: number,
+): GemmParams {
+  return {
     batch,
     M,
     N,
@@ -84,7 +98,7 @@ function gemmInto(
     cBatchStride,
     alpha: 1,
     beta,
-  });
+  };
 }
 
 const swap = (o: Operand): Operand => ({ t: o.t, batchStride: o.batchStride, rowStride: o.colStride, colStride: o.rowStride });
@@ -132,40 +146,61 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  *   dX = dY · W,   dW = dYᵀ · X   (over all leading positions; written straight into W's .grad when it has one)
  */
 export function linear(x: Tensor, w: Tensor): Tensor {
-  if (w.ndim !== 2) throw new Error(`linear: weight must be [out, in], got ${fmtShape(w.shape)}`);
-  if (x.shape[x.ndim - 1] !== w.shape[1]) {
-    throw new Error(`linear: input width ${x.shape[x.ndim - 1]} does not match weight ${fmtShape(w.shape)} ([out, in])`);
+  return linears(x, [w])[0]!;
+}
+
+/**
+ * Several linear layers on the same input (an MLP's gate and up projections), y_i = x · W_iᵀ: one `gemmMany`
+ * call, so products of equal size run side by side, one per thread, with no barrier between them. Each output is
+ * its own autograd node, exactly as `linear`.
+ */
+export function linears(x: Tensor, ws: readonly Tensor[]): Tensor[] {
+  const In = x.shape[x.ndim - 1]!;
+  for (const w of ws) {
+    if (w.ndim !== 2) throw new Error(`linear: weight must be [out, in], got ${fmtShape(w.shape)}`);
+    if (In !== w.shape[1]) throw new Error(`linear: input width ${In} does not match weight ${fmtShape(w.shape)} ([out, in])`);
+    if (x.dtype !== 'f32' || w.dtype !== 'f32') throw new Error('linear needs float32 operands');
+    if (x.backend !== w.backend) throw new Error(`linear operands live on different backends (${x.backend.name} vs ${w.backend.name})`);
   }
-  if (x.dtype !== 'f32' || w.dtype !== 'f32') throw new Error('linear needs float32 operands');
-  if (x.backend !== w.backend) throw new Error(`linear operands live on different backends (${x.backend.name} vs ${w.backend.name})`);
-  const [Out, In] = w.shape as [number, number];
   const lead = x.shape.slice(0, -1);
   const rows = sizeOf(lead);
   const xc = contiguous(x); // rows of In values, read as one [rows, In] matrix
   const X: Operand = { t: xc, batchStride: 0, rowStride: In, colStride: 1 };
+  const ys = ws.map((w) => uninit(x.backend, [rows, w.shape[0]!]));
+  const products = ws.map((w, i) => gemmParams(ys[i]!.f32(), 1, rows, w.shape[0]!, In, X, swap(operand(w, [])), 0, 0));
+  if (products.length === 1) x.backend.gemm(products[0]!);
+  else x.backend.gemmMany(products);
+  return ws.map((w, i) => reshape(recordLinear(ys[i]!, xc, X, w, rows), [...lead, w.shape[0]!]));
+}
+
+/** The autograd node of y = x · Wᵀ (x as the [rows, in] matrix X). */
+function recordLinear(y: Tensor, xc: Tensor, X: Operand, w: Tensor, rows: number): Tensor {
+  const [Out, In] = w.shape as [number, number];
   const W = operand(w, []);
-  const y = uninit(x.backend, [rows, Out]);
-  gemmInto(y.f32(), 1, rows, Out, In, X, swap(W), 0, 0);
-  record(y, 'linear', [xc, w], (gy) => {
+  return record(y, 'linear', [xc, w], (gy) => {
     const G: Operand = { t: gy, batchStride: 0, rowStride: Out, colStride: 1 };
     // each gradient goes where gradTarget says (W's .grad; the sum x's gradient already has), else a fresh buffer
+    const products: GemmParams[] = [];
     let dx: Tensor | null = null;
     if (xc.requiresGrad) {
       const target = gradTarget(xc);
-      const out = target?.out ?? uninit(x.backend, xc.shape);
-      gemmInto(out.f32(), 1, rows, In, Out, G, W, 0, target?.beta ?? 0); // dX = dY·W
+      const out = target?.out ?? uninit(xc.backend, xc.shape);
+      products.push(gemmParams(out.f32(), 1, rows, In, Out, G, W, 0, target?.beta ?? 0)); // dX = dY·W
       if (!target) dx = freshGrad(out);
     }
     let dw: Tensor | null = null;
     if (w.requiresGrad) {
       const target = gradTarget(w);
       const out = target?.out ?? uninit(w.backend, [Out, In]);
-      gemmInto(out.f32(), 1, Out, In, rows, swap(G), X, 0, target?.beta ?? 0); // dW = dYᵀ·X
+      products.push(gemmParams(out.f32(), 1, Out, In, rows, swap(G), X, 0, target?.beta ?? 0)); // dW = dYᵀ·X
       if (!target) dw = freshGrad(out);
     }
+    // dX and dW have the same flop count: as one gemmMany the backend may run them side by side, one per thread,
+    // with no barrier between the threads (they write different outputs)
+    if (products.length === 2) xc.backend.gemmMany(products);
+    else if (products.length === 1) xc.backend.gemm(products[0]!);
     return [dx, dw];
   });
-  return reshape(y, [...lead, Out]);
 }
 
 /**

@@ -418,10 +418,15 @@ void gemm_many(const GemmArgs* items, i64 count) {
     order.emplace_back(f, i);
   }
   const int nt = threads_for(total);
+  std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+  // Would whole products, largest first to the least-loaded thread, keep the threads within 10% of each other?
+  // (a linear's dX and dW: equal flops, one each)
+  std::vector<double> load(std::max(nt, 1), 0.0);
+  for (const auto& o : order) *std::min_element(load.begin(), load.end()) += o.first;
+  const bool balanced = *std::max_element(load.begin(), load.end()) <= 1.1 * total / std::max(nt, 1);
   // Splitting one product across threads costs a fork/join and barriers per block; below ~4·10⁷ flops that is
-  // dearer than giving each thread whole products.
-  if (nt > 1 && count >= nt && biggest < 4e7) {
-    std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+  // dearer than giving each thread whole products, and so is any split when whole products balance.
+  if (nt > 1 && count >= nt && (biggest < 4e7 || balanced)) {
 #pragma omp parallel for num_threads(nt) schedule(dynamic)
     for (i64 j = 0; j < count; j++) {
       const GemmArgs& p = items[order[j].second];
