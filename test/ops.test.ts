@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as T from '../src/index.js';
-import type { GemmParams } from '../src/backend/backend.js';
+import type { AdamWParams, GemmParams } from '../src/backend/backend.js';
 import { assertClose, testBackends } from './helpers.js';
 
 for (const backend of testBackends()) {
@@ -107,6 +107,41 @@ for (const backend of testBackends()) {
         for (const p of one) backend.gemm(p);
         many.forEach((p, i) => assert.deepEqual(p.c, one[i]!.c, `product ${i} of ${shapes.length}`));
       }
+    });
+
+    it('adamwMany and sumsqMany equal adamw and sumsq tensor by tensor', () => {
+      // sizes around the 16 Ki-element pieces and the 8-lane tails; one tensor without weight decay
+      const sizes = [1, 7, 4096, 16384, 16389, 40000, 3];
+      const mk = (n: number, s: number): Float32Array => T.randn([n], { backend, seed: s }).f32().slice();
+      const make = (): AdamWParams[] =>
+        sizes.map((n, i) => ({
+          n,
+          param: mk(n, 10 * i),
+          grad: mk(n, 10 * i + 1),
+          m: mk(n, 10 * i + 2).map(Math.abs),
+          v: mk(n, 10 * i + 3).map((x) => x * x),
+          lr: 1e-3,
+          beta1: 0.9,
+          beta2: 0.95,
+          eps: 1e-8,
+          weightDecay: i === 2 ? 0 : 0.1,
+          step: 3,
+          gradScale: 0.5,
+        }));
+      const many = make();
+      const one = make();
+      backend.adamwMany(many);
+      for (const p of one) backend.adamw(p);
+      many.forEach((p, i) => {
+        assert.deepEqual(p.param, one[i]!.param, `param ${i}`);
+        assert.deepEqual(p.m, one[i]!.m, `m ${i}`);
+        assert.deepEqual(p.v, one[i]!.v, `v ${i}`);
+      });
+      const xs = one.map((p) => p.grad);
+      const want = xs.reduce((s, x) => s + backend.sumsq(x, x.length), 0);
+      const got = backend.sumsqMany(xs, sizes);
+      assert.ok(Math.abs(got - want) <= 1e-12 * want, `${got} vs ${want}`);
+      assert.equal(backend.sumsqMany([], []), 0);
     });
 
     it('linear uses the [out, in] weight layout', () => {

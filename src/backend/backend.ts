@@ -214,6 +214,10 @@ export interface Backend {
   adamw(p: AdamWParams): void;
   /** Σ x[i]² over n elements, accumulated in double (global gradient norm). */
   sumsq(x: F32, n: number): number;
+  /** adamw on every item: one call for all of a model's tensors (an optimizer step). */
+  adamwMany(ps: readonly AdamWParams[]): void;
+  /** Σ over all the xs of Σ x[i]² (their first ns[i] elements), in double: the global gradient norm in one call. */
+  sumsqMany(xs: readonly F32[], ns: readonly number[]): number;
 
   // ---- threads (backends that run kernels on several threads) ----------------------------------------------
   /** Threads the kernels use. */

@@ -10,10 +10,14 @@ export function zeroGrad(params: readonly Tensor[]): void {
 
 /** sqrt(Σ over all gradients of g²), accumulated in float64. */
 export function globalGradNorm(params: readonly Tensor[]): number {
+  const grads = params.flatMap((p) => (p.grad ? [p.grad] : []));
   let ss = 0;
-  for (const p of params) {
-    if (!p.grad) continue;
-    ss += p.backend.sumsq(p.grad.f32(), p.grad.size);
+  for (const b of new Set(grads.map((g) => g.backend))) {
+    const mine = grads.filter((g) => g.backend === b); // one call per backend: all its tensors in one parallel region
+    ss += b.sumsqMany(
+      mine.map((g) => g.f32()),
+      mine.map((g) => g.size),
+    );
   }
   return Math.sqrt(ss);
 }
@@ -105,23 +109,22 @@ export class AdamW {
     this.lastGradNorm = norm;
     const gradScale = maxGradNorm !== undefined ? Math.min(1, maxGradNorm / (norm + 1e-6)) : 1;
     noGrad(() => {
-      this.params.forEach((p, i) => {
-        const grad = p.grad ? p.grad.f32() : p.backend.alloc(p.size);
-        p.backend.adamw({
-          n: p.size,
-          param: p.f32(),
-          grad,
-          m: this.m[i]!,
-          v: this.v[i]!,
-          lr,
-          beta1,
-          beta2,
-          eps,
-          weightDecay: decays(p) ? weightDecay : 0,
-          step: this.step_,
-          gradScale,
-        });
-      });
+      const updates = this.params.map((p, i) => ({
+        n: p.size,
+        param: p.f32(),
+        grad: p.grad ? p.grad.f32() : p.backend.alloc(p.size),
+        m: this.m[i]!,
+        v: this.v[i]!,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weightDecay: decays(p) ? weightDecay : 0,
+        step: this.step_,
+        gradScale,
+      }));
+      // one call per backend: every tensor's update in one parallel region
+      for (const b of new Set(this.params.map((p) => p.backend))) b.adamwMany(updates.filter((_, i) => this.params[i]!.backend === b));
     });
     return norm;
   }

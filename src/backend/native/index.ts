@@ -143,5 +143,33 @@ export function createNativeBackend(): Backend | null {
       n['adamw']!(p.param, p.grad, p.m, p.v, adamMeta);
     },
     sumsq: (x, len) => n['sumsq']!(x, len) as number,
+    adamwMany: (ps: readonly AdamWParams[]) => {
+      const p0 = ps[0];
+      if (!p0) return;
+      const meta = new Float64Array(6 + 2 * ps.length);
+      meta.set([p0.lr, p0.beta1, p0.beta2, p0.eps, p0.step, p0.gradScale]);
+      ps.forEach((p, i) => {
+        if (
+          p.lr !== p0.lr ||
+          p.beta1 !== p0.beta1 ||
+          p.beta2 !== p0.beta2 ||
+          p.eps !== p0.eps ||
+          p.step !== p0.step ||
+          p.gradScale !== p0.gradScale
+        )
+          throw new Error('adamwMany: the tensors of one call share lr, betas, eps, step and gradScale');
+        meta[6 + 2 * i] = p.n;
+        meta[7 + 2 * i] = p.weightDecay;
+      });
+      n['adamwMany']!(
+        ps.map((p) => p.param),
+        ps.map((p) => p.grad),
+        ps.map((p) => p.m),
+        ps.map((p) => p.v),
+        meta,
+        ps.length,
+      );
+    },
+    sumsqMany: (xs, ns) => n['sumsqMany']!(xs, Float64Array.from(ns), xs.length) as number,
   };
 }

@@ -8,6 +8,12 @@ import { gemm } from './gemm.js';
 import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, scatterAddRowsBackward, topk } from './indexing.js';
 import { rope } from './rope.js';
 
+function sumsq(x: F32, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += x[i]! * x[i]!;
+  return s;
+}
+
 export function createTsBackend(): Backend {
   return {
     name: 'ts',
@@ -49,10 +55,8 @@ export function createTsBackend(): Backend {
     attention,
     attentionBackward,
     adamw,
-    sumsq: (x, n) => {
-      let s = 0;
-      for (let i = 0; i < n; i++) s += x[i]! * x[i]!;
-      return s;
-    },
+    sumsq,
+    adamwMany: (ps) => ps.forEach(adamw),
+    sumsqMany: (xs, ns) => xs.reduce((s, x, i) => s + sumsq(x, ns[i]!), 0),
   };
 }

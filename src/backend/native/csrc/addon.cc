@@ -481,6 +481,40 @@ FN(AdamW) {
   });
 }
 
+// adamwMany(params[], grads[], ms[], vs[], meta, count): meta = [lr, beta1, beta2, eps, step, gradScale, then
+// n, weightDecay per tensor]
+FN(AdamWMany) {
+  BODY("adamwMany", {
+    const uint32_t count = (uint32_t)c.n(5);
+    const double* m = c.f64(4, 6 + 2.0 * count, W);
+    std::vector<AdamWArgs> items(count);
+    for (uint32_t i = 0; i < count; i++) {
+      AdamWArgs& a = items[i];
+      a.n = (i64)m[6 + 2 * i];
+      a.param = c.f32_at(0, i, (double)a.n, W), a.grad = c.f32_at(1, i, (double)a.n, W);
+      a.m = c.f32_at(2, i, (double)a.n, W), a.v = c.f32_at(3, i, (double)a.n, W);
+      a.lr = m[0], a.beta1 = m[1], a.beta2 = m[2], a.eps = m[3], a.step = m[4], a.gradScale = m[5], a.weightDecay = m[7 + 2 * i];
+    }
+    adamw_many(items.data(), (i64)count);
+    return undef(env);
+  });
+}
+
+// sumsqMany(xs[], ns, count): ns a Float64Array of element counts
+FN(SumSqMany) {
+  BODY("sumsqMany", {
+    const uint32_t count = (uint32_t)c.n(2);
+    const double* nd = c.f64(1, count, W);
+    std::vector<const float*> xs(count);
+    std::vector<i64> ns(count);
+    for (uint32_t i = 0; i < count; i++) {
+      ns[i] = (i64)nd[i];
+      xs[i] = c.f32_at(0, i, (double)ns[i], W);
+    }
+    return number(env, sumsq_many(xs.data(), ns.data(), (i64)count));
+  });
+}
+
 FN(SumSq) {
   BODY("sumsq", {
     const i64 n = c.n(1);
@@ -584,6 +618,8 @@ napi_value Init(napi_env env, napi_value exports) {
       P("attentionBackward", AttentionBackward),
       P("adamw", AdamW),
       P("sumsq", SumSq),
+      P("adamwMany", AdamWMany),
+      P("sumsqMany", SumSqMany),
 #undef P
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

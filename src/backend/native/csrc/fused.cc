@@ -229,39 +229,87 @@ void rope(const float* x, const float* cs, const float* sn, float* out, i64 B, i
   });
 }
 
-void adamw(const AdamWArgs& p) {
+namespace {
+
+// Elements [i0, i1) of one AdamW update (i0 a multiple of 8).
+void adamw_range(const AdamWArgs& p, i64 i0, i64 i1) {
   const double bc1 = 1 - std::pow(p.beta1, p.step), bc2 = 1 - std::pow(p.beta2, p.step);
   const __m256 b1 = _mm256_set1_ps((float)p.beta1), c1 = _mm256_set1_ps((float)(1 - p.beta1));
   const __m256 b2 = _mm256_set1_ps((float)p.beta2), c2 = _mm256_set1_ps((float)(1 - p.beta2));
   const __m256 decay = _mm256_set1_ps((float)(1 - p.lr * p.weightDecay)), step = _mm256_set1_ps((float)(p.lr / bc1));
   const __m256 vbc = _mm256_set1_ps((float)bc2), eps = _mm256_set1_ps((float)p.eps), gs = _mm256_set1_ps((float)p.gradScale);
-  const i64 n = p.n, blocks = (n + 7) / 8;
-  parallel_rows(blocks, (double)n * 4, true, [&](i64 q0, i64 q1) {
-    for (i64 q = q0; q < q1; q++) {
-      const i64 i = q * 8, l = std::min<i64>(8, n - i);
-      const __m256 g = _mm256_mul_ps(ld(p.grad, i, l), gs);
-      const __m256 m = _mm256_fmadd_ps(b1, ld(p.m, i, l), _mm256_mul_ps(c1, g));
-      const __m256 v = _mm256_fmadd_ps(b2, ld(p.v, i, l), _mm256_mul_ps(c2, _mm256_mul_ps(g, g)));
-      st(p.m, i, l, m);
-      st(p.v, i, l, v);
-      const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(v, vbc)), eps);
-      st(p.param, i, l, _mm256_sub_ps(_mm256_mul_ps(ld(p.param, i, l), decay), _mm256_div_ps(_mm256_mul_ps(step, m), den)));
-    }
-  });
+  for (i64 i = i0; i < i1; i += 8) {
+    const i64 l = std::min<i64>(8, i1 - i);
+    const __m256 g = _mm256_mul_ps(ld(p.grad, i, l), gs);
+    const __m256 m = _mm256_fmadd_ps(b1, ld(p.m, i, l), _mm256_mul_ps(c1, g));
+    const __m256 v = _mm256_fmadd_ps(b2, ld(p.v, i, l), _mm256_mul_ps(c2, _mm256_mul_ps(g, g)));
+    st(p.m, i, l, m);
+    st(p.v, i, l, v);
+    const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(v, vbc)), eps);
+    st(p.param, i, l, _mm256_sub_ps(_mm256_mul_ps(ld(p.param, i, l), decay), _mm256_div_ps(_mm256_mul_ps(step, m), den)));
+  }
 }
+
+/** Pieces of `chunk` elements over a list of tensors of sizes n(0…count−1): (tensor, first element). */
+template <class Size>
+std::vector<std::pair<i64, i64>> pieces(i64 count, i64 chunk, Size n) {
+  std::vector<std::pair<i64, i64>> out;
+  for (i64 i = 0; i < count; i++)
+    for (i64 s = 0; s < n(i); s += chunk) out.emplace_back(i, s);
+  return out;
+}
+
+}  // namespace
+
+void adamw(const AdamWArgs& p) {
+  parallel_rows((p.n + 7) / 8, (double)p.n * 4, true, [&](i64 q0, i64 q1) { adamw_range(p, q0 * 8, std::min(p.n, q1 * 8)); });
+}
+
+// Every parameter's update in one parallel region (a model has hundreds of tensors, most of them small: one
+// fork/join each cost more than their update), in 16 Ki-element pieces taken as threads finish.
+void adamw_many(const AdamWArgs* items, i64 count) {
+  constexpr i64 CH = 1 << 14;
+  const auto ps = pieces(count, CH, [&](i64 i) { return items[i].n; });
+  double total = 0;
+  for (i64 i = 0; i < count; i++) total += (double)items[i].n * 4;
+  const int nt = threads_for(total);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 2)
+  for (size_t c = 0; c < ps.size(); c++) {
+    const AdamWArgs& p = items[ps[c].first];
+    adamw_range(p, ps[c].second, std::min(p.n, ps[c].second + CH));
+  }
+}
+
+namespace {
+inline double sumsq_piece(const float* x, i64 i0, i64 i1) {
+  __m256 s = _mm256_setzero_ps();
+  for (i64 i = i0; i < i1; i += 8) {
+    const __m256 v = ld(x, i, std::min<i64>(8, i1 - i));
+    s = _mm256_fmadd_ps(v, v, s);
+  }
+  return hsum(s);
+}
+}  // namespace
 
 double sumsq(const float* x, i64 n) {
   const int nt = threads_for((double)n);
   double total = 0;
 #pragma omp parallel for num_threads(nt) if (nt > 1) reduction(+ : total) schedule(static)
-  for (i64 c = 0; c < (n + 4095) / 4096; c++) {
-    const i64 i0 = c * 4096, i1 = std::min<i64>(n, i0 + 4096);
-    __m256 s = _mm256_setzero_ps();
-    for (i64 i = i0; i < i1; i += 8) {
-      const __m256 v = ld(x, i, std::min<i64>(8, i1 - i));
-      s = _mm256_fmadd_ps(v, v, s);
-    }
-    total += hsum(s);
+  for (i64 c = 0; c < (n + 4095) / 4096; c++) total += sumsq_piece(x, c * 4096, std::min<i64>(n, c * 4096 + 4096));
+  return total;
+}
+
+// Σ over several tensors in one parallel region, in 4 Ki-element pieces (float partial sums, finished in double).
+double sumsq_many(const float* const* xs, const i64* ns, i64 count) {
+  const auto ps = pieces(count, 4096, [&](i64 i) { return ns[i]; });
+  double work = 0;
+  for (i64 i = 0; i < count; i++) work += (double)ns[i];
+  const int nt = threads_for(work);
+  double total = 0;
+#pragma omp parallel for num_threads(nt) if (nt > 1) reduction(+ : total) schedule(static)
+  for (size_t c = 0; c < ps.size(); c++) {
+    const i64 i = ps[c].first, s = ps[c].second;
+    total += sumsq_piece(xs[i], s, std::min<i64>(ns[i], s + 4096));
   }
   return total;
 }

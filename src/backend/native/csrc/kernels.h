@@ -109,7 +109,9 @@ struct AdamWArgs {
   double lr, beta1, beta2, eps, weightDecay, step, gradScale;
 };
 void adamw(const AdamWArgs& p);
+void adamw_many(const AdamWArgs* items, i64 count);
 double sumsq(const float* x, i64 n);
+double sumsq_many(const float* const* xs, const i64* ns, i64 count);
 
 // ---- indexing (indexing.cc) ----
 void gather_rows(const float* src, const int32_t* idx, float* out, i64 M, i64 N, i64 D);
