@@ -66,11 +66,18 @@ function mla(c: DeepseekV2Config, w: Params, p: string, x: Tensor, ctx: Attentio
   const kv = linear(x, w.get(`${p}.kv_a_proj_with_mqa.weight`)); // [B,T,dc+dr]
   const ckv = rmsnorm(narrow(kv, 2, 0, dc), w.get(`${p}.kv_a_layernorm.weight`), LATENT_NORM_EPS); // [B,T,dc]
   const kPe = rope(reshape(narrow(kv, 2, dc, dr), [B, T, 1, dr]), ctx.cos, ctx.sin); // [B,T,1,dr]
-  const entries = concat([ckv, reshape(kPe, [B, T, dr])], 2); // [B,T,dc+dr]: what the cache holds (§4.1)
-  const all = ctx.cache ? ctx.cache.append(ctx.layer, entries) : entries; // [B,S,dc+dr]
-  const S = all.shape[1]!;
-  const latent = narrow(all, 2, 0, dc); // [B,S,dc]
-  const kPeAll = narrow(all, 2, dc, dr); // [B,S,dr]
+  // the cache holds [latent | rope key] per token (§4.1); without a cache (training) the two parts are used as they
+  // are: joining them only to split them again cost four copies a layer, forward and backward
+  let all: Tensor | null = null; // [B,S,dc+dr]
+  let latent = ckv; // [B,S,dc]
+  let kPeAll = reshape(kPe, [B, T, dr]); // [B,S,dr]
+  if (ctx.cache || ctx.absorb) {
+    all = concat([ckv, kPeAll], 2);
+    if (ctx.cache) all = ctx.cache.append(ctx.layer, all);
+    latent = narrow(all, 2, 0, dc);
+    kPeAll = narrow(all, 2, dc, dr);
+  }
+  const S = latent.shape[1]!;
 
   const kvB = w.get(`${p}.kv_b_proj.weight`); // [H·(dn+dv), dc], per head: dn key rows then dv value rows (§10.8)
   if (ctx.absorb) {
@@ -81,7 +88,7 @@ function mla(c: DeepseekV2Config, w: Params, p: string, x: Tensor, ctx: Attentio
     const qHeads = reshape(permute(qNope, [2, 0, 1, 3]), [H, B * T, dn]); // [H,B·T,dn]
     const qAbs = permute(reshape(matmul(qHeads, wUK), [H, B, T, dc]), [1, 0, 2, 3]); // [B,H,T,dc]
     const Q = concat([qAbs, permute(qPe, [0, 2, 1, 3])], 3); // [B,H,T,dc+dr]
-    const K = unsqueeze(all, 1); // [B,1,S,dc+dr]
+    const K = unsqueeze(all!, 1); // [B,1,S,dc+dr]
     const V = unsqueeze(latent, 1); // [B,1,S,dc]
     const lat = attention(Q, K, V, { scale: ctx.scale, causal: true, mask: ctx.mask }); // [B,H,T,dc]
     const latHeads = reshape(permute(lat, [1, 0, 2, 3]), [H, B * T, dc]); // [H,B·T,dc]
