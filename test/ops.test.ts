@@ -44,11 +44,18 @@ for (const backend of testBackends()) {
       if (backend.name === 'ts') return; // the reference itself
       const ts = T.loadBackend('ts');
       let seed = 40;
+      // native paths: A read in place (row-major A; a short, narrow Aᵀ), in column blocks when K·N is large
+      // (7×150×40000); packed A for a long or wide Aᵀ: M ≤ 144 (130×140), all of B at once (600×140×300), blocked
+      // (600×600×200)
       for (const [M, N, K] of [
         [7, 17, 9],
         [50, 40, 260],
         [150, 5, 300],
         [301, 33, 515],
+        [7, 150, 40000],
+        [130, 140, 600],
+        [600, 140, 300],
+        [600, 600, 200],
       ] as const) {
         for (const [ta, tb] of [
           [false, false],
@@ -57,7 +64,7 @@ for (const backend of testBackends()) {
           [true, true],
         ]) {
           const run = (be: T.Backend, s: number): number[] => {
-            const a = T.randn(ta ? [K, M] : [M, K], { backend: be, seed: s });
+            const a = T.scale(T.randn(ta ? [K, M] : [M, K], { backend: be, seed: s }), Math.min(1, Math.sqrt(512 / K))); // outputs of the same size at any K
             const b = T.randn(tb ? [N, K] : [K, N], { backend: be, seed: s + 1 });
             return T.matmul(ta ? T.transpose(a) : a, tb ? T.transpose(b) : b).toArray();
           };
