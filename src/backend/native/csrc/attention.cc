@@ -1,7 +1,8 @@
 // Attention forward and backward (flash-attention style: only the row log-sum-exp is saved; the backward
 // recomputes the probabilities from it; see src/backend/ts/attention.ts for the equations). Blocks of query rows
 // go through the GEMM micro-kernel (gemm.cc) against keys and values packed once per (b, kv head), so every
-// loaded key or value vector feeds six rows' FMAs instead of one.
+// loaded key or value vector feeds six rows' FMAs instead of one. The other operand of each product (query rows,
+// dO rows, probability and dS rows or columns) is read in place (micro_6x16_direct), never packed.
 #include <algorithm>
 
 #include "kernels.h"
@@ -53,18 +54,6 @@ void pack_x(const float* X, i64 ld, i64 rows, i64 D, float* dst) {
   }
 }
 
-/** A = columns [j0, j0+cols) of X (row stride ld) over rows [t0, t1), transposed: A(i=j, k=t), MR-row panel. */
-void pack_a_cols(const float* X, i64 ld, i64 j0, int cols, i64 t0, i64 t1, float* dst) {
-  const __m256i m = tail_mask(cols);
-  const bool whole = j0 + 8 <= ld;  // eight loads stay inside the row: a plain load (a masked one is slow)
-  for (i64 t = t0; t < t1; t++) {
-    // lanes ≥ cols feed only accumulator rows the micro-kernel does not store (mr = cols)
-    const __m256 v = whole ? _mm256_loadu_ps(X + t * ld + j0) : _mm256_maskload_ps(X + t * ld + j0, m);
-    if (t + 1 < t1) _mm256_storeu_ps(dst + (t - t0) * MR, v);  // two lanes spill into the next slot, rewritten next
-    else _mm256_maskstore_ps(dst + (t - t0) * MR, tail_mask(MR), v);
-  }
-}
-
 /** Carves 64-byte-aligned pieces out of one per-thread scratch block. */
 struct Carve {
   float* p;
@@ -86,9 +75,9 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
   const i64 ldS = panels(p.S) * NR, ldO = panels(p.Dv) * NR;
   const double work = (double)p.B * p.H * p.T * p.S * (p.Dk + p.Dv) * (p.causal ? 1 : 2);
   parallel_chunks(items, TB, work, [&](i64 i0, i64 i1) {  // one (b, h) at a time: its K and V packed once
-    const i64 need = up16(ldS * p.Dk) + up16(ldO * p.S) + up16(MR * ldS) + up16(MR * std::max(p.S, p.Dk)) + up16(MR * ldO);
+    const i64 need = up16(ldS * p.Dk) + up16(ldO * p.S) + up16(MR * ldS) + up16(MR * ldO);
     Carve cv{scratch(0, (size_t)need)};
-    float *Kp = cv.take(ldS * p.Dk), *Vp = cv.take(ldO * p.S), *Sb = cv.take(MR * ldS), *Ap = cv.take(MR * std::max(p.S, p.Dk)), *Ob = cv.take(MR * ldO);
+    float *Kp = cv.take(ldS * p.Dk), *Vp = cv.take(ldO * p.S), *Sb = cv.take(MR * ldS), *Ob = cv.take(MR * ldO);
     i64 have = -1;
     for (i64 it = i0; it < i1; it++) {
       const i64 tb = it % TB, bh = it / TB, h = bh % p.H, b = bh / p.H;
@@ -103,19 +92,24 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
       const int rows = (int)std::min<i64>(MR, p.T - t0);
       const i64 n = visible(p, t0 + rows - 1);  // keys the last (widest) row of the block sees
       const i64 r0 = bh * p.T + t0;  // lse is dense [B, H, T]
-      pack_rows_kmajor(p.q + row_at(p.qs, b, h, t0), p.qs[2], rows, p.Dk, p.scale, Ap);
-      for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dk, Ap, Kp + jp * p.Dk * NR, Sb + jp * NR, ldS, MR, NR, 0.f);
+      // S = Q_blk·Kᵀ with Q read in place (the scale is applied in the softmax pass)
+      const float* qb = p.q + row_at(p.qs, b, h, t0);
+      for (i64 jp = 0; jp < panels(n); jp++) micro_6x16_direct<true>(p.Dk, qb, p.qs[2], 1, Kp + jp * p.Dk * NR, Sb + jp * NR, ldS, rows, NR, 0.f);
       float inv[MR] = {0, 0, 0, 0, 0, 0};
       for (int r = 0; r < MR; r++) {
         float* row = Sb + r * ldS;
         const i64 nr = r < rows ? visible(p, t0 + r) : 0;
         const float* mask = r < rows ? row_mask(p, b, t0 + r) : nullptr;
-        if (mask)
-          for (i64 j = 0; j < nr; j++) row[j] += mask[j];
+        float sc = p.scale;  // scores are scale·(q·k) (+ mask)
+        if (mask) {
+          for (i64 j = 0; j < nr; j++) row[j] = row[j] * p.scale + mask[j];
+          sc = 1.f;
+        }
+        const __m256 scv = _mm256_set1_ps(sc);
         __m256 mv = _mm256_set1_ps(-INFINITY);
         for (i64 j = 0; j < nr; j += 8) {  // NaN scores are skipped, as a scalar `s > mx ? s : mx` would
           const i64 l = std::min<i64>(8, nr - j);
-          const __m256 v = ld(row, j, l);
+          const __m256 v = _mm256_mul_ps(ld(row, j, l), scv);
           mv = _mm256_max_ps(l == 8 ? v : _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(tail_mask(l))), mv);
         }
         const float mx = hmax(mv);
@@ -127,7 +121,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
         __m256 acc = _mm256_setzero_ps();  // eight partial sums of terms in [0, 1], finished in double
         for (i64 j = 0; j < nr; j += 8) {
           const i64 l = std::min<i64>(8, nr - j);
-          __m256 e = exp256(_mm256_sub_ps(ld(row, j, l), _mm256_set1_ps(mx)));
+          __m256 e = exp256(_mm256_fmsub_ps(ld(row, j, l), scv, _mm256_set1_ps(mx)));
           if (l < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(tail_mask(l)));
           st(row, j, l, e);
           acc = _mm256_add_ps(acc, e);
@@ -140,8 +134,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
         inv[r] = (float)(1.0 / sum);
         lse[r0 + r] = (float)(mx + std::log(sum));
       }
-      pack_rows_kmajor(Sb, ldS, MR, n, 1.f, Ap);
-      for (i64 vp = 0; vp < panels(p.Dv); vp++) micro_6x16(n, Ap, Vp + vp * p.S * NR, Ob + vp * NR, ldO, MR, NR, 0.f);
+      for (i64 vp = 0; vp < panels(p.Dv); vp++) micro_6x16_direct<true>(n, Sb, ldS, 1, Vp + vp * p.S * NR, Ob + vp * NR, ldO, MR, NR, 0.f);
       for (int r = 0; r < rows; r++) {
         float* o = out + row_at(p.os, b, h, t0 + r);
         for (i64 d = 0; d < p.Dv; d++) o[d] = Ob[r * ldO + d] * inv[r];
@@ -161,10 +154,10 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
   const double work = (double)p.B * p.H * p.T * p.S * (p.Dk + p.Dv) * (p.causal ? 2 : 4);
   parallel_chunks(groups, 1, work, [&](i64 g0, i64 g1) {
     const i64 need = up16(ldS * p.Dk) + up16(ldS * p.Dv) + up16(nDk * NR * p.S) + up16(nDk * NR * p.T) + up16(nDv * NR * p.T) +
-                     2 * up16(TQ * ldS) + up16(MR * std::max({p.S, p.Dk, p.Dv, TQ}));
+                     2 * up16(TQ * ldS);
     Carve cv{scratch(0, (size_t)need)};
     float *Kt = cv.take(ldS * p.Dk), *Vt = cv.take(ldS * p.Dv), *Kn = cv.take(nDk * NR * p.S), *Qp = cv.take(nDk * NR * p.T);
-    float *dOp = cv.take(nDv * NR * p.T), *Pb = cv.take(TQ * ldS), *dSb = cv.take(TQ * ldS), *Ap = cv.take(MR * std::max({p.S, p.Dk, p.Dv, TQ}));
+    float *dOp = cv.take(nDv * NR * p.T), *Pb = cv.take(TQ * ldS), *dSb = cv.take(TQ * ldS);
     for (i64 g = g0; g < g1; g++) {
       const i64 b = g / p.Hkv, kvh = g % p.Hkv;
       const float* k = p.k + row_at(p.ks, b, kvh, 0);
@@ -195,10 +188,11 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
             const i64 n = visible(p, t0 + rows - 1);
             float* P = Pb + (t0 - c0) * ldS;
             float* dS = dSb + (t0 - c0) * ldS;
-            pack_rows_kmajor(qh + t0 * ldq, ldq, rows, p.Dk, p.scale, Ap);
-            for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dk, Ap, Kt + jp * p.Dk * NR, P + jp * NR, ldS, rows, NR, 0.f);
-            pack_rows_kmajor(doh + t0 * lddo, lddo, rows, p.Dv, 1.f, Ap);
-            for (i64 jp = 0; jp < panels(n); jp++) micro_6x16(p.Dv, Ap, Vt + jp * p.Dv * NR, dS + jp * NR, ldS, rows, NR, 0.f);
+            // q·k (scaled in the exp pass) and dP = dO·Vᵀ, the query-side rows read in place
+            for (i64 jp = 0; jp < panels(n); jp++)
+              micro_6x16_direct<true>(p.Dk, qh + t0 * ldq, ldq, 1, Kt + jp * p.Dk * NR, P + jp * NR, ldS, rows, NR, 0.f);
+            for (i64 jp = 0; jp < panels(n); jp++)
+              micro_6x16_direct<true>(p.Dv, doh + t0 * lddo, lddo, 1, Vt + jp * p.Dv * NR, dS + jp * NR, ldS, rows, NR, 0.f);
             for (int r = 0; r < rows; r++) {
               const i64 t = t0 + r, lo = base + t;
               float* pr = P + r * ldS;
@@ -209,7 +203,7 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
               const __m256 lv = _mm256_set1_ps(l), dod = _mm256_set1_ps(dot(doh + t * lddo, oh + t * ldo, p.Dv)), sc = _mm256_set1_ps(p.scale);
               for (i64 j = 0; j < nr; j += 8) {  // p_j = exp(s_j − lse); ds_j = p_j·(dp_j − do·o)·scale
                 const i64 w = std::min<i64>(8, nr - j);
-                __m256 s = ld(pr, j, w);
+                __m256 s = _mm256_mul_ps(ld(pr, j, w), sc);
                 if (mask) s = _mm256_add_ps(s, ld(mask, j, w));
                 const __m256 pj = exp256(_mm256_sub_ps(s, lv));
                 st(pr, j, w, pj);
@@ -217,21 +211,21 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
               }
               for (i64 j = nr; j < nc; j++) pr[j] = dr[j] = 0.f;  // invisible keys contribute nothing
             }
-            pack_rows_kmajor(dS, ldS, rows, n, 1.f, Ap);
             for (i64 dp = 0; dp < nDk; dp++)
-              micro_6x16(n, Ap, Kn + dp * p.S * NR, dqh + t0 * lddq + dp * NR, lddq, rows, (int)std::min<i64>(NR, p.Dk - dp * NR), 0.f);
+              micro_6x16_direct<true>(n, dS, ldS, 1, Kn + dp * p.S * NR, dqh + t0 * lddq + dp * NR, lddq, rows, (int)std::min<i64>(NR, p.Dk - dp * NR), 0.f);
           }
           // this chunk's share of dK and dV, MR keys at a time, from the first query row that sees them
           for (i64 j0 = 0; j0 < nc; j0 += MR) {
             const int cols = (int)std::min<i64>(MR, nc - j0);
             const i64 ts = p.causal ? std::max(c0, j0 - (p.S - p.T)) : c0;
             if (ts >= c1) continue;
-            pack_a_cols(dSb, ldS, j0, cols, ts - c0, c1 - c0, Ap);
+            // dSᵀ and Pᵀ read in place: for each query row the block's keys are adjacent
+            const float* dSt = dSb + (ts - c0) * ldS + j0;
+            const float* Pt = Pb + (ts - c0) * ldS + j0;
             for (i64 dp = 0; dp < nDk; dp++)
-              micro_6x16(c1 - ts, Ap, Qp + dp * p.T * NR + ts * NR, dkg + j0 * lddk + dp * NR, lddk, cols, (int)std::min<i64>(NR, p.Dk - dp * NR), 1.f);
-            pack_a_cols(Pb, ldS, j0, cols, ts - c0, c1 - c0, Ap);
+              micro_6x16_direct<false>(c1 - ts, dSt, 1, ldS, Qp + dp * p.T * NR + ts * NR, dkg + j0 * lddk + dp * NR, lddk, cols, (int)std::min<i64>(NR, p.Dk - dp * NR), 1.f);
             for (i64 vp = 0; vp < nDv; vp++)
-              micro_6x16(c1 - ts, Ap, dOp + vp * p.T * NR + ts * NR, dvg + j0 * lddv + vp * NR, lddv, cols, (int)std::min<i64>(NR, p.Dv - vp * NR), 1.f);
+              micro_6x16_direct<false>(c1 - ts, Pt, 1, ldS, dOp + vp * p.T * NR + ts * NR, dvg + j0 * lddv + vp * NR, lddv, cols, (int)std::min<i64>(NR, p.Dv - vp * NR), 1.f);
           }
         }
       }

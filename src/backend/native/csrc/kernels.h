@@ -23,6 +23,64 @@ constexpr int GEMM_MR = 6;
 constexpr int GEMM_NR = 16;
 void micro_6x16(i64 kc, const float* __restrict A, const float* __restrict B, float* C, i64 ldc, int mr, int nr, float beta);
 
+/** C[0..16) = beta·C + v0|v1, with beta 0 and 1 special-cased. */
+inline void store_row(float* c, __m256 v0, __m256 v1, float beta) {
+  if (beta == 0.f) {
+    _mm256_storeu_ps(c, v0);
+    _mm256_storeu_ps(c + 8, v1);
+  } else if (beta == 1.f) {
+    _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), v0));
+    _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), v1));
+  } else {
+    const __m256 bb = _mm256_set1_ps(beta);
+    _mm256_storeu_ps(c, _mm256_fmadd_ps(bb, _mm256_loadu_ps(c), v0));
+    _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(bb, _mm256_loadu_ps(c + 8), v1));
+  }
+}
+
+// The same micro-kernel reading A in place (no packing): A(r, k) = A[r·ars + k·acs] with ROW (acs = 1, row-major A)
+// or with ars = 1 (a transposed A: the six values of one k are adjacent). Rows ≥ mr read row 0 again (discarded).
+template <bool ROW>
+inline void micro_6x16_direct(i64 kc, const float* A, i64 ars, i64 acs, const float* __restrict B, float* C, i64 ldc, int mr, int nr, float beta) {
+  constexpr int MR = GEMM_MR, NR = GEMM_NR;
+  const float* a[MR];
+  for (int r = 0; r < MR; r++) a[r] = A + (r < mr ? r : 0) * ars;
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (i64 k = 0; k < kc; k++) {
+    const i64 o = ROW ? k : k * acs;
+    const __m256 b0 = _mm256_load_ps(B + k * NR), b1 = _mm256_load_ps(B + k * NR + 8);
+    __m256 x = _mm256_broadcast_ss(a[0] + o);
+    c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
+    x = _mm256_broadcast_ss(a[1] + o);
+    c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
+    x = _mm256_broadcast_ss(a[2] + o);
+    c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
+    x = _mm256_broadcast_ss(a[3] + o);
+    c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
+    x = _mm256_broadcast_ss(a[4] + o);
+    c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
+    x = _mm256_broadcast_ss(a[5] + o);
+    c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
+  }
+  alignas(32) float t[MR][NR];
+  _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01);
+  _mm256_store_ps(t[1], c10), _mm256_store_ps(t[1] + 8, c11);
+  _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21);
+  _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31);
+  _mm256_store_ps(t[4], c40), _mm256_store_ps(t[4] + 8, c41);
+  _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
+  for (int r = 0; r < mr; r++) {
+    float* cr = C + r * ldc;
+    if (nr == NR) {
+      store_row(cr, _mm256_load_ps(t[r]), _mm256_load_ps(t[r] + 8), beta);
+      continue;
+    }
+    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : beta * cr[j] + t[r][j];
+  }
+}
+
 /** 8×8 transpose in registers: r[i][j] → r[j][i]. */
 inline void transpose8(__m256 r[8]) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]),
