@@ -338,6 +338,11 @@ for (const backend of testBackends()) {
       () => [rn([2, 3, 2, 4])],
     );
     check(
+      'ropeTail (the first 3 values of each head pass through, the last 4 rotate)',
+      (x) => T.ropeTail(x!, 4, ...ropeTables(3, 4)),
+      () => [rn([2, 3, 2, 7])],
+    );
+    check(
       'attention causal, d_qk ≠ d_v',
       (q, k, v) => T.attention(q!, k!, v!, { scale: 0.4, causal: true }),
       () => [rn([2, 2, 3, 5]), rn([2, 2, 3, 5]), rn([2, 2, 3, 3])],

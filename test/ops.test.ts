@@ -151,6 +151,23 @@ for (const backend of testBackends()) {
       assert.equal(backend.sumsqMany([], []), 0);
     });
 
+    it('ropeTail equals rope on the tail joined to the untouched head, values and gradients', () => {
+      const x = T.randn([2, 5, 3, 10], { backend, seed: 7, requiresGrad: true });
+      const cos = T.randn([2, 5, 3], { backend, seed: 8 });
+      const sin = T.randn([2, 5, 3], { backend, seed: 9 });
+      const w = T.randn([2, 5, 3, 10], { backend, seed: 10 });
+      const a = T.ropeTail(x, 6, cos, sin);
+      T.sum(T.mul(a, w)).backward();
+      const ga = x.grad!.toArray();
+      x.zeroGrad();
+      const b = T.concat([T.narrow(x, 3, 0, 4), T.rope(T.narrow(x, 3, 4, 6), cos, sin)], 3);
+      T.sum(T.mul(b, w)).backward();
+      assert.deepEqual(a.toArray(), b.toArray());
+      assertClose(ga, x.grad!.toArray(), 1e-6, 1e-6, 'dx');
+      assert.throws(() => T.ropeTail(x, 5, cos, sin), /must be even/);
+      assert.throws(() => T.ropeTail(x, 12, cos, sin), /must be in 1…10/);
+    });
+
     it('linear uses the [out, in] weight layout', () => {
       const x = t([[1, 2, 3]]);
       const w = t([

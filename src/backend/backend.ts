@@ -203,10 +203,11 @@ export interface Backend {
   /** Per row of x [R,N]: a stable sort permutation [R,N] (ascending or descending). */
   argsort(x: F32, idx: I32, R: number, N: number, descending: boolean): void;
   /**
-   * RoPE on interleaved pairs (spec §3.1): x [B,T,H,D], cos/sin [Bc,T,D/2] (Bc ∈ {1,B}) → out.
-   * inverse rotates by −θ (the backward).
+   * RoPE on interleaved pairs (spec §3.1): x [B,T,H,P+D], cos/sin [Bc,T,D/2] (Bc ∈ {1,B}) → out [B,T,H,P+D]: the
+   * first P (`pass`, default 0) values of each head vector are copied, the last D rotated. inverse rotates by −θ
+   * (the backward).
    */
-  rope(x: F32, cos: F32, sin: F32, out: F32, B: number, T: number, H: number, D: number, Bc: number, inverse: boolean): void;
+  rope(x: F32, cos: F32, sin: F32, out: F32, B: number, T: number, H: number, D: number, Bc: number, inverse: boolean, pass?: number): void;
   attention(p: AttentionParams, out: F32, lse: F32): void;
   /** Gradients of attention; dq, dk, dv are overwritten (every row of their layouts). */
   attentionBackward(p: AttentionParams, out: F32, lse: F32, dout: F32, dq: F32, dk: F32, dv: F32): void;

@@ -10,6 +10,7 @@ import {
   reshape,
   rmsnorm,
   rope,
+  ropeTail,
   transpose,
   unsqueeze,
 } from '../autograd/ops/index.js';
@@ -58,9 +59,10 @@ function mla(c: DeepseekV2Config, w: Params, p: string, x: Tensor, ctx: Attentio
           rmsnorm(linear(x, w.get(`${p}.q_a_proj.weight`)), w.get(`${p}.q_a_layernorm.weight`), LATENT_NORM_EPS),
           w.get(`${p}.q_b_proj.weight`),
         );
-  const q = reshape(q2, [B, T, H, dn + dr]);
+  // [q_nope | q_rope] per head with the rope part rotated (§2.3), in one pass: this is the attention's query
+  const q = ropeTail(reshape(q2, [B, T, H, dn + dr]), dr, ctx.cos, ctx.sin); // [B,T,H,dn+dr]
   const qNope = narrow(q, 3, 0, dn); // [B,T,H,dn]
-  const qPe = rope(narrow(q, 3, dn, dr), ctx.cos, ctx.sin); // [B,T,H,dr], rotated (§2.3)
+  const qPe = narrow(q, 3, dn, dr); // [B,T,H,dr]
 
   // §2.2 joint KV compression: [c_raw | kR_raw]; the latent is normalised, the rope key rotated (one per token)
   const kv = linear(x, w.get(`${p}.kv_a_proj_with_mqa.weight`)); // [B,T,dc+dr]
@@ -101,7 +103,7 @@ function mla(c: DeepseekV2Config, w: Params, p: string, x: Tensor, ctx: Attentio
   const kNope = narrow(kvUp, 3, 0, dn); // [B,S,H,dn]
   const v = narrow(kvUp, 3, dn, dv); // [B,S,H,dv]
   const kPeHeads = expand(reshape(kPeAll, [B, S, 1, dr]), [B, S, H, dr]); // one rope key shared by all heads
-  const Q = permute(concat([qNope, qPe], 3), [0, 2, 1, 3]); // [B,H,T,dn+dr]
+  const Q = permute(q, [0, 2, 1, 3]); // [B,H,T,dn+dr]
   const K = permute(concat([kNope, kPeHeads], 3), [0, 2, 1, 3]); // [B,H,S,dn+dr]
   const V = permute(v, [0, 2, 1, 3]); // [B,H,S,dv]
   const o = attention(Q, K, V, { scale: ctx.scale, causal: true, mask: ctx.mask }); // [B,H,T,dv]

@@ -8,5 +8,5 @@ export { softmax, logSoftmax } from './softmax.js';
 export { crossEntropy, type CrossEntropyOptions } from './loss.js';
 export { embedding, indexSelect, indexAdd, gather, topk, argsort, maskFromIndices } from './indexing.js';
 export { concat, split } from './concat.js';
-export { rope } from './rope.js';
+export { rope, ropeTail } from './rope.js';
 export { attention, type AttentionOptions } from './attention.js';

@@ -134,7 +134,7 @@ export function createNativeBackend(): Backend | null {
     scatterAddLast: (dy, idx, dx, R, N, K) => n['scatterAddLast']!(dy, idx, dx, R, N, K),
     topk: (x, idx, R, N, K) => n['topk']!(x, idx, R, N, K),
     argsort: (x, idx, R, N, desc) => n['argsort']!(x, idx, R, N, desc),
-    rope: (x, cos, sin, out, B, T, H, D, Bc, inverse) => n['rope']!(x, cos, sin, out, B, T, H, D, Bc, inverse),
+    rope: (x, cos, sin, out, B, T, H, D, Bc, inverse, pass = 0) => n['rope']!(x, cos, sin, out, B, T, H, D, Bc, inverse, pass),
     attention: (p, out, lse) => n['attention']!(p.q, p.k, p.v, p.mask, out, lse, attention(p)),
     attentionBackward: (p, out, lse, dout, dq, dk, dv) =>
       n['attentionBackward']!(p.q, p.k, p.v, p.mask, out, lse, dout, dq, dk, dv, attention(p)),

@@ -4,15 +4,30 @@
 // The inverse (backward) rotates by −θ_k.
 import type { F32 } from '../backend.js';
 
-export function rope(x: F32, cos: F32, sin: F32, out: F32, B: number, T: number, H: number, D: number, Bc: number, inverse: boolean): void {
+export function rope(
+  x: F32,
+  cos: F32,
+  sin: F32,
+  out: F32,
+  B: number,
+  T: number,
+  H: number,
+  D: number,
+  Bc: number,
+  inverse: boolean,
+  pass = 0,
+): void {
   const half = D / 2;
+  const W = pass + D; // each head vector: `pass` values copied, then D rotated
   const sgn = inverse ? -1 : 1;
   for (let b = 0; b < B; b++) {
     const cb = Bc === 1 ? 0 : b;
     for (let t = 0; t < T; t++) {
       const tab = (cb * T + t) * half;
       for (let h = 0; h < H; h++) {
-        const o = ((b * T + t) * H + h) * D;
+        const row = ((b * T + t) * H + h) * W;
+        for (let i = 0; i < pass; i++) out[row + i] = x[row + i]!;
+        const o = row + pass;
         for (let k = 0; k < half; k++) {
           const c = cos[tab + k]!;
           const s = sgn * sin[tab + k]!;

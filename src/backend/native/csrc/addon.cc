@@ -412,10 +412,11 @@ FN(Argsort) {
 
 FN(Rope) {
   BODY("rope", {
-    const i64 B = c.n(4), T = c.n(5), H = c.n(6), D = c.n(7), Bc = c.n(8);
+    const i64 B = c.n(4), T = c.n(5), H = c.n(6), D = c.n(7), Bc = c.n(8), P = c.n(10);
     if (D % 2) throw KernelError("rope: odd head dimension");
-    rope(c.f32(0, B * T * H * D, W), c.f32(1, Bc * T * D / 2, W), c.f32(2, Bc * T * D / 2, W), c.f32(3, B * T * H * D, W), B, T, H, D, Bc,
-         c.flag(9));
+    if (P < 0) throw KernelError("rope: negative pass-through width");
+    rope(c.f32(0, B * T * H * (P + D), W), c.f32(1, Bc * T * D / 2, W), c.f32(2, Bc * T * D / 2, W), c.f32(3, B * T * H * (P + D), W), B, T, H,
+         D, Bc, c.flag(9), P);
     return undef(env);
   });
 }

@@ -209,15 +209,16 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, const f
   });
 }
 
-void rope(const float* x, const float* cs, const float* sn, float* out, i64 B, i64 T, i64 H, i64 D, i64 Bc, bool inverse) {
-  const i64 half = D / 2;
+void rope(const float* x, const float* cs, const float* sn, float* out, i64 B, i64 T, i64 H, i64 D, i64 Bc, bool inverse, i64 pass) {
+  const i64 half = D / 2, W = pass + D;  // each head vector: `pass` values copied, then D rotated
   const float sgn = inverse ? -1.f : 1.f;
-  parallel_rows(B * T, (double)B * T * H * D * 2, true, [&](i64 r0, i64 r1) {
+  parallel_rows(B * T, (double)B * T * H * W * 2, true, [&](i64 r0, i64 r1) {
     for (i64 bt = r0; bt < r1; bt++) {
       const i64 b = bt / T, t = bt % T;
       const i64 tab = ((Bc == 1 ? 0 : b) * T + t) * half;
       for (i64 h = 0; h < H; h++) {
-        const i64 o = (bt * H + h) * D;
+        const i64 row = (bt * H + h) * W, o = row + pass;
+        if (pass) std::memcpy(out + row, x + row, sizeof(float) * pass);
         for (i64 k = 0; k < half; k++) {
           const float c = cs[tab + k], s = sgn * sn[tab + k];
           const float x0 = x[o + 2 * k], x1 = x[o + 2 * k + 1];

@@ -160,7 +160,7 @@ void swiglu_backward(const float* a, const float* b, const float* dy, float* da,
 void cross_entropy(const float* logits, const int32_t* targets, float* loss, float* lse, i64 R, i64 V, int32_t ignore);
 void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* dloss, float* dlogits, i64 R, i64 V,
                             int32_t ignore);
-void rope(const float* x, const float* cos, const float* sin, float* out, i64 B, i64 T, i64 H, i64 D, i64 Bc, bool inverse);
+void rope(const float* x, const float* cos, const float* sin, float* out, i64 B, i64 T, i64 H, i64 D, i64 Bc, bool inverse, i64 pass);
 struct AdamWArgs {
   i64 n;
   float *param, *grad, *m, *v;
