@@ -19,6 +19,18 @@ describe('dsv2 cli', () => {
       assert.match(r.out, new RegExp(`^  ${c} `, 'm'));
   });
 
+  it('every command answers --help with its options, exit 0', () => {
+    for (const c of ['start', 'train', 'sample', 'bench', 'inspect', 'logits', 'generate', 'step']) {
+      const r = dsv2(c, '--help');
+      assert.equal(r.code, 0, `${c}: ${r.err}`);
+      assert.match(r.out, new RegExp(`^dsv2 ${c}: `), c);
+      assert.match(r.out, /^Options:$/m, c);
+      assert.match(r.out, /^ {2}--[a-z-]+/m, c);
+    }
+    assert.match(dsv2('bench', '-h').out, /--vs-torch +train: time the PyTorch peer/);
+    assert.match(dsv2('train', '--help').out, /--minutes <number> +wall-clock minutes/);
+  });
+
   it('an unknown command or flag is one line on stderr and exit 2, no stack trace', () => {
     for (const args of [
       ['nope'],

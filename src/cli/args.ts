@@ -2,6 +2,20 @@
 
 export class UsageError extends Error {}
 
+/** `--help` (or `-h`) among a command's flags: main prints the command's summary and these option lines. */
+export class HelpRequest extends Error {
+  constructor(readonly options: string) {
+    super('help requested');
+  }
+}
+
+/** One line per flag: `  --name <int>  help`. */
+export function formatFlags(spec: Record<string, FlagSpec>): string {
+  const rows = Object.entries(spec).map(([name, s]) => [`--${name}${s.type === 'bool' ? '' : ` <${s.type}>`}`, s.help] as const);
+  const width = Math.max(0, ...rows.map(([f]) => f.length));
+  return rows.map(([f, h]) => `  ${f.padEnd(width)}  ${h}`).join('\n');
+}
+
 export interface FlagSpec {
   /** 'bool' takes no value; the others take one and are type-checked. */
   type: 'bool' | 'string' | 'int' | 'number';
@@ -11,6 +25,7 @@ export interface FlagSpec {
 export type ParsedFlags = Record<string, string | number | boolean>;
 
 export function parseFlags(argv: readonly string[], spec: Record<string, FlagSpec>): { flags: ParsedFlags; positional: string[] } {
+  if (argv.includes('--help') || argv.includes('-h')) throw new HelpRequest(formatFlags(spec));
   const flags: ParsedFlags = {};
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {

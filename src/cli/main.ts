@@ -1,7 +1,7 @@
 // dsv2: the command-line entry point. Every command reports failures as one line and a non-zero exit code.
 import { readFileSync } from 'node:fs';
 import { availableBackends, defaultBackend } from '../backend/registry.js';
-import { UsageError } from './args.js';
+import { HelpRequest, UsageError } from './args.js';
 import { runBench } from './commands/bench.js';
 import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js';
 import { runStart } from './commands/start.js';
@@ -13,7 +13,10 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
-  start: { summary: 'the main job (npm start): what it runs today and what it will run once training lands', run: runStart },
+  start: {
+    summary: 'the main job (npm start): train small on Moby-Dick for 7 minutes with a live view, then print samples',
+    run: runStart,
+  },
   train: {
     summary: 'train --preset small --data moby-dick --out runs/NAME (--steps N | --tokens N | --minutes M) [--resume] [--key=value …]',
     run: runTrain,
@@ -27,7 +30,7 @@ const commands: Record<string, Command> = {
   generate: { summary: 'generate --model DIR --input ids.json --max-new-tokens N --greedy --output out.json', run: runGenerate },
   step: { summary: 'step --model DIR --batch batch.json --output DIR: one verification training step', run: runStep },
   bench: {
-    summary: 'bench [gemm|kernels|train|all] [--backend B] [--threads N] [--preset P] [--json]: speed, medians of ≥ 5 runs',
+    summary: 'bench [gemm|kernels|train|all] [--backend B] [--threads N] [--preset P] [--json] [--vs-torch]: speed, medians of ≥ 5 runs',
     run: runBench,
   },
   backends: {
@@ -77,6 +80,12 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await cmd.run(rest);
   } catch (e) {
+    if (e instanceof HelpRequest) {
+      const extra =
+        name === 'train' || name === 'start' ? '\n  --<config field>=<value>  any config.json field of the preset, type-checked' : '';
+      console.log(`dsv2 ${name}: ${cmd.summary}\n\nOptions:\n${e.options}${extra}`);
+      return 0;
+    }
     const err = e as Error;
     if (process.env['DSV2_DEBUG']) console.error(err.stack);
     console.error(`dsv2 ${name}: ${err.message}`);
