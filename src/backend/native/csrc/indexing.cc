@@ -37,20 +37,37 @@ void gather_rows(const float* src, const int32_t* idx, float* out, i64 M, i64 N,
   });
 }
 
-// Threads split the columns, so two rows adding into the same destination row never race. w (per source row) may be null.
+// Gathered per destination row: a counting sort lists each destination's source rows (in increasing order, so the
+// sums are added in the same order as a plain loop over m), then threads take destination rows, each row read and
+// written once while its sources stream by (was: threads split the columns and every source row read-modify-wrote
+// its destination: the MoE combine adds K = 4–6 rows into each token's row). w (per source row) may be null.
 void scatter_add_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D, const float* w) {
   check_all(idx, M, N, "scatter-add rows");
-  const i64 chunks = (D + 63) / 64;
-  parallel_rows(chunks, (double)M * D / 2, true, [&](i64 c0, i64 c1) {
-    const i64 d0 = c0 * 64, d1 = std::min<i64>(D, c1 * 64);
-    for (i64 m = 0; m < M; m++) {
-      const float* s = src + m * D;
-      float* d = dst + (i64)idx[m] * D;
-      if (w) {
-        const float wm = w[m];
-        for (i64 i = d0; i < d1; i++) d[i] += wm * s[i];
-      } else {
-        for (i64 i = d0; i < d1; i++) d[i] += s[i];
+  std::vector<i64> start(N + 1, 0);
+  for (i64 m = 0; m < M; m++) start[idx[m] + 1]++;
+  for (i64 n = 0; n < N; n++) start[n + 1] += start[n];
+  std::vector<i64> order(M), next(start.begin(), start.end() - 1);
+  for (i64 m = 0; m < M; m++) order[next[idx[m]]++] = m;
+  parallel_chunks(N, 64, (double)M * D * 2, [&](i64 n0, i64 n1) {
+    for (i64 n = n0; n < n1; n++) {
+      const i64 p0 = start[n], p1 = start[n + 1];
+      if (p0 == p1) continue;
+      float* d = dst + n * D;
+      for (i64 c = 0; c < D; c += 32) {  // 32 columns in four registers, the destination touched once
+        const i64 l = std::min<i64>(32, D - c);
+        __m256 a[4];
+        for (int q = 0; q < 4; q++) a[q] = q * 8 < l ? ld(d, c + q * 8, std::min<i64>(8, l - q * 8)) : _mm256_setzero_ps();
+        for (i64 p = p0; p < p1; p++) {
+          const i64 m = order[p];
+          const float* s = src + m * D + c;
+          if (w) {
+            const __m256 wm = _mm256_set1_ps(w[m]);
+            for (int q = 0; q < 4 && q * 8 < l; q++) a[q] = _mm256_fmadd_ps(wm, ld(s, q * 8, std::min<i64>(8, l - q * 8)), a[q]);
+          } else {
+            for (int q = 0; q < 4 && q * 8 < l; q++) a[q] = _mm256_add_ps(a[q], ld(s, q * 8, std::min<i64>(8, l - q * 8)));
+          }
+        }
+        for (int q = 0; q < 4 && q * 8 < l; q++) st(d, c + q * 8, std::min<i64>(8, l - q * 8), a[q]);
       }
     }
   });
