@@ -168,6 +168,22 @@ for (const backend of testBackends()) {
       assert.throws(() => T.ropeTail(x, 12, cos, sin), /must be in 1…10/);
     });
 
+    it('indexAdd at training sizes matches the ts reference: repeated and absent rows, weights, ragged width', () => {
+      if (backend.name === 'ts') return; // the reference itself
+      const ts = T.loadBackend('ts');
+      const [M, N, D] = [3000, 500, 70];
+      const idx = Array.from({ length: M }, (_, m) => (m * 7919) % 397); // rows ≥ 397 receive nothing
+      const run = (be: T.Backend, weighted: boolean): number[] =>
+        T.indexAdd(
+          T.randn([N, D], { backend: be, seed: 1 }),
+          T.intTensor(idx, [M], { backend: be }),
+          T.randn([M, D], { backend: be, seed: 2 }),
+          weighted ? T.randn([M], { backend: be, seed: 3 }) : undefined,
+        ).toArray();
+      for (const weighted of [false, true])
+        assertClose(run(backend, weighted), run(ts, weighted), 1e-5, 1e-5, weighted ? 'weighted' : 'plain');
+    });
+
     it('linear uses the [out, in] weight layout', () => {
       const x = t([[1, 2, 3]]);
       const w = t([
