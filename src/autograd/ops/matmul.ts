@@ -53,18 +53,9 @@ function operand(tIn: Tensor, batchShape: readonly number[]): Operand {
   return { t: m, batchStride: m.shape[nb]! * m.shape[nb + 1]!, rowStride: m.shape[nb + 1]!, colStride: 1 };
 }
 
-function gemmInto(
-  out: F32,
-  batch: number,
-  M: number,
-  N: number,
-  K: number,
-  A: Operand,
-  B: Operand,
-  cBatchStride: number,
-  beta: number,
-): void {
-  A.t.backend.gemm(gemmParams(out, batch, M, N, K, A, B, cBatchStride, beta));
+/** Run the product gemmParams describes. */
+function gemmInto(...args: Parameters<typeof gemmParams>): void {
+  args[5].t.backend.gemm(gemmParams(...args));
 }
 
 function gemmParams(

@@ -60,26 +60,7 @@ void micro_6x16(i64 kc, const float* __restrict A, const float* __restrict B, fl
     B += NR;
   }
 #undef DSV2_STEP
-  if (mr == MR && nr == NR) {
-    store_row(C + 0 * ldc, c00, c01, beta);
-    store_row(C + 1 * ldc, c10, c11, beta);
-    store_row(C + 2 * ldc, c20, c21, beta);
-    store_row(C + 3 * ldc, c30, c31, beta);
-    store_row(C + 4 * ldc, c40, c41, beta);
-    store_row(C + 5 * ldc, c50, c51, beta);
-    return;
-  }
-  alignas(32) float t[MR][NR];
-  _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01);
-  _mm256_store_ps(t[1], c10), _mm256_store_ps(t[1] + 8, c11);
-  _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21);
-  _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31);
-  _mm256_store_ps(t[4], c40), _mm256_store_ps(t[4] + 8, c41);
-  _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
-  for (int r = 0; r < mr; r++) {
-    float* cr = C + r * ldc;
-    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : beta * cr[j] + t[r][j];
-  }
+  store_tile(C, ldc, mr, nr, beta, {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51});
 }
 
 namespace {
@@ -199,13 +180,18 @@ void scale_c(const Gemm& g) {
   }
 }
 
+/** Rows of A per block: at most MC, shrunk so that the blocks divide evenly among nt threads (whole MR panels). */
+inline i64 mc_block(i64 M, int nt) {
+  const i64 per_thread = (M + (i64)nt * MC - 1) / ((i64)nt * MC);
+  return ((M + per_thread * nt - 1) / (per_thread * nt) + MR - 1) / MR * MR;
+}
+
 void gemm_blocked(const Gemm& g, int nt) {
   const i64 nc_max = std::min<i64>(NC, (g.N + NR - 1) / NR * NR);
   const i64 kc_max = std::min<i64>(KC, g.K);
   // Threads take whole MC-row blocks of A (BLIS's ic loop in parallel): each packs its own A block and sweeps
-  // the shared packed B, so the only barriers are around packing B. MC shrinks so the blocks divide evenly.
-  const i64 per_thread = (g.M + (i64)nt * MC - 1) / ((i64)nt * MC);
-  const i64 mc_blk = ((g.M + per_thread * nt - 1) / (per_thread * nt) + MR - 1) / MR * MR;
+  // the shared packed B, so the only barriers are around packing B.
+  const i64 mc_blk = mc_block(g.M, nt);
   float* Bp = scratch(0, (size_t)nc_max * kc_max);  // shared by the team: the calling thread's slot 0
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -242,8 +228,7 @@ void gemm_blocked(const Gemm& g, int nt) {
 // of B at a time with two barriers per k-block (16 pairs for K = 4,096) and streams C through L3 at every k-block.
 void gemm_whole_b(const Gemm& g, int nt) {
   const i64 nbp = (g.N + NR - 1) / NR, nkb = (g.K + KC - 1) / KC;
-  const i64 per_thread = (g.M + (i64)nt * MC - 1) / ((i64)nt * MC);
-  const i64 mc_blk = ((g.M + per_thread * nt - 1) / (per_thread * nt) + MR - 1) / MR * MR;
+  const i64 mc_blk = mc_block(g.M, nt);
   float* Bp = scratch(0, (size_t)nbp * NR * g.K);  // k-block pc's panels start at pc·nbp·NR (kc×NR each)
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {

@@ -38,6 +38,21 @@ inline void store_row(float* c, __m256 v0, __m256 v1, float beta) {
   }
 }
 
+/** The 6×16 accumulator tile (two registers per row) into C[mr×nr] with beta; partial tiles through a buffer. */
+inline void store_tile(float* C, i64 ldc, int mr, int nr, float beta, const __m256 (&c)[12]) {
+  constexpr int MR = GEMM_MR, NR = GEMM_NR;
+  if (nr == NR) {
+    for (int r = 0; r < mr; r++) store_row(C + r * ldc, c[2 * r], c[2 * r + 1], beta);
+    return;
+  }
+  alignas(32) float t[MR][NR];
+  for (int r = 0; r < MR; r++) _mm256_store_ps(t[r], c[2 * r]), _mm256_store_ps(t[r] + 8, c[2 * r + 1]);
+  for (int r = 0; r < mr; r++) {
+    float* cr = C + r * ldc;
+    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : beta * cr[j] + t[r][j];
+  }
+}
+
 // The same micro-kernel reading A in place (no packing): A(r, k) = A[r·ars + k·acs] with ROW (acs = 1, row-major A)
 // or with ars = 1 (a transposed A: the six values of one k are adjacent). Rows ≥ mr read row 0 again (discarded).
 template <bool ROW>
@@ -64,21 +79,7 @@ inline void micro_6x16_direct(i64 kc, const float* A, i64 ars, i64 acs, const fl
     x = _mm256_broadcast_ss(a[5] + o);
     c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
   }
-  alignas(32) float t[MR][NR];
-  _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01);
-  _mm256_store_ps(t[1], c10), _mm256_store_ps(t[1] + 8, c11);
-  _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21);
-  _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31);
-  _mm256_store_ps(t[4], c40), _mm256_store_ps(t[4] + 8, c41);
-  _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
-  for (int r = 0; r < mr; r++) {
-    float* cr = C + r * ldc;
-    if (nr == NR) {
-      store_row(cr, _mm256_load_ps(t[r]), _mm256_load_ps(t[r] + 8), beta);
-      continue;
-    }
-    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : beta * cr[j] + t[r][j];
-  }
+  store_tile(C, ldc, mr, nr, beta, {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51});
 }
 
 /** 8×8 transpose in registers: r[i][j] → r[j][i]. */
