@@ -1,21 +1,32 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { loadCorpus, splitDocs } from '../src/data/corpus.js';
 import { Tokenizer, type TokenizerJson } from '../src/tokenizer/tokenizer.js';
 import { trainBpe } from '../src/tokenizer/train.js';
+import { deepseekLayout, TOKENIZER_TEXTS } from './tokenizer-cases.js';
 
 const BOS = '<｜begin▁of▁sentence｜>';
 const EOS = '<｜end▁of▁sentence｜>';
-const TRICKY = [
-  'Call me Ishmael. Some years ago—never mind how long precisely—',
-  '你好，世界！深度求索 DeepSeek-V2 模型。',
-  'Emoji: 🐋🐳 👩‍👩‍👧 and flags 🇫🇷, naïve café, Ωμέγα, Ж',
-  '  leading spaces, trailing spaces   \n\n\ttabs\r\nCRLF and 12345 678.9',
-  `special tokens inline: ${BOS}Hello${EOS} done`,
-  '',
-  "it's what we'll do, don't",
-];
+const TRICKY = TOKENIZER_TEXTS;
+
+interface PythonFixture {
+  tokenizers_version: string;
+  tokenizers: TokenizerJson[];
+  texts: string[];
+  ids: number[][][];
+  decoded: string[][];
+}
+
+/** A Python that imports `tokenizers`: $DSV2_PYTHON, else python3 on the PATH, else Debian's. */
+function pythonWithTokenizers(): string | null {
+  for (const p of [process.env['DSV2_PYTHON'], 'python3', '/usr/bin/python3']) {
+    if (p && spawnSync(p, ['-c', 'import tokenizers'], { stdio: 'ignore' }).status === 0) return p;
+  }
+  return null;
+}
 
 describe('byte-level BPE tokenizer', () => {
   const corpus = loadCorpus('moby-dick');
@@ -56,33 +67,51 @@ describe('byte-level BPE tokenizer', () => {
   });
 
   it("loads DeepSeek's tokenizer.json layout: a Sequence of regex Splits, then ByteLevel, added tokens", () => {
-    const base = tok.toJSON();
-    const deepseekStyle = {
-      ...base,
-      pre_tokenizer: {
-        type: 'Sequence',
-        pretokenizers: [
-          { type: 'Split', pattern: { Regex: '[\r\n]' }, behavior: 'Isolated', invert: false },
-          {
-            type: 'Split',
-            pattern: { Regex: '\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-Ֆ]+' },
-            behavior: 'Isolated',
-            invert: false,
-          },
-          { type: 'Split', pattern: { Regex: '\\s?[!-/:-~！-／：-～‘-‟　-。]+' }, behavior: 'Isolated', invert: false },
-          { type: 'Split', pattern: { Regex: '\\s+$' }, behavior: 'Isolated', invert: false },
-          { type: 'Split', pattern: { Regex: '[一-龥ࠀ-一가-퟿]+' }, behavior: 'Isolated', invert: false },
-          { type: 'Split', pattern: { Regex: '\\p{N}+' }, behavior: 'Isolated', invert: false },
-          { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
-        ],
-      },
-    } as TokenizerJson;
+    const deepseekStyle = deepseekLayout(tok.toJSON());
     const ds = Tokenizer.fromJSON(deepseekStyle);
     const hf = new HfTokenizer(deepseekStyle as never, {} as never);
     for (const s of TRICKY) {
       assert.equal(ds.decode(ds.encode(s)), s);
       assert.deepEqual(hf.encode(s, { add_special_tokens: false } as never).ids, ds.encode(s), JSON.stringify(s));
     }
+  });
+
+  it("Python `tokenizers`' ids, recorded in test/fixtures/python-tokenizers.json, equal ours", () => {
+    // written by scripts/python-tokenizers-fixture.js: our tokenizer.json and DeepSeek's layout, each encoded by
+    // Hugging Face's Python library (the Rust implementation behind transformers)
+    const fx = JSON.parse(readFileSync('test/fixtures/python-tokenizers.json', 'utf8')) as PythonFixture;
+    assert.equal(fx.tokenizers.length, 2);
+    fx.tokenizers.forEach((json, k) => {
+      const t = Tokenizer.fromJSON(json);
+      fx.texts.forEach((text, i) => {
+        assert.deepEqual(t.encode(text), fx.ids[k]![i], `tokenizer ${k}, ${JSON.stringify(text.slice(0, 40))}`);
+        assert.equal(t.decode(fx.ids[k]![i]!), fx.decoded[k]![i]);
+      });
+    });
+  });
+
+  it('the tokenizer.json we write lists each special token in the model vocab too, under its id', () => {
+    // Python `tokenizers` takes an added token's id from the vocab; one missing there is appended after it
+    const json = tok.toJSON();
+    for (const t of json.added_tokens ?? []) assert.equal(json.model.vocab[t.content], t.id, t.content);
+    assert.equal(Object.keys(json.model.vocab).length, tok.vocabSize);
+  });
+
+  it('Python `tokenizers` loads the tokenizer.json we write and gives identical ids (where one is installed)', (t) => {
+    const python = pythonWithTokenizers();
+    if (!python) return t.skip('no Python with `tokenizers` (set DSV2_PYTHON to one); the recorded fixture is checked above');
+    const texts = [...TRICKY, docs[3]!.slice(0, 3000)];
+    const tokenizers = [tok.toJSON(), deepseekLayout(tok.toJSON())];
+    const r = spawnSync(python, ['scripts/python-tokenizers.py'], { input: JSON.stringify({ tokenizers, texts }), encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const py = JSON.parse(r.stdout) as { ids: number[][][]; decoded: string[][] };
+    tokenizers.forEach((json, k) => {
+      const ours = Tokenizer.fromJSON(json);
+      texts.forEach((text, i) => {
+        assert.deepEqual(py.ids[k]![i], ours.encode(text), `tokenizer ${k}, ${JSON.stringify(text.slice(0, 40))}`);
+        assert.equal(py.decoded[k]![i], text);
+      });
+    });
   });
 
   it('rejects malformed tokenizer.json with a clear message', () => {

@@ -212,8 +212,12 @@ export class Tokenizer {
 
   /** The Hugging Face tokenizer.json form (loadable by `tokenizers` in Python and @huggingface/tokenizers). */
   toJSON(): TokenizerJson {
+    // The special tokens go into the model's vocab as well as into added_tokens: Python `tokenizers` takes an added
+    // token's id from the vocab and, for one missing there, appends it after the vocab (ignoring its "id"): ours
+    // would have become 1022 and 1023, colliding with two merges.
     const vocab: Record<string, number> = {};
-    for (const [t, id] of [...this.vocab].sort((a, b) => a[1] - b[1])) vocab[t] = id;
+    const all = [...this.vocab, ...this.specials.filter((s) => !this.vocab.has(s.content)).map((s) => [s.content, s.id] as const)];
+    for (const [t, id] of all.sort((a, b) => a[1] - b[1])) vocab[t] = id;
     const splits = this.steps.filter((s): s is Extract<Step, { kind: 'split' }> => s.kind === 'split');
     return {
       version: '1.0',
