@@ -13,7 +13,8 @@ let gradDisabled = 0;
  * handed over fresh by a backward, and not yet passed on to a backward, which may return them or views of them
  * for other inputs); and the sums built from slices (narrow's SliceGrad) that start uninitialised: `partial`
  * records which ranges along one axis the slices have written, and the rest is zero-filled only when the sum is
- * used (`settle`), so q = [q_nope | q_rope] and the like are assembled by copies without clearing the buffer first.
+ * used (`settle`), so a gradient assembled from disjoint slices (the key and value halves of kv_b_proj's output) needs no
+ * clearing pass first.
  */
 interface Walk {
   grads: Map<Tensor, Tensor>;

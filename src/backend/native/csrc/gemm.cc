@@ -80,6 +80,27 @@ struct Gemm {
   float alpha, beta;
 };
 
+/**
+ * A micro-kernel A panel from `rows` (≤ GEMM_MR) rows of X (row stride ld) over kc columns, times scale:
+ * dst[k·MR + r] = scale·X[r·ld + k], rows beyond `rows` zero. Eight columns at a time go through an 8×8 register
+ * transpose; each k's 8-lane store spills two lanes into the next k's slot, which that k then overwrites.
+ */
+void pack_rows_kmajor(const float* X, i64 ld, int rows, i64 kc, float scale, float* dst) {
+  const __m256 sv = _mm256_set1_ps(scale);
+  i64 k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 t[8];
+    for (int r = 0; r < 8; r++) t[r] = r < rows ? _mm256_mul_ps(sv, _mm256_loadu_ps(X + r * ld + k)) : _mm256_setzero_ps();
+    transpose8(t);
+    for (int j = 0; j < 8; j++) {
+      if (k + j + 1 < kc) _mm256_storeu_ps(dst + (k + j) * MR, t[j]);
+      else _mm256_maskstore_ps(dst + (k + j) * MR, tail_mask(MR), t[j]);
+    }
+  }
+  for (; k < kc; k++)
+    for (int r = 0; r < MR; r++) dst[k * MR + r] = r < rows ? scale * X[r * ld + k] : 0.f;
+}
+
 // A block rows [i0, i0+mc) × cols [p0, p0+kc) → MR-row panels, k-major inside a panel, scaled by alpha,
 // zero-padded to whole panels. Whole panels move as vectors: rows contiguous in k (x of x·Wᵀ) through 8×8
 // register transposes, columns contiguous in i (a transposed A) as one 6-wide load per k. A vector writes 8 floats

@@ -115,27 +115,6 @@ inline void pack_rows_transposed(const float* X, i64 stride, int cols, i64 kc, f
   }
 }
 
-/**
- * A micro-kernel A panel from `rows` (≤ GEMM_MR) rows of X (row stride ld) over kc columns, times scale:
- * dst[k·MR + r] = scale·X[r·ld + k], rows beyond `rows` zero. Eight columns at a time go through an 8×8 register
- * transpose; each k's 8-lane store spills two lanes into the next k's slot, which that k then overwrites.
- */
-inline void pack_rows_kmajor(const float* X, i64 ld, int rows, i64 kc, float scale, float* dst) {
-  constexpr int MR = GEMM_MR;
-  const __m256 sv = _mm256_set1_ps(scale);
-  i64 k = 0;
-  for (; k + 8 <= kc; k += 8) {
-    __m256 t[8];
-    for (int r = 0; r < 8; r++) t[r] = r < rows ? _mm256_mul_ps(sv, _mm256_loadu_ps(X + r * ld + k)) : _mm256_setzero_ps();
-    transpose8(t);
-    for (int j = 0; j < 8; j++) {
-      if (k + j + 1 < kc) _mm256_storeu_ps(dst + (k + j) * MR, t[j]);
-      else _mm256_maskstore_ps(dst + (k + j) * MR, tail_mask(MR), t[j]);
-    }
-  }
-  for (; k < kc; k++)
-    for (int r = 0; r < MR; r++) dst[k * MR + r] = r < rows ? scale * X[r * ld + k] : 0.f;
-}
 /** Independent products with disjoint outputs; small ones run one per thread. */
 void gemm_many(const GemmArgs* items, i64 count);
 
