@@ -8,7 +8,8 @@
         "src/backend/native/csrc/elementwise.cc",
         "src/backend/native/csrc/fused.cc",
         "src/backend/native/csrc/indexing.cc",
-        "src/backend/native/csrc/attention.cc"
+        "src/backend/native/csrc/attention.cc",
+        "src/backend/native/csrc/paged.cc"
       ],
       "cflags_cc!": ["-fno-exceptions", "-O2", "-O0"],
       "cflags_cc": ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fopenmp", "-fexceptions", "-Wall", "-Wno-unused-function"],

@@ -98,6 +98,40 @@ export function denseAttentionLayout(p: Pick<AttentionParams, 'H' | 'Hkv' | 'T' 
   return { q, k, v, out: o, dout: o, dq: q, dk: k, dv: v };
 }
 
+/**
+ * Decode attention over a paged cache (the inference engine's, src/infer): each of N query tokens (one per
+ * sequence) attends over the first contextLens[n] rows of its sequence, found through its block table: row j lives
+ * at slot blockTables[n·maxBlocks + ⌊j/blockSize⌋]·blockSize + j mod blockSize of `cache` [slots, W]. KV head g's key
+ * is the Dk values at kOffset + g·kHeadStride of a row, its value the Dv values at vOffset + g·vHeadStride; query
+ * head h reads KV head ⌊h / (H / Hkv)⌋. MLA's absorbed decode (spec §4.2) is Hkv = 1, K = the whole
+ * [latent | rope key] row and V = the latent (kHeadStride = vHeadStride = 0, vOffset = 0): no copy of the prefix.
+ *   q [N,H,Dk] → out [N,H,Dv] = softmax(scale · q·Kᵀ) · V   (softmax in fp32 or wider)
+ */
+export interface PagedAttentionParams {
+  N: number;
+  H: number;
+  Hkv: number;
+  Dk: number;
+  Dv: number;
+  scale: number;
+  q: F32;
+  cache: F32;
+  /** Elements per cache row (slot). */
+  W: number;
+  kOffset: number;
+  kHeadStride: number;
+  vOffset: number;
+  vHeadStride: number;
+  blockSize: number;
+  /** Blocks in the cache (cache holds numBlocks·blockSize rows). */
+  numBlocks: number;
+  /** [N, maxBlocks] block ids; entries past a sequence's last block are ignored. */
+  blockTables: I32;
+  maxBlocks: number;
+  /** [N] rows each query sees (its own, just written, included); 1 ≤ contextLens[n] ≤ maxBlocks·blockSize. */
+  contextLens: I32;
+}
+
 export interface AdamWParams {
   n: number;
   param: F32;
@@ -189,6 +223,8 @@ export interface Backend {
   gatherRows(src: F32, idx: I32, out: F32, M: number, N: number, D: number): void;
   /** dst [N,D][idx[m], :] += w[m] · src [M,D][m, :], w [M] (absent or null: 1); embedding backward, MoE combine. */
   scatterAddRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number, w?: F32 | null): void;
+  /** dst [N,D][idx[m], :] = src [M,D][m, :] (writes into the paged KV cache); throws on an index outside [0,N). */
+  scatterRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number): void;
   /**
    * Backward of the weighted scatter-add: dsrc [M,D][m, :] = w[m] · dy [N,D][idx[m], :] and
    * dw [M][m] = ⟨dy[idx[m], :], src[m, :]⟩; either output may be null.
@@ -211,6 +247,8 @@ export interface Backend {
   attention(p: AttentionParams, out: F32, lse: F32): void;
   /** Gradients of attention; dq, dk, dv are overwritten (every row of their layouts). */
   attentionBackward(p: AttentionParams, out: F32, lse: F32, dout: F32, dq: F32, dk: F32, dv: F32): void;
+  /** Paged decode attention (inference only, no backward); throws on a block id or context length out of range. */
+  pagedAttention(p: PagedAttentionParams, out: F32): void;
   /** One decoupled-weight-decay Adam step, in place on param, m, v. */
   adamw(p: AdamWParams): void;
   /** Σ x[i]² over n elements, accumulated in double (global gradient norm). */

@@ -40,3 +40,20 @@ export class KVCache {
     return 4 * this.width * this.layers.length * this.length * this.batch;
   }
 }
+
+/**
+ * A flat batch over the inference engine's paged cache (what nano-vllm calls the forward context). The engine owns
+ * blocks, tables and scheduling; the model only reads and writes the slots named here. The N new tokens of a step
+ * run as one [1, N] batch: first one decode token for each of `decode.count` sequences, then the prefill chunks.
+ */
+export interface PagedBatch {
+  /** One cache per layer: [numBlocks·blockSize, cacheWidth] (spec §4.1: [latent | rope key] for MLA). */
+  layers: readonly Tensor[];
+  blockSize: number;
+  /** [N] int32: the cache slot each new token's entry is written to. */
+  slots: Tensor;
+  /** Tokens 0 … count−1 are single decode tokens attending through their block tables (absorbed for MLA). */
+  decode: { count: number; blockTables: Tensor; contextLens: Tensor };
+  /** Chunks [start, start+len) of the batch run on the naive path over `slots` [past+len]: every entry of the sequence so far. */
+  prefill: readonly { start: number; len: number; slots: Tensor }[];
+}

@@ -1,13 +1,13 @@
 // DeepseekV2ForCausalLM (spec §1): embedding → pre-norm decoder layers (MLA, then a dense MLP or DeepSeekMoE)
 // → final RMSNorm → untied lm_head.
-import { add, embedding, linear, rmsnorm } from '../autograd/ops/index.js';
+import { add, embedding, indexSelect, linear, reshape, rmsnorm } from '../autograd/ops/index.js';
 import type { Backend } from '../backend/backend.js';
 import { defaultBackend } from '../backend/registry.js';
 import { Rng } from '../tensor/random.js';
 import { rand, randn, ones, type Tensor } from '../tensor/tensor.js';
 import { fmtShape } from '../tensor/shape.js';
 import { selfAttention, cacheWidth } from './attention.js';
-import { KVCache } from './cache.js';
+import { KVCache, type PagedBatch } from './cache.js';
 import { isMoeLayer, type DeepseekV2Config } from './config.js';
 import { mlp } from './mlp.js';
 import { moe, type RouterOutput, type TokenDropping } from './moe.js';
@@ -28,6 +28,10 @@ export interface ForwardOptions {
   mask?: Tensor;
   /** Device-level token dropping in the MoE layers (training only, spec §6.3). */
   drop?: TokenDropping;
+  /** The inference engine's flat batch [1, N] over its paged cache (needs `positions`); replaces `cache`. */
+  paged?: PagedBatch;
+  /** Compute logits only for these token positions of a [1, N] batch (int32 [R]): logits are then [1, R, vocab]. */
+  logitRows?: Tensor;
 }
 
 export interface ForwardOutput {
@@ -84,9 +88,12 @@ export class DeepseekV2ForCausalLM {
     const [B, T] = ids.shape as [number, number];
     const past = opts.cache?.length ?? 0;
     if (opts.cache && opts.cache.batch !== B) throw new Error(`forward: cache holds ${opts.cache.batch} sequences, input has ${B}`);
+    if ((opts.paged || opts.logitRows) && B !== 1)
+      throw new Error(`forward: a paged batch or logit rows need a [1, N] input, got [${B}, ${T}]`);
+    if (opts.paged && !opts.positions) throw new Error('forward: a paged batch needs the positions of its tokens');
     const positions = opts.positions ?? [Array.from({ length: T }, (_, t) => past + t)];
     const { cos, sin } = ropeTables(c, opts.positions ? positions : positions[0]!, this.backend);
-    const ctxBase = { cos, sin, scale: softmaxScale(c), cache: opts.cache, absorb: opts.absorb, mask: opts.mask };
+    const ctxBase = { cos, sin, scale: softmaxScale(c), cache: opts.cache, absorb: opts.absorb, mask: opts.mask, paged: opts.paged };
     const w = this.params;
     let x = embedding(w.get('model.embed_tokens.weight'), ids); // [B,T,d]
     const hidden: Tensor[] = [];
@@ -106,6 +113,7 @@ export class DeepseekV2ForCausalLM {
       if (opts.outputHiddenStates) hidden.push(x);
     }
     opts.cache?.advance(T);
+    if (opts.logitRows) x = reshape(indexSelect(reshape(x, [T, c.hidden_size]), opts.logitRows), [1, opts.logitRows.size, c.hidden_size]);
     const logits = linear(rmsnorm(x, w.get('model.norm.weight'), c.rms_norm_eps), w.get('lm_head.weight'));
     return { logits, router, ...(opts.outputHiddenStates ? { hiddenStates: hidden } : {}) };
   }

@@ -38,13 +38,18 @@ export function toByteLevel(text: string): string {
 
 /** Byte-level characters back to text (invalid UTF-8 sequences become U+FFFD, as HF does). */
 export function fromByteLevel(s: string): string {
+  return decoder.decode(byteLevelBytes(s));
+}
+
+/** Byte-level characters back to the raw bytes they stand for (characters outside the table as their UTF-8). */
+export function byteLevelBytes(s: string): Uint8Array {
   const bytes: number[] = [];
   for (const ch of s) {
     const b = TABLE.toByte.get(ch);
     if (b !== undefined) bytes.push(b);
     else bytes.push(...encoder.encode(ch));
   }
-  return decoder.decode(new Uint8Array(bytes));
+  return new Uint8Array(bytes);
 }
 
 /** The 256 byte-level characters, in byte order. */

@@ -2,7 +2,7 @@
 // Pipeline, as HF runs it: split out special (added) tokens → pre-tokenize (regex Split steps, then ByteLevel's
 // byte→char map) → BPE merges by rank inside each piece → ids. Decoding maps ids back to byte-level characters and
 // the characters back to UTF-8 bytes, so encode/decode round-trips any text exactly.
-import { fromByteLevel, toByteLevel } from './bytes.js';
+import { byteLevelBytes, fromByteLevel, toByteLevel } from './bytes.js';
 
 /** GPT-2's pre-tokenizer pattern (contractions, letters, numbers, punctuation, whitespace runs). */
 export const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -208,6 +208,23 @@ export class Tokenizer {
       run += tok;
     }
     return out + fromByteLevel(run);
+  }
+
+  /** Whether id is a special (added) token. */
+  isSpecial(id: number): boolean {
+    return this.specials.some((s) => s.id === id);
+  }
+
+  /**
+   * The raw bytes one id stands for (a special token: its content's UTF-8, or nothing with skipSpecial). A token's
+   * bytes may end inside a UTF-8 character; streaming decoders (src/infer/detok.ts) join them across tokens.
+   */
+  tokenBytes(id: number, opts: { skipSpecial?: boolean } = {}): Uint8Array {
+    const special = this.specials.find((s) => s.id === id);
+    if (special) return opts.skipSpecial ? new Uint8Array(0) : new TextEncoder().encode(special.content);
+    const tok = this.idToToken[id];
+    if (tok === undefined) throw new Error(`tokenizer: id ${id} is outside the vocabulary (size ${this.vocabSize})`);
+    return byteLevelBytes(tok);
   }
 
   /** The Hugging Face tokenizer.json form (loadable by `tokenizers` in Python and @huggingface/tokenizers). */

@@ -10,3 +10,4 @@ export { embedding, indexSelect, indexAdd, gather, topk, argsort, maskFromIndice
 export { concat, split } from './concat.js';
 export { rope, ropeTail } from './rope.js';
 export { attention, type AttentionOptions } from './attention.js';
+export { writeRows, readRows, pagedAttention, type PagedAttentionOptions } from './paged.js';

@@ -2,7 +2,19 @@
 // threads). Buffers are ordinary typed arrays; the addon reads and writes their memory in place, so no operand is
 // ever copied at the boundary. Sizes travel in a reused Float64Array ("meta") to keep a call near 0.2 µs.
 import { denseAttentionLayout } from '../backend.js';
-import type { AdamWParams, AttentionParams, Backend, BinaryOp, F32, GemmParams, I32, ReduceOp, Strided, UnaryOp } from '../backend.js';
+import type {
+  AdamWParams,
+  AttentionParams,
+  Backend,
+  BinaryOp,
+  F32,
+  GemmParams,
+  I32,
+  PagedAttentionParams,
+  ReduceOp,
+  Strided,
+  UnaryOp,
+} from '../backend.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Addon = Record<string, (...args: any[]) => any>;
@@ -64,6 +76,7 @@ export function createNativeBackend(): Backend | null {
   let manyMeta = new Float64Array(16 * 64);
   const attnMeta = new Float64Array(10 + 8 * 3);
   const adamMeta = new Float64Array(8);
+  const pagedMeta = new Float64Array(14);
   const attention = (p: AttentionParams): Float64Array => {
     attnMeta.set([p.B, p.H, p.Hkv, p.T, p.S, p.Dk, p.Dv, p.scale, p.causal ? 1 : 0, p.maskBatch]);
     const L = p.layout ?? denseAttentionLayout(p);
@@ -128,6 +141,7 @@ export function createNativeBackend(): Backend | null {
     crossEntropyBackward: (logits, targets, lse, dloss, dlogits, R, V, ignore) =>
       n['crossEntropyBackward']!(logits, targets, lse, dloss, dlogits, R, V, ignore),
     gatherRows: (src, idx, out, M, N, D) => n['gatherRows']!(src, idx, out, M, N, D),
+    scatterRows: (src, idx, dst, M, N, D) => n['scatterRows']!(src, idx, dst, M, N, D),
     scatterAddRows: (src, idx, dst, M, N, D, w) => n['scatterAddRows']!(src, idx, dst, M, N, D, w ?? null),
     scatterAddRowsBackward: (dy, idx, src, w, dsrc, dw, M, N, D) => n['scatterAddRowsBackward']!(dy, idx, src, w, dsrc, dw, M, N, D),
     gatherLast: (x, idx, out, R, N, K) => n['gatherLast']!(x, idx, out, R, N, K),
@@ -138,6 +152,25 @@ export function createNativeBackend(): Backend | null {
     attention: (p, out, lse) => n['attention']!(p.q, p.k, p.v, p.mask, out, lse, attention(p)),
     attentionBackward: (p, out, lse, dout, dq, dk, dv) =>
       n['attentionBackward']!(p.q, p.k, p.v, p.mask, out, lse, dout, dq, dk, dv, attention(p)),
+    pagedAttention: (p: PagedAttentionParams, out: F32) => {
+      pagedMeta.set([
+        p.N,
+        p.H,
+        p.Hkv,
+        p.Dk,
+        p.Dv,
+        p.scale,
+        p.W,
+        p.kOffset,
+        p.kHeadStride,
+        p.vOffset,
+        p.vHeadStride,
+        p.blockSize,
+        p.numBlocks,
+        p.maxBlocks,
+      ]);
+      n['pagedAttention']!(p.q, p.cache, p.blockTables, p.contextLens, out, pagedMeta);
+    },
     adamw: (p: AdamWParams) => {
       adamMeta.set([p.n, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.step, p.gradScale]);
       n['adamw']!(p.param, p.grad, p.m, p.v, adamMeta);

@@ -5,7 +5,8 @@ import { attention, attentionBackward } from './attention.js';
 import { accumulate, binary, copy, reduce, reduceMaxBackward, unary, unaryBackward } from './elementwise.js';
 import { crossEntropy, crossEntropyBackward, rmsnorm, rmsnormBackward, softmax, softmaxBackward, swiglu, swigluBackward } from './fused.js';
 import { gemm } from './gemm.js';
-import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, scatterAddRowsBackward, topk } from './indexing.js';
+import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, scatterAddRowsBackward, scatterRows, topk } from './indexing.js';
+import { pagedAttention } from './paged.js';
 import { rope } from './rope.js';
 
 function sumsq(x: F32, n: number): number {
@@ -45,6 +46,7 @@ export function createTsBackend(): Backend {
     crossEntropy,
     crossEntropyBackward,
     gatherRows,
+    scatterRows,
     scatterAddRows,
     scatterAddRowsBackward,
     gatherLast,
@@ -54,6 +56,7 @@ export function createTsBackend(): Backend {
     rope,
     attention,
     attentionBackward,
+    pagedAttention,
     adamw,
     sumsq,
     adamwMany: (ps) => ps.forEach(adamw),

@@ -13,6 +13,14 @@ export function gatherRows(src: F32, idx: I32, out: F32, M: number, N: number, D
   }
 }
 
+export function scatterRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number): void {
+  for (let m = 0; m < M; m++) {
+    const r = idx[m]!;
+    checkIndex(r, N, 'scatter rows');
+    dst.set(src.subarray(m * D, m * D + D), r * D);
+  }
+}
+
 export function scatterAddRows(src: F32, idx: I32, dst: F32, M: number, N: number, D: number, w?: F32 | null): void {
   for (let m = 0; m < M; m++) {
     const r = idx[m]!;

@@ -368,6 +368,35 @@ FN(ScatterAddRows) {
   });
 }
 
+FN(ScatterRows) {
+  BODY("scatter rows", {
+    const i64 M = c.n(3), N = c.n(4), D = c.n(5);
+    scatter_rows(c.f32(0, M * D, W), c.i32(1, M, W), c.f32(2, N * D, W), M, N, D);
+    return undef(env);
+  });
+}
+
+// pagedAttention(q, cache, blockTables, contextLens, out, meta[N, H, Hkv, Dk, Dv, scale, W, kOffset, kHeadStride,
+// vOffset, vHeadStride, blockSize, numBlocks, maxBlocks])
+FN(PagedAttention) {
+  BODY("paged attention", {
+    const double* m = c.f64(5, 14, W);
+    PagedAttentionArgs a;
+    a.N = (i64)m[0], a.H = (i64)m[1], a.Hkv = (i64)m[2], a.Dk = (i64)m[3], a.Dv = (i64)m[4], a.scale = (float)m[5];
+    a.W = (i64)m[6], a.kOffset = (i64)m[7], a.kHeadStride = (i64)m[8], a.vOffset = (i64)m[9], a.vHeadStride = (i64)m[10];
+    a.blockSize = (i64)m[11], a.numBlocks = (i64)m[12], a.maxBlocks = (i64)m[13];
+    if (a.N < 0 || a.H < 1 || a.Hkv < 1 || a.blockSize < 1 || a.maxBlocks < 1) throw KernelError("paged attention: bad sizes");
+    if (a.kOffset + (a.Hkv - 1) * a.kHeadStride + a.Dk > a.W || a.vOffset + (a.Hkv - 1) * a.vHeadStride + a.Dv > a.W)
+      throw KernelError("paged attention: a key or value slice runs past the cache row");
+    a.q = c.f32(0, a.N * a.H * a.Dk, W);
+    a.cache = c.f32(1, a.numBlocks * a.blockSize * a.W, W);
+    a.blockTables = c.i32(2, a.N * a.maxBlocks, W);
+    a.contextLens = c.i32(3, a.N, W);
+    paged_attention(a, c.f32(4, a.N * a.H * a.Dv, W));
+    return undef(env);
+  });
+}
+
 // scatterAddRowsBackward(dy, idx, src, w, dsrc | null, dw | null, M, N, D)
 FN(ScatterAddRowsBackward) {
   BODY("scatter-add rows backward", {
@@ -608,7 +637,9 @@ napi_value Init(napi_env env, napi_value exports) {
       P("crossEntropy", CrossEntropy),
       P("crossEntropyBackward", CrossEntropyBackward),
       P("gatherRows", GatherRows),
+      P("scatterRows", ScatterRows),
       P("scatterAddRows", ScatterAddRows),
+      P("pagedAttention", PagedAttention),
       P("scatterAddRowsBackward", ScatterAddRowsBackward),
       P("gatherLast", GatherLast),
       P("scatterAddLast", ScatterAddLast),

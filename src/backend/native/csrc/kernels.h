@@ -175,4 +175,19 @@ inline i64 row_at(const i64* s, i64 b, i64 h, i64 t) { return b * s[0] + h * s[1
 void attention(const AttentionArgs& p, float* out, float* lse);
 void attention_backward(const AttentionArgs& p, const float* out, const float* lse, const float* dout, float* dq, float* dk, float* dv);
 
+// ---- paged decode attention (paged.cc) ----
+struct PagedAttentionArgs {
+  i64 N, H, Hkv, Dk, Dv;
+  float scale;
+  const float* q;
+  const float* cache;
+  i64 W, kOffset, kHeadStride, vOffset, vHeadStride, blockSize, numBlocks;
+  const int32_t* blockTables;
+  i64 maxBlocks;
+  const int32_t* contextLens;
+};
+void paged_attention(const PagedAttentionArgs& p, float* out);
+/** dst[idx[m], :] = src[m, :] */
+void scatter_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D);
+
 }  // namespace dsv2

@@ -1,0 +1,330 @@
+// The inference engine (nano-vllm's split): it owns the sequences, the paged KV cache, the scheduler and the
+// sampler; the model only computes. One step = one forward of a flat batch (every running sequence's decode token
+// plus prefill chunks) over the paged cache, logits only for the positions that sample, then one token event per
+// sampled sequence. `step()` is synchronous; src/infer/runner.ts drives it for async callers and a worker thread.
+import { noGrad } from '../autograd/graph.js';
+import type { DeepseekV2ForCausalLM } from '../model/model.js';
+import { cacheWidth } from '../model/attention.js';
+import type { PagedBatch } from '../model/cache.js';
+import { BufferArena, withArena } from '../tensor/arena.js';
+import { empty, intTensor, type Tensor } from '../tensor/tensor.js';
+import { BlockManager } from './block-manager.js';
+import { samplingParams, type SamplingParams, type TokenLogprob } from './sampler.js';
+import { Scheduler, type ScheduledSeq } from './scheduler.js';
+import { Sequence, type FinishReason } from './sequence.js';
+import type { TextCodec } from './text.js';
+
+export interface EngineOptions {
+  /** Memory for the KV cache's block pool, in MiB (default 256). */
+  kvCacheMiB?: number;
+  /** The pool's size in blocks (overrides kvCacheMiB). */
+  numBlocks?: number;
+  /** Tokens per block (default 16). */
+  blockSize?: number;
+  /** Sequences running at once (default 64). */
+  maxNumSeqs?: number;
+  /** Tokens per step, decode tokens and prefill chunks together (default 512). */
+  maxBatchedTokens?: number;
+  /** Share computed blocks between sequences with the same prefix (default on). */
+  prefixCaching?: boolean;
+  /** Decode MLA through the latents with absorbed weights (default); off: the naive path for every token. */
+  absorb?: boolean;
+  /** Turns ids into text for the events (no text without one). */
+  tokenizer?: TextCodec | null;
+  /** Ids that end a sequence unless a request sets ignoreEos (default: the config's eos_token_id). */
+  eosTokenIds?: number[];
+}
+
+/** The routed experts of one MoE layer for one token, in descending order of gate weight. */
+export interface RoutedExperts {
+  layer: number;
+  experts: number[];
+  weights: number[];
+}
+
+export interface TokenEvent {
+  requestId: string;
+  /** Which of the request's n choices. */
+  index: number;
+  /** The token generated (−1 in an event that only ends an aborted sequence). */
+  id: number;
+  /** The text this token adds (whole UTF-8 characters; held back while it may begin a stop string). */
+  text: string;
+  logprob: TokenLogprob | null;
+  /** The routing of the position this token was predicted from (the previous token), when asked for. */
+  experts: RoutedExperts[] | null;
+  finishReason: FinishReason | null;
+  promptTokens: number;
+  completionTokens: number;
+  /** Prompt tokens served from the prefix cache. */
+  cachedTokens: number;
+}
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  blocksUsed: number;
+  blocksFree: number;
+  blockSize: number;
+  prefixHitTokens: number;
+  prefixQueryTokens: number;
+  preemptions: number;
+  steps: number;
+}
+
+export class EngineError extends Error {
+  constructor(
+    readonly param: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Engine {
+  readonly blocks: BlockManager;
+  readonly scheduler: Scheduler;
+  /** One [numBlocks·blockSize, width] cache per layer. */
+  readonly cache: Tensor[];
+  readonly blockSize: number;
+  /** Longest sequence (prompt + output) the model and the cache allow. */
+  readonly maxModelLen: number;
+  private readonly absorb: boolean;
+  private readonly codec: TextCodec | null;
+  private readonly eos: number[];
+  private readonly arena: BufferArena;
+  private readonly byRequest = new Map<string, Sequence[]>();
+  private nextSeq = 0;
+  private steps = 0;
+
+  constructor(
+    readonly model: DeepseekV2ForCausalLM,
+    opts: EngineOptions = {},
+  ) {
+    const c = model.config;
+    this.blockSize = opts.blockSize ?? 16;
+    const width = cacheWidth(c);
+    const bytesPerBlock = 4 * width * this.blockSize * c.num_hidden_layers;
+    const numBlocks = opts.numBlocks ?? Math.floor(((opts.kvCacheMiB ?? 256) * 2 ** 20) / bytesPerBlock);
+    if (!(numBlocks >= 1))
+      throw new EngineError('kv_cache_mib', `the KV cache needs at least one block of ${(bytesPerBlock / 2 ** 20).toFixed(3)} MiB`);
+    this.blocks = new BlockManager(numBlocks, this.blockSize, opts.prefixCaching ?? true);
+    this.scheduler = new Scheduler(this.blocks, { maxNumSeqs: opts.maxNumSeqs ?? 64, maxBatchedTokens: opts.maxBatchedTokens ?? 512 });
+    this.cache = Array.from({ length: c.num_hidden_layers }, () => empty(model.backend, [numBlocks * this.blockSize, width]));
+    this.maxModelLen = Math.min(c.max_position_embeddings, numBlocks * this.blockSize);
+    this.absorb = opts.absorb ?? true;
+    this.codec = opts.tokenizer ?? null;
+    this.eos = opts.eosTokenIds ?? (c.eos_token_id !== null && c.eos_token_id !== undefined ? [c.eos_token_id] : []);
+    this.arena = new BufferArena(model.backend);
+  }
+
+  /** Queue a request: n sequences continuing `prompt`. Throws an EngineError naming the bad field. */
+  add(requestId: string, prompt: readonly number[], params: Partial<SamplingParams> | SamplingParams, n = 1): void {
+    const p = samplingParams(params);
+    const V = this.model.config.vocab_size;
+    if (this.byRequest.has(requestId)) throw new EngineError('request_id', `request ${requestId} is already running`);
+    if (!prompt.length) throw new EngineError('prompt', 'the prompt is empty');
+    for (const id of prompt)
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new EngineError('prompt', `token id ${id} is outside the vocabulary [0, ${V})`);
+    if (prompt.length >= this.maxModelLen)
+      throw new EngineError('prompt', `the prompt has ${prompt.length} tokens; this model and cache take at most ${this.maxModelLen - 1}`);
+    if (!Number.isInteger(n) || n < 1) throw new EngineError('n', `n must be an integer ≥ 1, got ${n}`);
+    const seed = p.seed ?? Math.floor(Math.random() * 2 ** 31);
+    const seqs: Sequence[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = new Sequence(this.nextSeq++, requestId, i, prompt, p, seed + i, this.codec, this.nextSeq);
+      seqs.push(s);
+      this.scheduler.add(s);
+    }
+    this.byRequest.set(requestId, seqs);
+  }
+
+  /** Cancel a request: its sequences leave the queues and their blocks are free at once. False if unknown. */
+  abort(requestId: string): boolean {
+    const seqs = this.byRequest.get(requestId);
+    if (!seqs) return false;
+    for (const s of seqs) {
+      this.scheduler.remove(s);
+      s.status = 'finished';
+      s.finishReason = 'abort';
+    }
+    this.byRequest.delete(requestId);
+    return true;
+  }
+
+  get hasWork(): boolean {
+    return this.scheduler.hasWork;
+  }
+
+  stats(): EngineStats {
+    return {
+      running: this.scheduler.running.length,
+      waiting: this.scheduler.waiting.length,
+      blocksUsed: this.blocks.usedBlocks,
+      blocksFree: this.blocks.freeBlocks,
+      blockSize: this.blockSize,
+      prefixHitTokens: this.blocks.prefixHitTokens,
+      prefixQueryTokens: this.blocks.prefixQueryTokens,
+      preemptions: this.scheduler.preemptions,
+      steps: this.steps,
+    };
+  }
+
+  /** Run one scheduler step; returns the token events it produced (one per sampled sequence, plus finishes). */
+  step(): TokenEvent[] {
+    const { batch, tooLong } = this.scheduler.schedule();
+    const events: TokenEvent[] = [];
+    for (const s of tooLong) events.push(this.finish(s, 'length', -1, '', null, null));
+    if (!batch.length) return events;
+    this.steps++;
+    this.arena.reset();
+    const { logits, experts } = withArena(this.arena, () => noGrad(() => this.forward(batch)));
+    const V = this.model.config.vocab_size;
+    let row = 0;
+    for (const e of batch) {
+      const seq = e.seq;
+      seq.numComputed += e.n;
+      this.registerFullBlocks(seq);
+      if (!e.sample) continue;
+      const r = row++;
+      const { id, logprob } = seq.sampler.sample(logits.subarray(r * V, (r + 1) * V));
+      events.push(this.accept(seq, id, logprob, experts ? experts(r) : null));
+    }
+    return events;
+  }
+
+  private registerFullBlocks(seq: Sequence): void {
+    const bs = this.blockSize;
+    for (let b = seq.blockHashes.length; (b + 1) * bs <= seq.numComputed; b++)
+      seq.blockHashes.push(this.blocks.register(seq.blockTable, b, seq.tokens, b ? seq.blockHashes[b - 1]! : ''));
+  }
+
+  /** Append a sampled token: text, stop conditions, the event. */
+  private accept(seq: Sequence, id: number, logprob: TokenLogprob | null, experts: RoutedExperts[] | null): TokenEvent {
+    const p = seq.params;
+    seq.tokens.push(id);
+    seq.sampler.accept(id);
+    const stopId = p.stopTokenIds.includes(id) || (!p.ignoreEos && this.eos.includes(id));
+    if (stopId) return this.finish(seq, 'stop', id, seq.stop.flush() + (seq.detok?.flush() ?? ''), logprob, experts);
+    let text = '';
+    let stopped = false;
+    if (seq.detok) ({ emit: text, stopped } = seq.stop.push(seq.detok.push(id)));
+    if (stopped) return this.finish(seq, 'stop', id, text, logprob, experts);
+    if (seq.outputLen >= p.maxTokens || seq.tokens.length >= this.maxModelLen) {
+      const tail = seq.detok ? seq.stop.push(seq.detok.flush()).emit + seq.stop.flush() : '';
+      return this.finish(seq, 'length', id, text + tail, logprob, experts);
+    }
+    return this.event(seq, id, text, logprob, experts, null);
+  }
+
+  private finish(
+    seq: Sequence,
+    reason: FinishReason,
+    id: number,
+    text: string,
+    logprob: TokenLogprob | null,
+    experts: RoutedExperts[] | null,
+  ): TokenEvent {
+    this.scheduler.remove(seq);
+    seq.status = 'finished';
+    seq.finishReason = reason;
+    const siblings = this.byRequest.get(seq.requestId);
+    if (siblings?.every((s) => s.status === 'finished')) this.byRequest.delete(seq.requestId);
+    return this.event(seq, id, text, logprob, experts, reason);
+  }
+
+  private event(
+    seq: Sequence,
+    id: number,
+    text: string,
+    logprob: TokenLogprob | null,
+    experts: RoutedExperts[] | null,
+    finishReason: FinishReason | null,
+  ): TokenEvent {
+    return {
+      requestId: seq.requestId,
+      index: seq.index,
+      id,
+      text,
+      logprob,
+      experts,
+      finishReason,
+      promptTokens: seq.promptLen,
+      completionTokens: seq.outputLen,
+      cachedTokens: seq.numCached,
+    };
+  }
+
+  /** The step's forward: decode tokens first (absorbed over the paged cache), then prefill chunks (naive path). */
+  private forward(batch: ScheduledSeq[]): { logits: Float32Array; experts: ((row: number) => RoutedExperts[] | null) | null } {
+    const be = { backend: this.model.backend };
+    const bs = this.blockSize;
+    const isDecode = (e: ScheduledSeq): boolean => this.absorb && e.n === 1;
+    const order = [...batch.filter(isDecode), ...batch.filter((e) => !isDecode(e))];
+    const ids: number[] = [];
+    const positions: number[] = [];
+    const slots: number[] = [];
+    const slot = (seq: Sequence, t: number): number => seq.blockTable[Math.floor(t / bs)]! * bs + (t % bs);
+    const logitRows: number[] = [];
+    const sampleRowOf = new Map<ScheduledSeq, number>();
+    for (const e of order) {
+      for (let t = e.seq.numComputed; t < e.seq.numComputed + e.n; t++) {
+        ids.push(e.seq.tokens[t]!);
+        positions.push(t);
+        slots.push(slot(e.seq, t));
+      }
+      if (e.sample) sampleRowOf.set(e, ids.length - 1);
+    }
+    // logits rows in the order of `batch` (the order step() reads them)
+    for (const e of batch) if (e.sample) logitRows.push(sampleRowOf.get(e)!);
+    const decode = order.filter(isDecode);
+    const maxBlocks = Math.max(1, ...decode.map((e) => e.seq.blockTable.length));
+    const tables = new Int32Array(Math.max(1, decode.length) * maxBlocks);
+    decode.forEach((e, i) => tables.set(e.seq.blockTable, i * maxBlocks));
+    const prefill: PagedBatch['prefill'][number][] = [];
+    let start = decode.length;
+    for (const e of order.slice(decode.length)) {
+      const all = Array.from({ length: e.seq.numComputed + e.n }, (_, t) => slot(e.seq, t));
+      prefill.push({ start, len: e.n, slots: intTensor(all, [all.length], be) });
+      start += e.n;
+    }
+    const paged: PagedBatch = {
+      layers: this.cache,
+      blockSize: bs,
+      slots: intTensor(slots, [slots.length], be),
+      decode: {
+        count: decode.length,
+        blockTables: intTensor(tables, [Math.max(1, decode.length), maxBlocks], be),
+        contextLens: intTensor(
+          decode.map((e) => e.seq.numComputed + 1),
+          [decode.length],
+          be,
+        ),
+      },
+      prefill,
+    };
+    const out = this.model.forward(intTensor(ids, [1, ids.length], be), {
+      positions: [positions],
+      paged,
+      logitRows: intTensor(logitRows, [logitRows.length], be),
+    });
+    const logits = Float32Array.from(out.logits.f32());
+    const wantExperts = batch.some((e) => e.sample && e.seq.params.returnExperts);
+    if (!wantExperts) return { logits, experts: null };
+    const K = this.model.config.num_experts_per_tok ?? 0;
+    const layers = out.router.map((r) => ({ layer: r.layer, idx: r.indices.toArray(), w: r.weights.toArray() }));
+    const sampled = batch.filter((e) => e.sample);
+    return {
+      logits,
+      experts: (row: number) => {
+        if (!sampled[row]!.seq.params.returnExperts) return null;
+        const tok = logitRows[row]!;
+        return layers.map((l) => ({
+          layer: l.layer,
+          experts: l.idx.slice(tok * K, tok * K + K),
+          weights: l.w.slice(tok * K, tok * K + K),
+        }));
+      },
+    };
+  }
+}
