@@ -14,8 +14,11 @@ export { parseConfig, configToJson, type DeepseekV2Config } from './model/config
 export { preset, PRESET_NAMES } from './model/presets.js';
 export { loadModel, saveModel, readConfig } from './model/load.js';
 export type { RouterOutput, TokenDropping } from './model/moe.js';
-export { generateGreedy, type GenerateOptions } from './infer/generate.js';
-export { sampleTokens, pickToken, type SampleOptions } from './infer/sample.js';
+export { generate, generateGreedy, generateWithoutCache, type GenerateOptions } from './infer/generate.js';
+export { Engine, EngineError, type EngineOptions, type EngineStats, type TokenEvent, type RoutedExperts } from './infer/engine.js';
+export { LocalEngine, type EngineClient, type EventStream, type GenerateRequest } from './infer/runner.js';
+export { samplingParams, SamplingError, SequenceSampler, type SamplingParams, type TokenLogprob } from './infer/sampler.js';
+export { BlockManager } from './infer/block-manager.js';
 export { Tokenizer, type TokenizerJson } from './tokenizer/tokenizer.js';
 export { trainBpe, type BpeTrainOptions } from './tokenizer/train.js';
 export { loadCorpus, splitDocs, BUILTIN_CORPORA, type Corpus, type Doc } from './data/corpus.js';

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import * as T from '../src/index.js';
 import { Checkpoint } from '../src/io/safetensors.js';
-import { generateGreedy } from '../src/infer/generate.js';
+import { generateGreedy, generateWithoutCache } from '../src/infer/generate.js';
 import { loadModel } from '../src/model/load.js';
 import { paramCounts } from '../src/model/weights.js';
 import { objective } from '../src/train/objective.js';
@@ -91,12 +91,23 @@ for (const backend of testBackends()) {
         const c = cases('gen');
         const model = loadModel(`${GOLDEN}/gen`, { weights: `${GOLDEN}/gen/${file}`, trainable: false, backend });
         const want = c.step_logits as number[][][];
-        const ids = generateGreedy(model, c.prompt_ids, {
-          maxNewTokens: c.new_tokens,
-          ...mode,
-          onStep: (s, logits) => within(logits.toArray(), [...want[0]![s]!, ...want[1]![s]!], 1e-4, 1e-4, `step ${s} logits`),
-        });
+        const ids =
+          'noCache' in mode
+            ? generateWithoutCache(model, c.prompt_ids, c.new_tokens, (s, logits) =>
+                within(logits, [...want[0]![s]!, ...want[1]![s]!], 1e-4, 1e-4, `step ${s} logits`),
+              )
+            : generateGreedy(model, c.prompt_ids, {
+                maxNewTokens: c.new_tokens,
+                ...mode,
+                onLogits: (r, _i, s, logits) => within(logits, want[Number(r)]![s]!, 1e-4, 1e-4, `prompt ${r} step ${s} logits`),
+              });
         assert.deepEqual(ids, c.generated_ids);
+        // the engine's batch of two (shared steps) must also match each prompt generated alone
+        if (!('noCache' in mode))
+          c.prompt_ids.forEach((p: number[], b: number) => {
+            const alone = generateGreedy(model, [p], { maxNewTokens: c.new_tokens, ...mode });
+            assert.deepEqual(alone[0], c.generated_ids[b]);
+          });
       });
     }
 

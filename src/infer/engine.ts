@@ -33,6 +33,8 @@ export interface EngineOptions {
   tokenizer?: TextCodec | null;
   /** Ids that end a sequence unless a request sets ignoreEos (default: the config's eos_token_id). */
   eosTokenIds?: number[];
+  /** Sees the raw logits every sampled token came from (checks and tests). */
+  onLogits?: (requestId: string, index: number, step: number, logits: Float32Array) => void;
 }
 
 /** The routed experts of one MoE layer for one token, in descending order of gate weight. */
@@ -93,6 +95,7 @@ export class Engine {
   private readonly codec: TextCodec | null;
   private readonly eos: number[];
   private readonly arena: BufferArena;
+  private readonly onLogits: EngineOptions['onLogits'];
   private readonly byRequest = new Map<string, Sequence[]>();
   private nextSeq = 0;
   private steps = 0;
@@ -116,6 +119,7 @@ export class Engine {
     this.codec = opts.tokenizer ?? null;
     this.eos = opts.eosTokenIds ?? (c.eos_token_id !== null && c.eos_token_id !== undefined ? [c.eos_token_id] : []);
     this.arena = new BufferArena(model.backend);
+    this.onLogits = opts.onLogits;
   }
 
   /** Queue a request: n sequences continuing `prompt`. Throws an EngineError naming the bad field. */
@@ -187,7 +191,9 @@ export class Engine {
       this.registerFullBlocks(seq);
       if (!e.sample) continue;
       const r = row++;
-      const { id, logprob } = seq.sampler.sample(logits.subarray(r * V, (r + 1) * V));
+      const rowLogits = logits.subarray(r * V, (r + 1) * V);
+      this.onLogits?.(seq.requestId, seq.index, seq.outputLen, rowLogits);
+      const { id, logprob } = seq.sampler.sample(rowLogits);
       events.push(this.accept(seq, id, logprob, experts ? experts(r) : null));
     }
     return events;

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { BUILTIN_CORPORA } from '../../data/corpus.js';
-import { sampleTokens } from '../../infer/sample.js';
+import { generate } from '../../infer/generate.js';
 import { configToJson } from '../../model/config.js';
 import { loadModel } from '../../model/load.js';
 import { preset, PRESET_NAMES } from '../../model/presets.js';
@@ -158,15 +158,13 @@ export function runTraining(o: TrainOptions & { threads?: number }, sampleTokens
   const tok = result.tokenizer;
   const bos = tok.idOf(BOS)!;
   const samples = SAMPLE_PROMPTS.map((prompt) => {
-    const ids = sampleTokens(result.model, tok.encode(prompt, { addBos: true, bosId: bos }), {
+    const [ids] = generate(result.model, [tok.encode(prompt, { addBos: true, bosId: bos })], {
       maxNewTokens: sampleTokensCount,
-      temperature: 0.8,
-      topK: 40,
-      topP: 0.95,
-      seed: 1,
-      eosId: tok.idOf(EOS),
+      params: { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 },
+      stopAtEos: true,
+      eosTokenIds: [tok.idOf(EOS)!],
     });
-    return { prompt, text: tok.decode(ids, { skipSpecial: true }) };
+    return { prompt, text: tok.decode(ids!, { skipSpecial: true }) };
   });
   const metrics = readMetrics(join(o.out, 'metrics.jsonl'));
   const last = result.last;
@@ -221,6 +219,8 @@ export function runSample(argv: string[]): number {
     temperature: { type: 'number', help: 'sampling temperature (0: greedy; default 0.8)' },
     'top-k': { type: 'int', help: 'keep the k most likely tokens (default 40; 0: all)' },
     'top-p': { type: 'number', help: 'nucleus mass (default 0.95)' },
+    'min-p': { type: 'number', help: 'drop tokens below this fraction of the top probability (default 0)' },
+    'repetition-penalty': { type: 'number', help: '> 1 discourages repeats (default 1)' },
     seed: { type: 'int', help: 'random seed (default 0)' },
     backend: { type: 'string', help: 'ts | native' },
   });
@@ -244,24 +244,21 @@ export function runSample(argv: string[]): number {
   if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
   const ids = tok.encode(prompt, bos !== undefined && bos !== null ? { addBos: true, bosId: bos } : {});
   process.stdout.write(prompt);
-  const shown: number[] = [];
-  let printed = '';
-  sampleTokens(model, ids, {
+  // the engine's events carry whole UTF-8 characters: print them as they come
+  generate(model, [ids], {
     maxNewTokens: (flags['max-new-tokens'] as number | undefined) ?? 200,
-    temperature: (flags['temperature'] as number | undefined) ?? 0.8,
-    topK: (flags['top-k'] as number | undefined) ?? 40,
-    topP,
-    seed: (flags['seed'] as number | undefined) ?? 0,
-    eosId: tok.idOf(EOS) ?? model.config.eos_token_id ?? undefined,
-    onToken: (id) => {
-      // stream text as whole UTF-8 characters appear
-      shown.push(id);
-      const text = tok.decode(shown, { skipSpecial: true });
-      if (!text.endsWith('\uFFFD')) {
-        process.stdout.write(text.slice(printed.length));
-        printed = text;
-      }
+    params: {
+      temperature: (flags['temperature'] as number | undefined) ?? 0.8,
+      topK: (flags['top-k'] as number | undefined) ?? 40,
+      topP,
+      minP: flags['min-p'] as number | undefined,
+      repetitionPenalty: flags['repetition-penalty'] as number | undefined,
+      seed: (flags['seed'] as number | undefined) ?? 0,
     },
+    stopAtEos: true,
+    eosTokenIds: [tok.idOf(EOS) ?? model.config.eos_token_id ?? -1],
+    tokenizer: tok,
+    onEvent: (e) => process.stdout.write(e.text),
   });
   process.stdout.write('\n');
   return 0;
