@@ -4,6 +4,7 @@ import { availableBackends, defaultBackend } from '../backend/registry.js';
 import { HelpRequest, UsageError } from './args.js';
 import { runBench } from './commands/bench.js';
 import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js';
+import { runChat, runServe } from './commands/serve.js';
 import { runStart } from './commands/start.js';
 import { runSample, runTrain } from './commands/train.js';
 
@@ -25,6 +26,12 @@ const commands: Record<string, Command> = {
     summary: 'sample --model runs/NAME --prompt "Call me" [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]',
     run: runSample,
   },
+  serve: {
+    summary:
+      'serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--kv-cache-mib M] [--max-num-seqs N]: OpenAI-compatible API',
+    run: runServe,
+  },
+  chat: { summary: 'chat --model DIR [--system TEXT] [--temperature T]: an interactive terminal chat that streams tokens', run: runChat },
   inspect: { summary: 'inspect (<model-dir> | --preset NAME): parameter counts and KV-cache sizes as JSON', run: runInspect },
   logits: { summary: 'logits --model DIR --input ids.json --output out.json', run: runLogits },
   generate: { summary: 'generate --model DIR --input ids.json --max-new-tokens N --greedy --output out.json', run: runGenerate },

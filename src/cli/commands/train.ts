@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { BUILTIN_CORPORA } from '../../data/corpus.js';
 import { generate } from '../../infer/generate.js';
+import { resolveModelDir } from '../../io/model-dir.js';
 import { configToJson } from '../../model/config.js';
 import { loadModel } from '../../model/load.js';
 import { preset, PRESET_NAMES } from '../../model/presets.js';
@@ -205,11 +206,7 @@ export function runTrain(argv: string[]): number {
 }
 
 /** The model directory of a run folder (its checkpoint) or a plain HF model directory. */
-export function modelDir(path: string): string {
-  if (existsSync(join(path, 'config.json'))) return path;
-  for (const d of ['checkpoint', 'checkpoint.old']) if (existsSync(join(path, d, 'config.json'))) return join(path, d);
-  throw new Error(`${path} is neither a model directory (config.json) nor a run folder with a checkpoint`);
-}
+export const modelDir = resolveModelDir;
 
 export function runSample(argv: string[]): number {
   const { flags, positional } = parseFlags(argv, {
