@@ -143,7 +143,9 @@ export async function runChat(argv: string[]): Promise<number> {
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
   if (tty) console.log(`dsv2 chat: ${dir} (${backend.name}). /reset clears the conversation, /exit or Ctrl-D leaves.`);
   const prompt = (): void => {
-    if (tty) (rl.setPrompt('> '), rl.prompt());
+    if (!tty) return;
+    rl.setPrompt('> ');
+    rl.prompt();
   };
   prompt();
   for await (const line of rl) {
