@@ -87,7 +87,7 @@ export function samplingParams(p: Partial<SamplingParams> = {}): SamplingParams 
     throw new SamplingError('stopTokenIds', 'stopTokenIds must be a list of token ids');
   if (!Array.isArray(s.stop) || !s.stop.every((t) => typeof t === 'string' && t.length > 0) || s.stop.length > MAX_STOP_STRINGS)
     throw new SamplingError('stop', `stop must be up to ${MAX_STOP_STRINGS} non-empty strings`);
-  return s;
+  return { ...s, stop: [...s.stop], stopTokenIds: [...s.stopTokenIds] }; // never the defaults' own arrays
 }
 
 /** One token's log-probability and its top alternatives. */
@@ -211,20 +211,25 @@ export class SequenceSampler {
     // reaches topP (so the vocabulary is sorted only when the nucleus really is that wide)
     let total = 0; // Σ exp((x − max)/T) over the whole vocabulary
     for (let i = 0; i < V; i++) total += Math.exp((x[i]! - mx) * invT);
-    let cand: number[];
-    if (p.topK > 0 && p.topK < V) cand = topIndices(x, p.topK);
-    else if (p.topP < 1) {
+    const weight = (i: number): number => Math.exp((x[i]! - mx) * invT);
+    // candidates in descending order of probability: exactly the top-k, or for top-p a prefix grown until its mass
+    // reaches topP (so the vocabulary is sorted only when the nucleus really is that wide); null: all of them
+    let cand: number[] | null = null;
+    let w: number[] = [];
+    if (p.topK > 0 && p.topK < V) {
+      cand = topIndices(x, p.topK);
+      w = cand.map(weight);
+    } else if (p.topP < 1) {
       for (let k = 64; ; k *= 4) {
         cand = topIndices(x, k);
-        let mass = 0;
-        for (const i of cand) mass += Math.exp((x[i]! - mx) * invT);
-        if (mass >= p.topP * total || cand.length >= V) break;
+        w = cand.map(weight);
+        if (w.reduce((a, b) => a + b, 0) >= p.topP * total || cand.length >= V) break;
       }
-    } else cand = topIndices(x, V);
-    let w = cand.map((i) => Math.exp((x[i]! - mx) * invT));
-    // top-p over the (top-k) candidates' renormalised mass: keep the shortest prefix reaching topP
-    if (p.topP < 1) {
-      const mass = w.reduce((a, b) => a + b, 0);
+    }
+    // top-p: the shortest prefix whose mass reaches topP of the distribution left by top-k (the whole vocabulary
+    // when top-k did not restrict it)
+    if (p.topP < 1 && cand) {
+      const mass = p.topK > 0 && p.topK < V ? w.reduce((a, b) => a + b, 0) : total;
       let acc = 0;
       let n = w.length;
       for (let i = 0; i < w.length; i++) {
@@ -237,12 +242,25 @@ export class SequenceSampler {
       w = w.slice(0, n);
       cand = cand.slice(0, n);
     }
-    // min-p: relative to the most likely token (w[0] is exp(0) = 1 after the max shift)
+    // min-p: relative to the most likely token, whose weight is exp(0) = 1
     if (p.minP > 0) {
-      const floor = p.minP * w[0]!;
-      const n = Math.max(1, w.findIndex((v) => v < floor) === -1 ? w.length : w.findIndex((v) => v < floor));
-      w = w.slice(0, n);
-      cand = cand.slice(0, n);
+      if (cand) {
+        const cut = w.findIndex((v) => v < p.minP);
+        if (cut > 0) ((w = w.slice(0, cut)), (cand = cand.slice(0, cut)));
+      } else {
+        cand = [];
+        for (let i = 0; i < V; i++) if (weight(i) >= p.minP) cand.push(i);
+        w = cand.map(weight);
+      }
+    }
+    if (!cand) {
+      // no filter: one draw over the whole vocabulary, no sorting
+      let u = this.rng.uniform() * total;
+      for (let i = 0; i < V; i++) {
+        u -= weight(i);
+        if (u < 0) return i;
+      }
+      return argmax(x);
     }
     const mass = w.reduce((a, b) => a + b, 0);
     let u = this.rng.uniform() * mass;
