@@ -246,7 +246,10 @@ export class SequenceSampler {
     if (p.minP > 0) {
       if (cand) {
         const cut = w.findIndex((v) => v < p.minP);
-        if (cut > 0) ((w = w.slice(0, cut)), (cand = cand.slice(0, cut)));
+        if (cut > 0) {
+          w = w.slice(0, cut);
+          cand = cand.slice(0, cut);
+        }
       } else {
         cand = [];
         for (let i = 0; i < V; i++) if (weight(i) >= p.minP) cand.push(i);
