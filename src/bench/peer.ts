@@ -39,10 +39,10 @@ export interface PeerOptions {
   seq?: number;
 }
 
-const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 
 /** A line-oriented conversation with the peer process: send one request, await its one JSON reply. */
-class PeerProcess {
+export class PeerProcess {
   private lines: string[] = [];
   private waiting: ((line: string | null) => void) | null = null;
   private buf = '';
@@ -110,7 +110,7 @@ class PeerProcess {
   }
 }
 
-function quartile(xs: number[], q: number): number {
+export function quartile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
   const i = q * (s.length - 1);
   const lo = Math.floor(i);

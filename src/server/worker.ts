@@ -26,6 +26,9 @@ try {
   process.exit(0);
 }
 
+const trace = process.env['DSV2_TRACE'] === '1';
+let traceMs = 0;
+let traceSteps = 0;
 let looping = false;
 let stopping = false;
 
@@ -34,7 +37,13 @@ async function loop(): Promise<void> {
   looping = true;
   try {
     while (engine.hasWork && !stopping) {
+      const t0 = performance.now();
       const events = engine.step();
+      if (trace) {
+        traceMs += performance.now() - t0;
+        if (++traceSteps % 100 === 0)
+          (console.error(`engine worker: ${(traceMs / 100).toFixed(2)} ms a step over the last 100`), (traceMs = 0));
+      }
       post({ t: 'events', events, stats: engine.stats() });
       await nextTick();
     }

@@ -3,11 +3,13 @@
 import { benchGemm, benchKernels, type BenchRecord } from '../../bench/kernels.js';
 import { benchTrainVsPeer } from '../../bench/peer.js';
 import { benchTrain } from '../../bench/train.js';
+import { benchDecode, benchDecodeVsPeer } from '../../bench/decode.js';
+import { benchServe, benchMlaVsMha } from '../../bench/serve.js';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { PRESET_NAMES } from '../../model/presets.js';
 import { parseFlags, UsageError } from '../args.js';
 
-const SUITES = ['gemm', 'kernels', 'train', 'all'] as const;
+const SUITES = ['gemm', 'kernels', 'train', 'decode', 'serve', 'mla-vs-mha', 'all'] as const;
 
 function fmt(v: number | undefined, digits = 1): string {
   return v === undefined ? '' : v >= 100 ? v.toFixed(0) : v.toFixed(digits);
@@ -55,7 +57,9 @@ export async function runBench(argv: string[]): Promise<number> {
     steps: { type: 'int', help: 'timed training steps (≥ 5, default 10)' },
     batch: { type: 'int', help: 'override the training batch size' },
     seq: { type: 'int', help: 'override the training sequence length' },
-    'vs-torch': { type: 'bool', help: 'train: time the PyTorch peer in lockstep with ours and report the median ratio' },
+    'vs-torch': { type: 'bool', help: 'train, decode: time the PyTorch peer in lockstep with ours and report the median ratio' },
+    streams: { type: 'string', help: 'serve: concurrent streams to measure, comma-separated (default 1,4,16,64)' },
+    'kv-cache-mib': { type: 'number', help: 'serve, mla-vs-mha: the KV-cache budget in MiB' },
     pairs: { type: 'int', help: '--vs-torch: lockstep step pairs (≥ 3, default 20)' },
     'peer-dir': { type: 'string', help: '--vs-torch: folder with torch_dsv2.py (default ../shared/peers)' },
     python: { type: 'string', help: '--vs-torch: Python with torch (default /usr/bin/python3)' },
@@ -86,7 +90,24 @@ export async function runBench(argv: string[]): Promise<number> {
   const vsTorch = flags['vs-torch'] === true;
   for (const f of ['pairs', 'peer-dir', 'python'])
     if (flags[f] !== undefined && !vsTorch) throw new UsageError(`--${f} goes with --vs-torch`);
-  if (vsTorch && suite !== 'train') throw new UsageError('--vs-torch goes with the train suite: dsv2 bench train --vs-torch');
+  if (vsTorch && suite !== 'train' && suite !== 'decode')
+    throw new UsageError('--vs-torch goes with the train or decode suite: dsv2 bench train --vs-torch');
+  if (vsTorch && suite === 'decode') {
+    const rec = await benchDecodeVsPeer(backend, presetName, {
+      pairs: flags['pairs'] as number | undefined,
+      peerDir: flags['peer-dir'] as string | undefined,
+      python: flags['python'] as string | undefined,
+    });
+    if (json) console.log(JSON.stringify(rec));
+    else
+      console.log(
+        `decode vs ${rec.peer} (${rec.preset}, batch 1, 128 tokens after 16, ${rec.threads} threads, ${rec.pairs} lockstep pairs): ` +
+          `ours ${fmt(rec.decode_tok_s)} tok/s, PyTorch ${fmt(rec.peer_decode_tok_s)} tok/s; ratio median ${rec.decode_ratio.toFixed(2)}× ` +
+          `(quartiles ${rec.decode_ratio_q1.toFixed(2)}–${rec.decode_ratio_q3.toFixed(2)})\n` +
+          `prefill 1×256: ours ${fmt(rec.prefill_tok_s)} tok/s, PyTorch ${fmt(rec.peer_prefill_tok_s)} tok/s; ratio median ${rec.prefill_ratio.toFixed(2)}×`,
+      );
+    return 0;
+  }
   if (vsTorch) {
     if ((flags['pairs'] as number | undefined) !== undefined && (flags['pairs'] as number) < 3)
       throw new UsageError('--pairs must be at least 3');
@@ -105,6 +126,39 @@ export async function runBench(argv: string[]): Promise<number> {
           `(quartiles ${rec.ratio_q1.toFixed(2)}–${rec.ratio_q3.toFixed(2)})`,
       );
     return 0;
+  }
+  if (suite === 'decode' || suite === 'all') {
+    const r = benchDecode(backend, presetName);
+    if (json) console.log(JSON.stringify(r));
+    else
+      console.log(
+        `decode (${r.preset}, batch 1, ${r.new_tokens} tokens after ${r.prompt}): ${fmt(r.decode_tok_s)} tok/s (${r.ms.toFixed(2)} ms/token), ` +
+          `time to first token ${r.ttft_ms.toFixed(1)} ms; prefill 1×${r.prefill_len}: ${fmt(r.prefill_tok_s)} tok/s\n` +
+          `${''.padEnd(24)} ${(r.active_bytes_per_token / 2 ** 20).toFixed(1)} MiB of weights per token at ${r.read_gb_s.toFixed(1)} GB/s measured read ` +
+          `bandwidth: ceiling ${fmt((r.read_gb_s * 1e9) / r.active_bytes_per_token)} tok/s, reached ${(100 * r.of_bandwidth_ceiling).toFixed(0)}%`,
+      );
+  }
+  if (suite === 'serve') {
+    const streams = ((flags['streams'] as string | undefined) ?? '1,4,16,64').split(',').map((v) => Number(v));
+    if (!streams.every((v) => Number.isInteger(v) && v >= 1 && v <= 1024))
+      throw new UsageError('--streams: a comma-separated list of counts in [1, 1024]');
+    for (const r of await benchServe(backend, presetName, { streams, kvCacheMiB: flags['kv-cache-mib'] as number | undefined }))
+      console.log(
+        json
+          ? JSON.stringify(r)
+          : `serve (${r.preset}, ${r.streams} streams, ${r.max_tokens} tokens each): ${fmt(r.tok_s)} tok/s aggregate, ` +
+              `inter-token p50 ${r.itl_p50_ms.toFixed(1)} ms p99 ${r.itl_p99_ms.toFixed(1)} ms, time to first token p50 ${r.ttft_p50_ms.toFixed(0)} ms` +
+              (r.vs_batch1 ? `; ${r.vs_batch1.toFixed(2)}× the 1-stream rate` : ''),
+      );
+  }
+  if (suite === 'mla-vs-mha') {
+    for (const r of await benchMlaVsMha(backend, presetName, { kvCacheMiB: flags['kv-cache-mib'] as number | undefined }))
+      console.log(
+        json
+          ? JSON.stringify(r)
+          : `${r.attention.padEnd(4)} (${r.preset}): ${r.kv_bytes_per_token} KV bytes/token, ${r.blocks} blocks in ${r.kv_cache_mib} MiB → ` +
+              `${r.max_sequences} sequences of ${r.seq_len} tokens; peak ${fmt(r.peak_tok_s)} tok/s at ${r.peak_streams} streams`,
+      );
   }
   if (suite === 'train' || suite === 'all') {
     const rec = benchTrain(backend, presetName, {
