@@ -5,6 +5,9 @@ import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { loadBackend } from '../src/backend/registry.js';
 import { benchTrainVsPeer } from '../src/bench/peer.js';
+import { benchDecode, benchDecodeVsPeer } from '../src/bench/decode.js';
+import { benchMlaVsMha, benchServe } from '../src/bench/serve.js';
+import { defaultBackend } from '../src/backend/registry.js';
 
 const standIn = (ms: number, dieAt = 0): string[] => [process.execPath, 'test/fixtures/stand-in-peer.mjs', String(ms), String(dieAt)];
 
@@ -38,5 +41,47 @@ describe('bench train --vs-torch', () => {
       assert.match(r.stderr, msg);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     }
+  });
+});
+
+describe('inference benchmarks', () => {
+  it('bench decode: decode, prefill and first-token times, the measured bandwidth and the fraction of its ceiling', () => {
+    const r = benchDecode(defaultBackend(), 'tiny', { runs: 3, newTokens: 16, prefillLen: 32 });
+    assert.equal(r.bench, 'decode');
+    assert.ok(r.decode_tok_s > 0 && r.prefill_tok_s > 0 && r.ttft_ms > 0 && r.read_gb_s > 0, JSON.stringify(r));
+    assert.ok(Math.abs(r.of_bandwidth_ceiling - r.decode_tok_s / ((r.read_gb_s * 1e9) / r.active_bytes_per_token)) < 1e-9);
+  });
+
+  it('bench decode --vs-torch pairs our decode and prefill with the peer’s', async () => {
+    const r = await benchDecodeVsPeer(defaultBackend(), 'small', { command: standIn(2000), pairs: 3 });
+    assert.equal(r.peer, 'pytorch stand-in');
+    assert.equal(r.peer_decode_tok_s, 128 / 2);
+    assert.equal(r.peer_prefill_tok_s, 256 / 2);
+    assert.ok(r.decode_ratio_q1 <= r.decode_ratio && r.decode_ratio <= r.decode_ratio_q3);
+    assert.ok(Math.abs(r.decode_ratio - 2000 / (128 * r.ms)) / r.decode_ratio < 0.5);
+  });
+
+  it('bench mla-vs-mha: under one KV budget MLA holds more sequences than MHA, by the ratio of their cache widths', async () => {
+    const [mla, mha] = await benchMlaVsMha(defaultBackend(), 'tiny', { requests: 8 });
+    assert.equal(mla!.attention, 'mla');
+    assert.equal(mha!.kv_cache_mib, mla!.kv_cache_mib);
+    assert.ok(mha!.kv_bytes_per_token > mla!.kv_bytes_per_token);
+    const want = mha!.kv_bytes_per_token / mla!.kv_bytes_per_token;
+    assert.ok(Math.abs(mla!.blocks / mha!.blocks - want) / want < 0.1, `${mla!.blocks} vs ${mha!.blocks} blocks`);
+    assert.ok(mla!.max_sequences >= 8 && mha!.max_sequences < mla!.max_sequences);
+    assert.ok(mla!.peak_tok_s > 0 && mha!.peak_tok_s > 0);
+  });
+
+  it('bench serve: a real server and streaming clients at each concurrency', async () => {
+    const rs = await benchServe(defaultBackend(), 'small', { streams: [1, 4], maxTokens: 8, requestsPerStream: 1 });
+    assert.deepEqual(
+      rs.map((r) => r.streams),
+      [1, 4],
+    );
+    for (const r of rs) {
+      assert.equal(r.requests, r.streams);
+      assert.ok(r.tok_s > 0 && r.itl_p50_ms > 0 && r.itl_p99_ms >= r.itl_p50_ms && r.ttft_p50_ms > 0, JSON.stringify(r));
+    }
+    assert.ok(rs[1]!.vs_batch1! > 0);
   });
 });

@@ -47,6 +47,25 @@ describe('dsv2 model commands', () => {
     got.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) <= 1e-4 + 1e-4 * Math.abs(want[i]!), `logit ${i}`));
   });
 
+  it('generate: prompts of different lengths each get the tokens they get alone; --temperature samples reproducibly', () => {
+    const c = JSON.parse(readFileSync(`${G}/gen/cases.json`, 'utf8'));
+    const ragged = [c.prompt_ids[0].slice(0, 4), c.prompt_ids[1]];
+    writeFileSync(join(tmp, 'ragged.json'), JSON.stringify({ input_ids: ragged }));
+    const run = (file: string, ...extra: string[]): number[][] => {
+      const out = join(tmp, `g-${file}-${extra.join('')}.json`);
+      const r = dsv2('generate', '--model', `${G}/gen`, '--input', join(tmp, file), '--max-new-tokens', '6', '--output', out, ...extra);
+      assert.equal(r.code, 0, r.err);
+      return JSON.parse(readFileSync(out, 'utf8')).generated_ids;
+    };
+    const both = run('ragged.json');
+    assert.deepEqual(both[1], c.generated_ids[1].slice(0, 6));
+    writeFileSync(join(tmp, 'first.json'), JSON.stringify({ input_ids: [ragged[0]] }));
+    assert.deepEqual(run('first.json')[0], both[0]);
+    const s1 = run('ragged.json', '--temperature', '1', '--seed', '4');
+    assert.deepEqual(run('ragged.json', '--temperature', '1', '--seed', '4'), s1);
+    assert.equal(s1[0]!.length, 6);
+  });
+
   it('generate --greedy reproduces the golden tokens (absorbed and naive decode)', () => {
     const c = JSON.parse(readFileSync(`${G}/gen/cases.json`, 'utf8'));
     writeFileSync(join(tmp, 'prompt.json'), JSON.stringify({ input_ids: c.prompt_ids }));
@@ -123,7 +142,44 @@ describe('dsv2 model commands', () => {
     oneLineError(dsv2('logits', '--input', join(tmp, 'oov.json')), /--model is required/);
     oneLineError(
       dsv2('generate', '--model', `${G}/gen`, '--input', join(tmp, 'oov.json'), '--max-new-tokens', '2', '--output', join(tmp, 'x.json')),
-      /--greedy/,
+      /outside the vocabulary/,
+    );
+    writeFileSync(join(tmp, 'ok.json'), JSON.stringify({ input_ids: [[1, 2]] }));
+    oneLineError(
+      dsv2(
+        'generate',
+        '--model',
+        `${G}/gen`,
+        '--input',
+        join(tmp, 'ok.json'),
+        '--max-new-tokens',
+        '2',
+        '--top-k',
+        '3',
+        '--output',
+        join(tmp, 'x.json'),
+      ),
+      /--top-k goes with --temperature/,
+    );
+    oneLineError(
+      dsv2(
+        'generate',
+        '--model',
+        `${G}/gen`,
+        '--input',
+        join(tmp, 'ok.json'),
+        '--max-new-tokens',
+        '2',
+        '--temperature',
+        '-1',
+        '--output',
+        join(tmp, 'x.json'),
+      ),
+      /temperature must be a number ≥ 0/,
+    );
+    oneLineError(
+      dsv2('generate', '--model', `${G}/gen`, '--input', join(tmp, 'ok.json'), '--max-new-tokens', '70', '--output', join(tmp, 'x.json')),
+      /exceeds max_position_embeddings 64/,
     );
     oneLineError(
       dsv2('step', '--model', `${G}/train`, '--batch', join(tmp, 'no-aux.json'), '--output', join(tmp, 's')),

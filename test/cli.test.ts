@@ -27,7 +27,7 @@ describe('dsv2 cli', () => {
       assert.match(r.out, /^Options:$/m, c);
       assert.match(r.out, /^ {2}--[a-z-]+/m, c);
     }
-    assert.match(dsv2('bench', '-h').out, /--vs-torch +train: time the PyTorch peer/);
+    assert.match(dsv2('bench', '-h').out, /--vs-torch +train, decode: time the PyTorch peer/);
     assert.match(dsv2('train', '--help').out, /--minutes <number> +wall-clock minutes/);
   });
 

@@ -22,7 +22,7 @@ export function required<T>(v: T | undefined, flag: string): T {
 }
 
 /** A [B][T] array of integer token ids in [0, vocab), all rows of one length. */
-export function tokenMatrix(v: unknown, key: string, vocab: number, where: string): number[][] {
+export function tokenMatrix(v: unknown, key: string, vocab: number, where: string, ragged = false): number[][] {
   const bad = (msg: string): never => {
     throw new Error(`${where}: "${key}" ${msg}`);
   };
@@ -31,7 +31,7 @@ export function tokenMatrix(v: unknown, key: string, vocab: number, where: strin
   const T = Array.isArray(rows[0]) ? (rows[0] as unknown[]).length : -1;
   rows.forEach((r, b) => {
     if (!Array.isArray(r)) bad(`row ${b} is not an array`);
-    if ((r as unknown[]).length !== T || T === 0)
+    if ((!ragged && (r as unknown[]).length !== T) || (r as unknown[]).length === 0)
       bad(`rows must be non-empty and of equal length (row 0 has ${T}, row ${b} has ${(r as unknown[]).length})`);
     (r as unknown[]).forEach((id, t) => {
       if (typeof id !== 'number' || !Number.isInteger(id)) bad(`[${b}][${t}] is not an integer`);

@@ -34,7 +34,11 @@ const commands: Record<string, Command> = {
   chat: { summary: 'chat --model DIR [--system TEXT] [--temperature T]: an interactive terminal chat that streams tokens', run: runChat },
   inspect: { summary: 'inspect (<model-dir> | --preset NAME): parameter counts and KV-cache sizes as JSON', run: runInspect },
   logits: { summary: 'logits --model DIR --input ids.json --output out.json', run: runLogits },
-  generate: { summary: 'generate --model DIR --input ids.json --max-new-tokens N --greedy --output out.json', run: runGenerate },
+  generate: {
+    summary:
+      'generate --model DIR --input ids.json --max-new-tokens N [--greedy | --temperature T] --output out.json (prompts of any lengths)',
+    run: runGenerate,
+  },
   step: { summary: 'step --model DIR --batch batch.json --output DIR: one verification training step', run: runStep },
   bench: {
     summary: 'bench [gemm|kernels|train|all] [--backend B] [--threads N] [--preset P] [--json] [--vs-torch]: speed, medians of ≥ 5 runs',

@@ -41,8 +41,10 @@ async function loop(): Promise<void> {
       const events = engine.step();
       if (trace) {
         traceMs += performance.now() - t0;
-        if (++traceSteps % 100 === 0)
-          (console.error(`engine worker: ${(traceMs / 100).toFixed(2)} ms a step over the last 100`), (traceMs = 0));
+        if (++traceSteps % 100 === 0) {
+          console.error(`engine worker: ${(traceMs / 100).toFixed(2)} ms a step over the last 100`);
+          traceMs = 0;
+        }
       }
       post({ t: 'events', events, stats: engine.stats() });
       await nextTick();

@@ -2,7 +2,8 @@
 import { existsSync, mkdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { noGrad } from '../../autograd/graph.js';
-import { generateGreedy } from '../../infer/generate.js';
+import { generate } from '../../infer/generate.js';
+import { samplingParams } from '../../infer/sampler.js';
 import { Checkpoint, writeSafetensors } from '../../io/safetensors.js';
 import { checkInventory, loadModel, readConfig, saveModel } from '../../model/load.js';
 import { preset } from '../../model/presets.js';
@@ -78,26 +79,52 @@ export function runLogits(argv: string[]): number {
   return 0;
 }
 
-/** dsv2 generate --model DIR --input ids.json --max-new-tokens N --greedy --output out.json */
+/** dsv2 generate --model DIR --input ids.json --max-new-tokens N [--greedy | --temperature T …] --output out.json */
 export function runGenerate(argv: string[]): number {
   const { flags } = parseFlags(argv, {
     model: MODEL,
     weights: WEIGHTS,
-    input: { type: 'string', help: 'ids.json with "input_ids"' },
+    input: { type: 'string', help: 'ids.json with "input_ids" (prompts of any lengths)' },
     output: { type: 'string', help: 'out.json' },
     'max-new-tokens': { type: 'int', help: 'tokens to generate' },
-    greedy: { type: 'bool', help: 'argmax decoding' },
+    greedy: { type: 'bool', help: 'argmax decoding (the default)' },
+    temperature: { type: 'number', help: 'sample at this temperature instead of greedy' },
+    'top-k': { type: 'int', help: 'with --temperature: keep the k most likely tokens' },
+    'top-p': { type: 'number', help: 'with --temperature: nucleus mass' },
+    seed: { type: 'int', help: 'with --temperature: random seed (default 0)' },
+    'stop-at-eos': { type: 'bool', help: 'end a sequence at the config’s eos_token_id (default: exactly N tokens)' },
     naive: { type: 'bool', help: 'decode without weight absorption' },
   });
   const { dir, weights, input, output } = modelFlags(flags, ['input', 'output'] as const);
   const n = required(flags['max-new-tokens'] as number | undefined, 'max-new-tokens');
   if (n < 1) throw new UsageError(`--max-new-tokens must be ≥ 1, got ${n}`);
-  if (!flags['greedy']) throw new UsageError('only --greedy decoding exists so far (the sampler arrives with the inference issue)');
+  const sampled = flags['temperature'] !== undefined;
+  if (flags['greedy'] && sampled) throw new UsageError('--greedy and --temperature exclude each other');
+  for (const f of ['top-k', 'top-p', 'seed'])
+    if (flags[f] !== undefined && !sampled) throw new UsageError(`--${f} goes with --temperature`);
   const model = loadModel(dir, { weights, trainable: false });
   const j = readJson(input, 'input') as { input_ids?: unknown; prompt_ids?: unknown };
   const key = j?.input_ids !== undefined ? 'input_ids' : 'prompt_ids';
-  const ids = tokenMatrix(j?.[key], key, model.config.vocab_size, input);
-  writeJson(output, { generated_ids: generateGreedy(model, ids, { maxNewTokens: n, absorb: !flags['naive'] }) });
+  const ids = tokenMatrix(j?.[key], key, model.config.vocab_size, input, true);
+  for (const p of ids)
+    if (p.length + n > model.config.max_position_embeddings)
+      throw new UsageError(
+        `a prompt of ${p.length} tokens + ${n} new ones exceeds max_position_embeddings ${model.config.max_position_embeddings}`,
+      );
+  let params;
+  try {
+    params = samplingParams({
+      temperature: sampled ? (flags['temperature'] as number) : 0,
+      topK: flags['top-k'] as number | undefined,
+      topP: flags['top-p'] as number | undefined,
+      seed: (flags['seed'] as number | undefined) ?? 0,
+      maxTokens: n,
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const out = generate(model, ids, { maxNewTokens: n, params, absorb: !flags['naive'], stopAtEos: flags['stop-at-eos'] === true });
+  writeJson(output, { generated_ids: out });
   return 0;
 }
 
