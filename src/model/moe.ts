@@ -154,7 +154,7 @@ export function moe(
   router.load = counts;
   const xs = indexSelect(xf, tokens); // [kept, d], grouped by expert
   // Every expert's SwiGLU MLP (mlp.ts) on its own rows of xs, each projection one grouped product.
-  const proj = (name: string): Tensor[] => counts.map((_, e) => w.get(`${prefix}.experts.${e}.${name}.weight`));
+  const proj = (name: string): Tensor[] => w.family(`${prefix}.experts.*.${name}.weight`, counts.length);
   const h = swiglu(groupedLinear(xs, counts, proj('gate_proj')), groupedLinear(xs, counts, proj('up_proj'))); // [kept, I]
   const ys = groupedLinear(h, counts, proj('down_proj')); // [kept, d]
   const ws = indexSelect(reshape(router.weights, [N * K]), assignments); // [kept]: each assignment's gate value

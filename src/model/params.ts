@@ -13,7 +13,20 @@ export class Params {
   set(name: string, t: Tensor): void {
     t.name = name;
     this.map.set(name, t);
+    this.families.clear();
   }
+
+  /** The tensors `pattern` names with `*` replaced by 0 … n−1 (an MoE layer's experts), looked up once and kept. */
+  family(pattern: string, n: number): Tensor[] {
+    let f = this.families.get(pattern);
+    if (!f || f.length !== n) {
+      f = Array.from({ length: n }, (_, i) => this.get(pattern.replace('*', String(i))));
+      this.families.set(pattern, f);
+    }
+    return f;
+  }
+
+  private readonly families = new Map<string, Tensor[]>();
 
   list(): Tensor[] {
     return [...this.map.values()];

@@ -78,6 +78,7 @@ export class Metrics {
         ...counter('dsv2_prefix_cache_query_tokens_total', 'Prompt tokens looked up in the prefix cache.', stats.prefixQueryTokens),
         ...counter('dsv2_preemptions_total', 'Sequences preempted (blocks freed, recomputed later).', stats.preemptions),
         ...counter('dsv2_engine_steps_total', 'Engine steps run.', stats.steps),
+        ...counter('dsv2_engine_plan_steps_total', 'Engine steps run through the op-free decode plan.', stats.planSteps),
       );
     }
     out.push(

@@ -44,7 +44,26 @@ export class BufferArena {
   private lent: ArrayBuffer[] = [];
   private heldBytes = 0;
 
-  constructor(readonly backend: Backend) {}
+  private readonly hugePages: boolean;
+  private readonly minPooled: number;
+  private readonly detach: boolean;
+
+  constructor(
+    readonly backend: Backend,
+    opts: {
+      /** Advise huge pages over the heap at each reset (training's gigabyte of activations); default on. */
+      hugePages?: boolean;
+      /** Buffers below this many elements go to the ordinary allocator (default 4,096). */
+      minPooled?: number;
+      /** Detach taken-back buffers so stale views fail loudly (default on); the inference engine, whose steps never
+       * leak a tensor, turns it off: at ~3.5 µs a buffer it costs more than a small decode step's kernels. */
+      detach?: boolean;
+    } = {},
+  ) {
+    this.hugePages = opts.hugePages ?? true;
+    this.minPooled = opts.minPooled ?? MIN_POOLED;
+    this.detach = opts.detach ?? true;
+  }
 
   /** Bytes this arena holds, lent and idle. */
   get bytes(): number {
@@ -83,7 +102,7 @@ export class BufferArena {
         this.heldBytes -= ab.byteLength;
         continue;
       }
-      const fresh = structuredClone(ab, { transfer: [ab] }); // same memory, new handle: old views go dead
+      const fresh = this.detach ? structuredClone(ab, { transfer: [ab] }) : ab; // same memory, new handle: old views go dead
       const cls = fresh.byteLength / 4;
       let list = returned.get(cls);
       if (!list) returned.set(cls, (list = []));
@@ -95,12 +114,12 @@ export class BufferArena {
     for (const [cls, list] of returned) this.idle.set(cls, list);
     // A step's buffers are all in place now (the heap stops growing after the first step): ask for huge pages
     // over them. The backend collapses only heap it has not collapsed before, so later steps pay one syscall.
-    this.backend.adviseHugePages?.(true);
+    if (this.hugePages) this.backend.adviseHugePages?.(true);
   }
 
   /** A pooled buffer of at least n elements, or null for small buffers and backends whose buffers cannot be pooled. */
   private take(n: number): ArrayBuffer | null {
-    if (n < MIN_POOLED) return null;
+    if (n < this.minPooled || n === 0) return null;
     const cls = sizeClass(n);
     let ab = this.idle.get(cls)?.pop();
     if (!ab) {

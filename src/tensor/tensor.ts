@@ -112,6 +112,9 @@ export class Tensor {
 
   /** The contiguous float data of this tensor as a zero-copy subarray. Throws if it is not contiguous. */
   f32(): F32 {
+    // the common case first: a fresh op output owns exactly its storage (no view object to make)
+    if (this.offset === 0 && this.dtype === 'f32' && this.data.length === this.size && this.data.length > 0 && !this.isDisposed())
+      return this.data as F32;
     this.check('f32');
     if (this.dtype !== 'f32') throw new Error(`expected a float32 tensor, got ${this.dtype}`);
     if (!this.isContiguous()) throw new Error('internal: f32() on a non-contiguous tensor; call contiguous() first');
