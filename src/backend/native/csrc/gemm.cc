@@ -320,46 +320,49 @@ void gemm_small_m(const Gemm& g, int nt) {
 // every output is a dot product over contiguous memory. Four columns run interleaved, each with two accumulators,
 // so eight independent FMA chains hide the FMA latency and one load of x feeds four columns (one dot product at a
 // time was latency-bound: 1×256×64 at 7 GFLOP/s on one thread).
+/** Columns [4·bi, 4·bi + 4) of a dot-product GEMV (see gemv_dot); `last` is the block count, for the prefetch. */
+inline void gemv_dot_block(const Gemm& g, i64 bi) {
+  const i64 n0 = bi * 4;
+  const int cols = (int)std::min<i64>(4, g.N - n0);
+  const float* w0 = g.b + n0 * g.bcs;
+  const float* w1 = g.b + (n0 + (cols > 1 ? 1 : 0)) * g.bcs;
+  const float* w2 = g.b + (n0 + (cols > 2 ? 2 : 0)) * g.bcs;
+  const float* w3 = g.b + (n0 + (cols > 3 ? 3 : 0)) * g.bcs;
+  // the weights come from DRAM at decode: prefetch the rows PF blocks ahead, a cache line of each per k step, so
+  // many lines are in flight (the hardware prefetcher alone left a cold 64×256 expert product latency-bound)
+  constexpr i64 PF = 4;
+  const bool prefetch = n0 + 4 * PF + 3 < g.N;
+  const float* pf = g.b + (prefetch ? n0 + 4 * PF : 0) * g.bcs;
+  for (i64 i = 0; i < g.M; i++) {
+    const float* x = g.a + i * g.ars;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps(), t2 = _mm256_setzero_ps(), t3 = _mm256_setzero_ps();
+    i64 k = 0;
+    for (; k + 16 <= g.K; k += 16) {
+      if (i == 0 && prefetch)
+        for (int q = 0; q < 4; q++) _mm_prefetch(reinterpret_cast<const char*>(pf + q * g.bcs + k), _MM_HINT_T0);
+      const __m256 xa = _mm256_loadu_ps(x + k), xb = _mm256_loadu_ps(x + k + 8);
+      s0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w0 + k), s0), t0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w0 + k + 8), t0);
+      s1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w1 + k), s1), t1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w1 + k + 8), t1);
+      s2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w2 + k), s2), t2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w2 + k + 8), t2);
+      s3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w3 + k), s3), t3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w3 + k + 8), t3);
+    }
+    for (; k < g.K; k += 8) {
+      const i64 l = std::min<i64>(8, g.K - k);
+      const __m256 xa = ld(x, k, l);
+      s0 = _mm256_fmadd_ps(xa, ld(w0, k, l), s0), s1 = _mm256_fmadd_ps(xa, ld(w1, k, l), s1);
+      s2 = _mm256_fmadd_ps(xa, ld(w2, k, l), s2), s3 = _mm256_fmadd_ps(xa, ld(w3, k, l), s3);
+    }
+    const float out[4] = {hsum(_mm256_add_ps(s0, t0)), hsum(_mm256_add_ps(s1, t1)), hsum(_mm256_add_ps(s2, t2)), hsum(_mm256_add_ps(s3, t3))};
+    float* cr = g.c + i * g.ldc + n0;
+    for (int q = 0; q < cols; q++) cr[q] = g.beta == 0.f ? g.alpha * out[q] : g.beta * cr[q] + g.alpha * out[q];
+  }
+}
+
 void gemv_dot(const Gemm& g, int nt) {
   const i64 blocks = (g.N + 3) / 4;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-  for (i64 bi = 0; bi < blocks; bi++) {
-    const i64 n0 = bi * 4;
-    const int cols = (int)std::min<i64>(4, g.N - n0);
-    const float* w0 = g.b + n0 * g.bcs;
-    const float* w1 = g.b + (n0 + (cols > 1 ? 1 : 0)) * g.bcs;
-    const float* w2 = g.b + (n0 + (cols > 2 ? 2 : 0)) * g.bcs;
-    const float* w3 = g.b + (n0 + (cols > 3 ? 3 : 0)) * g.bcs;
-    // the weights come from DRAM at decode: prefetch the rows PF blocks ahead, a cache line of each per k step, so
-    // many lines are in flight (the hardware prefetcher alone left a cold 64×256 expert product latency-bound)
-    constexpr i64 PF = 4;
-    const float* pf = g.b + std::min<i64>(n0 + 4 * PF, g.N - 4 < 0 ? 0 : g.N - 4) * g.bcs;
-    const bool prefetch = n0 + 4 * PF + 3 < g.N;
-    for (i64 i = 0; i < g.M; i++) {
-      const float* x = g.a + i * g.ars;
-      __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-      __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps(), t2 = _mm256_setzero_ps(), t3 = _mm256_setzero_ps();
-      i64 k = 0;
-      for (; k + 16 <= g.K; k += 16) {
-        if (i == 0 && prefetch)
-          for (int q = 0; q < 4; q++) _mm_prefetch(reinterpret_cast<const char*>(pf + q * g.bcs + k), _MM_HINT_T0);
-        const __m256 xa = _mm256_loadu_ps(x + k), xb = _mm256_loadu_ps(x + k + 8);
-        s0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w0 + k), s0), t0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w0 + k + 8), t0);
-        s1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w1 + k), s1), t1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w1 + k + 8), t1);
-        s2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w2 + k), s2), t2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w2 + k + 8), t2);
-        s3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(w3 + k), s3), t3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w3 + k + 8), t3);
-      }
-      for (; k < g.K; k += 8) {
-        const i64 l = std::min<i64>(8, g.K - k);
-        const __m256 xa = ld(x, k, l);
-        s0 = _mm256_fmadd_ps(xa, ld(w0, k, l), s0), s1 = _mm256_fmadd_ps(xa, ld(w1, k, l), s1);
-        s2 = _mm256_fmadd_ps(xa, ld(w2, k, l), s2), s3 = _mm256_fmadd_ps(xa, ld(w3, k, l), s3);
-      }
-      const float out[4] = {hsum(_mm256_add_ps(s0, t0)), hsum(_mm256_add_ps(s1, t1)), hsum(_mm256_add_ps(s2, t2)), hsum(_mm256_add_ps(s3, t3))};
-      float* cr = g.c + i * g.ldc + n0;
-      for (int q = 0; q < cols; q++) cr[q] = g.beta == 0.f ? g.alpha * out[q] : g.beta * cr[q] + g.alpha * out[q];
-    }
-  }
+  for (i64 bi = 0; bi < blocks; bi++) gemv_dot_block(g, bi);
 }
 
 // Decode GEMV, B read as rows (bcs == 1): C[i, :] += A[i, k] · B[k, :], threads split the columns.
@@ -455,7 +458,10 @@ Gemm batch_item(const GemmArgs& p, i64 q) {
 void gemm(const GemmArgs& p) {
   const double flops = 2.0 * p.M * p.N * p.K;
   auto item = [&](i64 q) { return batch_item(p, q); };
-  const int nt = threads_for(flops * p.batch);
+  // A decode product (M ≤ 4) reads its weights from DRAM, latency-bound: a second thread keeps twice the cache lines
+  // in flight, which pays once the weights pass 64 KiB even when the flops alone would not split
+  const bool gemv = p.M <= 4 && (double)p.N * p.K * p.batch >= 16384;
+  const int nt = gemv ? threads() : threads_for(flops * p.batch);
   // Many small products: one per thread, each single-threaded. Not when every item adds into the same C.
   if (p.batch >= nt && nt > 1 && p.cBS != 0 && flops < 4e7) {
 #pragma omp parallel for num_threads(nt) schedule(dynamic)
@@ -463,11 +469,41 @@ void gemm(const GemmArgs& p) {
     return;
   }
   for (i64 q = 0; q < p.batch; q++) {
-    gemm_one(item(q), threads_for(flops));  // with cBS == 0 and beta 1 the items sum into one C
+    gemm_one(item(q), gemv ? nt : threads_for(flops));  // with cBS == 0 and beta 1 the items sum into one C
   }
 }
 
 void gemm_many(const GemmArgs* items, i64 count) {
+  // Decode's routed experts: several GEMVs (M ≤ 4, x·Wᵀ) whose weights come from DRAM. Their column blocks form one
+  // pool split evenly over the threads, so both threads stream weights the whole time (one product per thread
+  // left a thread idle when the count was odd, and each product's rows latency-bound on one core).
+  {
+    bool all_gemv = count > 1;
+    i64 blocks = 0;
+    double bytes = 0;
+    for (i64 i = 0; i < count && all_gemv; i++) {
+      const GemmArgs& p = items[i];
+      all_gemv = p.batch == 1 && p.M <= 4 && p.bRS == 1 && p.aCS == 1 && p.K > 0 && p.alpha != 0.f;
+      blocks += (p.N + 3) / 4;
+      bytes += 4.0 * p.N * p.K;
+    }
+    if (all_gemv && bytes >= 65536) {
+      std::vector<i64> first(count + 1, 0);  // first block of each item in the pool
+      for (i64 i = 0; i < count; i++) first[i + 1] = first[i] + (items[i].N + 3) / 4;
+      const int nt = threads();
+#pragma omp parallel num_threads(nt) if (nt > 1)
+      {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const i64 b0 = blocks * t / n, b1 = blocks * (t + 1) / n;
+        i64 item = std::upper_bound(first.begin(), first.end(), b0) - first.begin() - 1;
+        for (i64 bi = b0; bi < b1; bi++) {
+          while (bi >= first[item + 1]) item++;
+          gemv_dot_block(batch_item(items[item], 0), bi - first[item]);
+        }
+      }
+      return;
+    }
+  }
   double total = 0, biggest = 0;
   std::vector<std::pair<double, i64>> order;  // largest first, so the dynamic schedule ends balanced
   for (i64 i = 0; i < count; i++) {
