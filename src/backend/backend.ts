@@ -167,6 +167,11 @@ export interface Backend {
    * huge pages); `collapse` also converts the pages already in use. Returns the bytes advised (0: not supported).
    */
   adviseHugePages?(collapse: boolean): number;
+  /**
+   * A hint, no effect on results: run the calling thread and the backend's kernel threads at this nice value (Linux),
+   * so that other threads of the process (the server's HTTP thread) preempt the compute when they have work.
+   */
+  lowerPriority?(nice: number): void;
   /** Hand a buffer back early; the backend may reuse it. Using it afterwards is an error. */
   free(buf: F32 | I32): void;
 

@@ -17,6 +17,8 @@ let engine: Engine;
 try {
   const backend = init.backend ? loadBackend(init.backend) : defaultBackend();
   if (init.threads) backend.setThreads?.(init.threads);
+  // compute yields to the HTTP thread: /health and streaming writes stay prompt while every core computes
+  backend.lowerPriority?.(10);
   const model = loadModel(init.dir, { backend, trainable: false });
   const tokenizer = loadTokenizer(init.dir);
   engine = new Engine(model, { ...init.engine, tokenizer });

@@ -94,6 +94,7 @@ export function createNativeBackend(): Backend | null {
     allocUninit: (len: number): F32 =>
       len < 4096 ? new Float32Array(len) : new Float32Array(Buffer.allocUnsafeSlow(len * 4).buffer, 0, len),
     adviseHugePages: (collapse: boolean): number => n['adviseHugePages']!(collapse ? 1 : 0) as number,
+    lowerPriority: (nice: number) => n['lowerPriority']?.(nice),
     free: () => {
       // plain typed arrays: the garbage collector reclaims them
     },

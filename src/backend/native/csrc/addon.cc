@@ -2,6 +2,8 @@
 // long enough for the sizes given, runs the kernel and turns kernel errors into JavaScript exceptions.
 #include <malloc.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -573,6 +575,20 @@ void tune_malloc() {
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
+// lowerPriority(nice): the calling thread and every kernel thread run at this nice value (raising it needs no
+// privilege). The server's engine worker uses it so that the HTTP thread, at nice 0, preempts the compute.
+void lower_priority(int nice) {
+#pragma omp parallel num_threads(threads())
+  setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+}
+
+FN(LowerPriority) {
+  BODY("lowerPriority", {
+    lower_priority((int)c.n(0));
+    return undef(env);
+  });
+}
+
 FN(AdviseHugePages) {
   BODY("adviseHugePages", {
     const bool collapse = c.n(0) != 0;
@@ -618,6 +634,7 @@ napi_value Init(napi_env env, napi_value exports) {
       P("threads", Threads),
       P("setThreads", SetThreads),
       P("adviseHugePages", AdviseHugePages),
+      P("lowerPriority", LowerPriority),
       P("avx2", Avx2),
       P("copy", Copy),
       P("fill", Fill),
