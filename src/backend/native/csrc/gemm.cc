@@ -359,6 +359,11 @@ inline void gemv_dot_block(const Gemm& g, i64 bi) {
   }
 }
 
+// Up to this many rows of x go through the dot-product GEMV: it reads each weight row once from memory while the
+// rows of x sit in L1 (a batch of decode tokens); above it the packed micro-kernel's arithmetic wins (8 rows
+// measured no better here, within this machine's noise).
+constexpr i64 GEMV_ROWS = 4;
+
 void gemv_dot(const Gemm& g, int nt) {
   const i64 blocks = (g.N + 3) / 4;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -437,7 +442,7 @@ void gemm_one(const Gemm& g, int nt) {
     scale_c(g);
     return;
   }
-  if (g.M <= 4 && g.brs == 1 && g.acs == 1) return gemv_dot(g, nt);
+  if (g.M <= GEMV_ROWS && g.brs == 1 && g.acs == 1) return gemv_dot(g, nt);
   if (g.M <= 4 && g.bcs == 1) return gemv_axpy(g, nt);
   // transposed A in place only when short and narrow: a long one is a gather across pages (4096×256×2048: −25%)
   if (g.alpha == 1.f && (g.acs == 1 || (g.ars == 1 && g.M <= 512 && g.N <= 128))) return gemm_direct_a(g, nt);
@@ -460,7 +465,7 @@ void gemm(const GemmArgs& p) {
   auto item = [&](i64 q) { return batch_item(p, q); };
   // A decode product (M ≤ 4) reads its weights from DRAM, latency-bound: a second thread keeps twice the cache lines
   // in flight, which pays once the weights pass 64 KiB even when the flops alone would not split
-  const bool gemv = p.M <= 4 && (double)p.N * p.K * p.batch >= 16384;
+  const bool gemv = p.M <= GEMV_ROWS && (double)p.N * p.K * p.batch >= 16384;
   const int nt = gemv ? threads() : threads_for(flops * p.batch);
   // Many small products: one per thread, each single-threaded. Not when every item adds into the same C.
   if (p.batch >= nt && nt > 1 && p.cBS != 0 && flops < 4e7) {
@@ -483,7 +488,7 @@ void gemm_many(const GemmArgs* items, i64 count) {
     double bytes = 0;
     for (i64 i = 0; i < count && all_gemv; i++) {
       const GemmArgs& p = items[i];
-      all_gemv = p.batch == 1 && p.M <= 4 && p.bRS == 1 && p.aCS == 1 && p.K > 0 && p.alpha != 0.f;
+      all_gemv = p.batch == 1 && p.M <= GEMV_ROWS && p.bRS == 1 && p.aCS == 1 && p.K > 0 && p.alpha != 0.f;
       blocks += (p.N + 3) / 4;
       bytes += 4.0 * p.N * p.K;
     }
