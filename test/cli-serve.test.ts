@@ -1,6 +1,6 @@
 // dsv2 chat (piped stdin, streamed replies on the engine) and the serve/chat commands' flag and file errors.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,5 +61,17 @@ describe('dsv2 chat', () => {
       assert.match(r.err, re);
       assert.equal(r.err.trim().split('\n').length, 1, r.err);
     }
+  });
+
+  it('serve: SIGTERM while the model loads still exits 0 (the engine worker does not outlive the server)', async () => {
+    const p = spawn(process.execPath, ['bin/dsv2.js', 'serve', '--model', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('listening on') && !p.killed) p.kill('SIGTERM'); // before (or just as) the worker reports ready
+    });
+    const code = await new Promise<number | null>((r) => p.once('exit', r));
+    assert.equal(code, 0, out);
+    assert.match(out, /stopped/);
   });
 });

@@ -24,7 +24,12 @@ function prompts(seed: number, lengths: number[], V: number): number[][] {
 }
 
 /** Run an engine to the end, feeding `arrivals` [step, requestId, prompt] as the steps come; ids per request. */
-function drive(engine: Engine, arrivals: [number, string, number[]][], maxTokens: number): Map<string, number[]> {
+function drive(
+  engine: Engine,
+  arrivals: [number, string, number[]][],
+  maxTokens: number,
+  events: TokenEvent[] = [],
+): Map<string, number[]> {
   const out = new Map<string, number[]>();
   let step = 0;
   const pending = [...arrivals];
@@ -34,7 +39,10 @@ function drive(engine: Engine, arrivals: [number, string, number[]][], maxTokens
       engine.add(id, p, { temperature: 0, maxTokens, ignoreEos: true });
       out.set(id, []);
     }
-    for (const e of engine.step()) if (e.id >= 0) out.get(e.requestId)!.push(e.id);
+    for (const e of engine.step()) {
+      events.push(e);
+      if (e.id >= 0) out.get(e.requestId)!.push(e.id);
+    }
     step++;
     assert.ok(step < 10_000, 'the engine does not finish');
   }
@@ -145,7 +153,9 @@ for (const backend of testBackends()) {
         { blockSize: 4, absorb: false }, // the naive path for decode tokens too
       ]) {
         const engine = new Engine(m, opts);
-        const got = drive(engine, arrivals, 14);
+        const events: TokenEvent[] = [];
+        const got = drive(engine, arrivals, 14, events);
+        for (const e of events) assert.ok(e.cachedTokens <= e.promptTokens, `${e.cachedTokens} cached of ${e.promptTokens} prompt tokens`);
         ps.forEach((_, i) => assert.deepEqual(got.get(`r${i}`), want[i], `${JSON.stringify(opts)}: request ${i}`));
         const s = engine.stats();
         assert.equal(s.blocksUsed, 0, 'every block is free at the end');
@@ -194,6 +204,21 @@ for (const backend of testBackends()) {
       assert.equal(rest.length, 20);
       assert.equal(rest.at(-1)!.finishReason, 'length');
       assert.equal(engine.stats().blocksUsed, 0);
+    });
+
+    it('leaving a stream early (break) cancels its request: its blocks are free', async () => {
+      const engine = new Engine(m, { blockSize: 4 });
+      const local = new LocalEngine(engine);
+      let n = 0;
+      for await (const e of local.generate({
+        prompt: prompts(12, [7], V)[0]!,
+        params: { temperature: 0, maxTokens: 100, ignoreEos: true },
+      })) {
+        void e;
+        if (++n === 2) break;
+      }
+      assert.equal(engine.stats().blocksUsed, 0);
+      assert.equal(engine.hasWork, false);
     });
 
     it('events carry the routed experts of the position each token came from, as the router returned them', () => {

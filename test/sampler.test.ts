@@ -276,4 +276,15 @@ describe('SequenceSampler', () => {
     assert.deepEqual(sampler({ logprobs: 0 }).sample(X6).logprob?.top, []);
     assert.equal(sampler({}).sample(X6).logprob, null);
   });
+
+  it('non-finite logits: NaN is never drawn, +Inf always is, and top-p over them returns', () => {
+    const x = new Float32Array(300).fill(0);
+    x[5] = NaN;
+    x[7] = 2;
+    const s = new SequenceSampler(samplingParams({ temperature: 1, topP: 0.9 }), [], 1);
+    for (let i = 0; i < 200; i++) assert.notEqual(s.sample(x).id, 5);
+    x[9] = Infinity;
+    for (const params of [{ temperature: 1, topP: 0.9 }, { temperature: 0.7 }, { temperature: 0 }])
+      assert.equal(new SequenceSampler(samplingParams(params), [], 2).sample(x).id, 9, JSON.stringify(params));
+  });
 });

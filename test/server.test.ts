@@ -176,6 +176,17 @@ describe('dsv2 serve with the openai client', () => {
     }
     const c = await client.completions.create({ model: 'tiny-chat', prompt: 'Call me', max_tokens: 4, temperature: 0, logprobs: 2 });
     const l = c.choices[0]!.logprobs!;
+    const streamed: number[] = [];
+    for await (const ch of await client.completions.create({
+      model: 'tiny-chat',
+      prompt: 'Call me',
+      max_tokens: 4,
+      temperature: 0,
+      logprobs: 2,
+      stream: true,
+    }))
+      streamed.push(...(ch.choices[0]?.logprobs?.text_offset ?? []));
+    assert.deepEqual(streamed, l.text_offset, 'streamed text_offset equals the whole answer’s');
     assert.equal(l.tokens!.length, 4);
     assert.equal(l.top_logprobs![0]!.constructor, Object);
     assert.equal(Object.keys(l.top_logprobs![0]!).length <= 2, true);

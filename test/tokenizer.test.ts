@@ -136,4 +136,13 @@ describe('byte-level BPE tokenizer', () => {
     for (const d of a.val) assert.ok(!trainNames.has(d.name));
     assert.equal(a.train.length + a.val.length, corpus.docs.length);
   });
+
+  it('tokenBytes: an id past the tokenizer (a padded model vocabulary) stands for no text', () => {
+    const tok = trainBpe(['the whale the whale'], { vocabSize: 270, specials: ['<s>'] });
+    assert.equal(tok.tokenBytes(tok.vocabSize + 5).length, 0);
+    assert.deepEqual(
+      Array.from(tok.tokenBytes(tok.encode('the')[0]!)),
+      Array.from(new TextEncoder().encode('the')).slice(0, tok.tokenBytes(tok.encode('the')[0]!).length),
+    );
+  });
 });

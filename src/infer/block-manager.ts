@@ -4,7 +4,10 @@
 // with the same tokens (a shared system prompt) takes the computed block instead of prefilling it again. A freed
 // block keeps its contents and hash until it is handed out again (oldest-freed first), so it can still be hit.
 
-/** FNV-1a over the previous block's hash and this block's ids; the ids are compared as well, so a collision never aliases. */
+/**
+ * FNV-1a-style mixing of the previous block's hash and this block's ids (64 bits in two lanes). A hit also compares
+ * the block's own ids, so a collision can alias only if two different prefixes hash alike and end in the same block.
+ */
 export function blockHash(prev: string, ids: readonly number[]): string {
   let a = 0x811c9dc5;
   let b = 0x01000193 ^ prev.length;

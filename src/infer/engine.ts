@@ -88,6 +88,9 @@ export class EngineError extends Error {
   }
 }
 
+/** The engine cannot take requests (shutting down, or its worker failed): the server answers 503. */
+export class EngineUnavailable extends Error {}
+
 export class Engine {
   readonly blocks: BlockManager;
   readonly scheduler: Scheduler;
@@ -120,7 +123,9 @@ export class Engine {
     if (!(numBlocks >= 1))
       throw new EngineError('kv_cache_mib', `the KV cache needs at least one block of ${(bytesPerBlock / 2 ** 20).toFixed(3)} MiB`);
     this.blocks = new BlockManager(numBlocks, this.blockSize, opts.prefixCaching ?? true);
-    this.scheduler = new Scheduler(this.blocks, { maxNumSeqs: opts.maxNumSeqs ?? 64, maxBatchedTokens: opts.maxBatchedTokens ?? 512 });
+    // every running sequence gets its token each step: no more of them than the step's token budget
+    const maxBatchedTokens = opts.maxBatchedTokens ?? 512;
+    this.scheduler = new Scheduler(this.blocks, { maxNumSeqs: Math.min(opts.maxNumSeqs ?? 64, maxBatchedTokens), maxBatchedTokens });
     this.cache = Array.from({ length: c.num_hidden_layers }, () => empty(model.backend, [numBlocks * this.blockSize, width]));
     this.maxModelLen = Math.min(c.max_position_embeddings, numBlocks * this.blockSize);
     this.absorb = opts.absorb ?? true;
@@ -161,6 +166,13 @@ export class Engine {
     this.byRequest.set(requestId, seqs);
   }
 
+  /** Cancel every request (after a failure): all blocks free. Returns the request ids. */
+  abortAll(): string[] {
+    const ids = [...this.byRequest.keys()];
+    for (const id of ids) this.abort(id);
+    return ids;
+  }
+
   /** Cancel a request: its sequences leave the queues and their blocks are free at once. False if unknown. */
   abort(requestId: string): boolean {
     const seqs = this.byRequest.get(requestId);
@@ -197,7 +209,7 @@ export class Engine {
   step(): TokenEvent[] {
     const { batch, tooLong } = this.scheduler.schedule();
     const events: TokenEvent[] = [];
-    for (const s of tooLong) events.push(this.finish(s, 'length', -1, '', null, null));
+    for (const s of tooLong) events.push(this.finish(s, 'length', -1, this.drain(s, false), null, null));
     if (!batch.length) return events;
     this.steps++;
     this.arena.reset();
@@ -232,16 +244,37 @@ export class Engine {
     seq.tokens.push(id);
     seq.sampler.accept(id);
     const stopId = p.stopTokenIds.includes(id) || (!p.ignoreEos && this.eos.includes(id));
-    if (stopId) return this.finish(seq, 'stop', id, seq.stop.flush() + (seq.detok?.flush() ?? ''), logprob, experts);
+    // the token's text (a stop id has none) through the stop-string matcher
     let text = '';
     let stopped = false;
-    if (seq.detok) ({ emit: text, stopped } = seq.stop.push(seq.detok.push(id)));
-    if (stopped) return this.finish(seq, 'stop', id, text, logprob, experts);
-    if (seq.outputLen >= p.maxTokens || seq.tokens.length >= this.maxModelLen) {
-      const tail = seq.detok ? seq.stop.push(seq.detok.flush()).emit + seq.stop.flush() : '';
-      return this.finish(seq, 'length', id, text + tail, logprob, experts);
+    const feed = (t: string): void => {
+      if (stopped) return;
+      const r = seq.stop.push(t);
+      text += r.emit;
+      stopped = r.stopped;
+    };
+    if (seq.detok && !stopId) feed(seq.detok.push(id));
+    const full = seq.outputLen >= p.maxTokens || seq.tokens.length >= this.maxModelLen;
+    if (stopId || stopped || full) {
+      text += this.drain(seq, stopped);
+      return this.finish(seq, stopId || stopped || seq.stopHit ? 'stop' : 'length', id, text, logprob, experts);
     }
     return this.event(seq, id, text, logprob, experts, null);
+  }
+
+  /**
+   * The text a finishing sequence still holds: the decoder's incomplete character and what the stop matcher held
+   * back, unless a stop string already ended it (nothing after it is returned). Sets seq.stopHit when the flushed
+   * text itself completes a stop string.
+   */
+  private drain(seq: Sequence, stopped: boolean): string {
+    if (!seq.detok || stopped) return '';
+    const r = seq.stop.push(seq.detok.flush());
+    if (r.stopped) {
+      seq.stopHit = true;
+      return r.emit;
+    }
+    return r.emit + seq.stop.flush();
   }
 
   private finish(

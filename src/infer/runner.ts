@@ -55,6 +55,9 @@ export class EventQueue implements AsyncIterable<TokenEvent> {
     }
   }
 
+  /** Called when the consumer stops iterating early (break, return, throw): the request is cancelled. */
+  onAbandon: (() => void) | null = null;
+
   [Symbol.asyncIterator](): AsyncIterator<TokenEvent> {
     return {
       next: () => {
@@ -67,7 +70,9 @@ export class EventQueue implements AsyncIterable<TokenEvent> {
         });
       },
       return: () => {
+        const early = !this.done;
         this.done = true;
+        if (early) this.onAbandon?.();
         return Promise.resolve({ value: undefined, done: true });
       },
     };
@@ -133,12 +138,14 @@ export class LocalEngine implements EngineClient {
     this.engine.add(requestId, req.prompt, req.params ?? {}, n); // throws on a bad request, before anything is queued
     const queue = this.router.openQueue(requestId, n);
     void this.loop();
+    const cancel = (): void => {
+      this.engine.abort(requestId);
+      this.router.close(requestId);
+    };
+    queue.onAbandon = cancel;
     return {
       requestId,
-      cancel: () => {
-        this.engine.abort(requestId);
-        this.router.close(requestId);
-      },
+      cancel,
       [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
     };
   }
@@ -161,6 +168,7 @@ export class LocalEngine implements EngineClient {
         await nextTick();
       }
     } catch (e) {
+      this.engine.abortAll(); // no sequence may keep its blocks (or compute) for a stream that has ended
       this.router.closeAll(e as Error);
     } finally {
       this.running = false;

@@ -149,6 +149,17 @@ function logSumExp(x: ArrayLike<number>): number {
   return mx + Math.log(s);
 }
 
+/**
+ * Logits with NaN as −∞ and ±∞ clamped to the float range (a diverged checkpoint or an overflow must not make the
+ * sampler loop or draw NaN weights); the same array when all are finite.
+ */
+function finite(x: Float32Array): Float32Array {
+  let ok = true;
+  for (let i = 0; i < x.length && ok; i++) ok = Number.isFinite(x[i]!);
+  if (ok) return x;
+  return x.map((v) => (Number.isNaN(v) ? -Infinity : v === Infinity ? 3.4e38 : v === -Infinity ? -Infinity : v));
+}
+
 /** Per-sequence sampler state: its random stream and the counts the penalties need. */
 export class SequenceSampler {
   private readonly rng: Rng;
@@ -174,8 +185,9 @@ export class SequenceSampler {
   }
 
   /** The next token from one position's raw logits [V]. */
-  sample(logits: Float32Array): { id: number; logprob: TokenLogprob | null } {
+  sample(raw: Float32Array): { id: number; logprob: TokenLogprob | null } {
     const p = this.params;
+    const logits = finite(raw);
     const id = this.choose(logits);
     let logprob: TokenLogprob | null = null;
     if (p.logprobs !== null) {
@@ -223,7 +235,7 @@ export class SequenceSampler {
       for (let k = 64; ; k *= 4) {
         cand = topIndices(x, k);
         w = cand.map(weight);
-        if (w.reduce((a, b) => a + b, 0) >= p.topP * total || cand.length >= V) break;
+        if (w.reduce((a, b) => a + b, 0) >= p.topP * total || k >= V) break;
       }
     }
     // top-p: the shortest prefix whose mass reaches topP of the distribution left by top-k (the whole vocabulary

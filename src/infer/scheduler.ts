@@ -100,9 +100,13 @@ export class Scheduler {
       if (need > this.blocks.freeBlocks) break;
       this.waiting.shift();
       this.blocks.share(cached, seq.blockTable);
-      seq.numComputed = seq.numCached = cached.length * this.blocks.blockSize;
-      this.blocks.prefixQueryTokens += seq.tokens.length;
-      this.blocks.prefixHitTokens += seq.numCached;
+      seq.numComputed = cached.length * this.blocks.blockSize;
+      if (seq.preemptions === 0) {
+        // a recompute after preemption may hit its own output's blocks: usage and metrics count the prompt once
+        seq.numCached = Math.min(seq.numComputed, seq.promptLen);
+        this.blocks.prefixQueryTokens += seq.promptLen;
+        this.blocks.prefixHitTokens += seq.numCached;
+      }
       this.blocks.ensure(seq.blockTable, seq.tokens.length);
       // the blocks taken from the cache are registered already: carry their hashes for the blocks that follow
       seq.blockHashes.length = 0;

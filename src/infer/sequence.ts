@@ -22,6 +22,8 @@ export class Sequence {
   readonly sampler: SequenceSampler;
   readonly detok: IncrementalDetokenizer | null;
   readonly stop: StopMatcher;
+  /** A stop string was completed by the text flushed at the end. */
+  stopHit = false;
   /** Times this sequence lost its blocks to preemption (for tests and metrics). */
   preemptions = 0;
 

@@ -2,8 +2,8 @@
 // server-sent events exactly as OpenAI sends them), /health and /metrics. The engine runs in a worker thread, so
 // this thread only parses, tokenizes and writes; a client that disconnects cancels its request and frees its blocks.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { randomBytes } from 'node:crypto';
-import { EngineError, type TokenEvent } from '../infer/engine.js';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { EngineError, EngineUnavailable, type TokenEvent } from '../infer/engine.js';
 import type { EngineClient } from '../infer/runner.js';
 import { SamplingError } from '../infer/sampler.js';
 import type { ChatTemplate } from '../tokenizer/chat-template.js';
@@ -60,8 +60,9 @@ export class DsvServer {
   private readonly tt: TokenText;
 
   constructor(readonly opts: ServerOptions) {
+    const known = (id: number): boolean => id < opts.tokenizer.vocabSize; // a padded model vocabulary has ids without text
     this.tt = {
-      text: (id) => opts.tokenizer.decode([id]),
+      text: (id) => (known(id) ? opts.tokenizer.decode([id]) : ''),
       bytes: (id) => Array.from(opts.tokenizer.tokenBytes(id)),
     };
     this.app = Fastify({ bodyLimit: opts.bodyLimit ?? 4 * 2 ** 20, logger: false, forceCloseConnections: 'idle' });
@@ -95,6 +96,9 @@ export class DsvServer {
     app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
       let e: ApiError;
       if (err instanceof ApiError) e = err;
+      else if (err instanceof SamplingError) e = new ApiError(400, err.message, SAMPLING_PARAM[err.param] ?? err.param, 'invalid_value');
+      else if (err instanceof EngineError) e = new ApiError(400, err.message, err.param, 'invalid_value');
+      else if (err instanceof EngineUnavailable) e = new ApiError(503, err.message, null, 'engine_unavailable');
       else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
         e = new ApiError(413, `the request body exceeds ${this.app.initialConfig.bodyLimit} bytes`, null, 'body_too_large');
       else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
@@ -102,7 +106,7 @@ export class DsvServer {
       else if (err.statusCode === 400 || err instanceof SyntaxError)
         e = new ApiError(400, `the request body is not valid JSON: ${err.message}`, null, 'invalid_json');
       else e = new ApiError(500, `internal error: ${err.message}`);
-      this.metrics.request(req.routeOptions.url ?? req.url, e.status);
+      this.metrics.request(req.routeOptions.url ?? 'unmatched', e.status); // route patterns only: a bounded label set
       void reply.code(e.status).send(e.body());
     });
     app.setNotFoundHandler((req, reply) => {
@@ -112,7 +116,9 @@ export class DsvServer {
     app.addHook('onRequest', async (req) => {
       if (!this.opts.apiKey || !req.url.startsWith('/v1/')) return;
       const auth = req.headers.authorization ?? '';
-      if (auth !== `Bearer ${this.opts.apiKey}`)
+      const want = Buffer.from(`Bearer ${this.opts.apiKey}`);
+      const got = Buffer.from(auth);
+      if (got.length !== want.length || !timingSafeEqual(got, want))
         throw new ApiError(
           401,
           auth ? 'Incorrect API key provided.' : 'Missing API key: send "Authorization: Bearer <key>".',
@@ -122,7 +128,9 @@ export class DsvServer {
     });
 
     app.get('/health', async (_req, reply) => {
-      if (!this.ready) return reply.code(503).send({ status: 'loading' });
+      if (!this.engine) return reply.code(503).send({ status: 'loading' });
+      const failure = (this.engine as { failure?: string | null }).failure;
+      if (failure) return reply.code(503).send({ status: 'failed', error: failure });
       return { status: 'ok' };
     });
     app.get('/metrics', async (_req, reply) => {
@@ -148,7 +156,15 @@ export class DsvServer {
 
   private promptIds(p: ParsedRequest): number[] {
     const tok = this.opts.tokenizer;
-    if (p.messages) return tok.encode(this.opts.template.render(p.messages));
+    if (p.messages) {
+      let text: string;
+      try {
+        text = this.opts.template.render(p.messages);
+      } catch (e) {
+        throw new ApiError(400, (e as Error).message, 'messages', 'invalid_value'); // e.g. roles that do not alternate
+      }
+      return tok.encode(text);
+    }
     if (typeof p.prompt === 'string') return tok.encode(p.prompt, this.opts.bosId !== null ? { addBos: true, bosId: this.opts.bosId } : {});
     return p.prompt!;
   }
@@ -186,6 +202,7 @@ export class DsvServer {
     } catch (e) {
       if (e instanceof SamplingError) throw new ApiError(400, e.message, SAMPLING_PARAM[e.param] ?? e.param, 'invalid_value');
       if (e instanceof EngineError) throw new ApiError(400, e.message, e.param === 'prompt' ? promptParam : e.param, 'invalid_value');
+      if (e instanceof EngineUnavailable) throw new ApiError(503, e.message, null, 'engine_unavailable');
       throw e;
     }
     this.inFlight++;
@@ -201,11 +218,12 @@ export class DsvServer {
       else this.metrics.itl.observe((now - prev) / 1000);
       lastAt.set(e.index, now);
     };
-    let done = false;
+    let done = false; // the stream ended normally: nothing to cancel
     // a client gone before the end cancels its request: its sequences leave the batch and their blocks are freed
     reply.raw.on('close', () => {
       if (!done) stream.cancel();
     });
+    if (reply.raw.destroyed || req.raw.socket?.destroyed) stream.cancel(); // gone before the listener was there
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const object = chat ? 'chat.completion' : 'text_completion';
@@ -277,7 +295,8 @@ export class DsvServer {
                 ? { index: e.index, delta: { content: e.text }, logprobs: lp, finish_reason: null, ...experts }
                 : { index: e.index, text: e.text, logprobs: lp, finish_reason: e.finishReason, ...experts },
             ]);
-            offsets[e.index]! += e.text.length;
+            // text_offset counts token texts, as the non-streamed answer does (held-back text included)
+            if (e.id >= 0) offsets[e.index]! += this.tt.text(e.id).length;
           }
           if (chat && e.finishReason) chunk([{ index: e.index, delta: {}, logprobs: null, finish_reason: e.finishReason }]);
         }
@@ -294,13 +313,13 @@ export class DsvServer {
         raw.write('data: [DONE]\n\n');
         this.metrics.request(endpoint, 200);
       } catch (err) {
-        done = true;
         send(new ApiError(500, (err as Error).message).body());
         this.metrics.request(endpoint, 500);
       }
       raw.end();
       return reply;
     } finally {
+      if (!done) stream.cancel(); // an error on our side: the engine must not go on generating for nobody
       done = true;
       this.inFlight--;
     }

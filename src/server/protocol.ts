@@ -18,5 +18,5 @@ export type FromWorker =
   | { t: 'ready'; maxModelLen: number; stats: EngineStats; backend: string; threads: number }
   | { t: 'failed'; message: string }
   | { t: 'events'; events: TokenEvent[]; stats: EngineStats }
-  | { t: 'rejected'; id: string; message: string }
+  | { t: 'rejected'; id: string; param: string; message: string }
   | { t: 'crashed'; message: string };

@@ -3,7 +3,7 @@
 // with the field named instead of round-tripping to the worker.
 import { Worker } from 'node:worker_threads';
 import type { EngineStats } from '../infer/engine.js';
-import { EngineError } from '../infer/engine.js';
+import { EngineError, EngineUnavailable } from '../infer/engine.js';
 import { EventRouter, newRequestId, type EngineClient, type EventStream, type GenerateRequest } from '../infer/runner.js';
 import { samplingParams } from '../infer/sampler.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
@@ -40,11 +40,21 @@ export class WorkerEngine implements EngineClient {
         client.maxLen = m.maxModelLen;
         client.last = m.stats;
         worker.on('message', (msg: FromWorker) => client.receive(msg));
-        worker.on('error', (e) => client.router.closeAll(new Error(`the engine worker failed: ${e.message}`)));
-        worker.on('exit', () => client.router.closeAll(new Error('the engine worker exited')));
+        worker.on('error', (e) => client.fail(`the engine worker failed: ${e.message}`));
+        worker.on('exit', () => client.fail('the engine worker exited'));
         resolve(client);
       });
     });
+  }
+
+  /** Why the engine stopped working (null while it works): requests then get 503 and /health reports it. */
+  failure: string | null = null;
+
+  private fail(why: string): void {
+    if (this.closed) return;
+    this.failure = why;
+    this.closed = true;
+    this.router.closeAll(new Error(why));
   }
 
   get maxModelLen(): number {
@@ -52,7 +62,7 @@ export class WorkerEngine implements EngineClient {
   }
 
   generate(req: GenerateRequest): EventStream {
-    if (this.closed) throw new Error('the engine is shutting down');
+    if (this.closed) throw new EngineUnavailable(this.failure ?? 'the engine is shutting down');
     const params = samplingParams(req.params);
     const n = req.n ?? 1;
     if (!req.prompt.length) throw new EngineError('prompt', 'the prompt is empty');
@@ -64,12 +74,14 @@ export class WorkerEngine implements EngineClient {
     const id = newRequestId();
     const queue = this.router.openQueue(id, n);
     this.send({ t: 'add', id, prompt: [...req.prompt], params, n });
+    const cancel = (): void => {
+      this.send({ t: 'abort', id });
+      this.router.close(id);
+    };
+    queue.onAbandon = cancel;
     return {
       requestId: id,
-      cancel: () => {
-        this.send({ t: 'abort', id });
-        this.router.close(id);
-      },
+      cancel,
       [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
     };
   }
@@ -98,9 +110,10 @@ export class WorkerEngine implements EngineClient {
         this.onStep?.(m.stats, m.events);
         return;
       case 'rejected':
-        this.router.close(m.id, new EngineError('prompt', m.message));
+        this.router.close(m.id, new EngineError(m.param, m.message));
         return;
       case 'crashed':
+        // the worker aborted every request; the engine takes new ones again
         this.router.closeAll(new Error(`the engine failed: ${m.message}`));
         return;
       default:

@@ -52,6 +52,7 @@ async function loop(): Promise<void> {
       await nextTick();
     }
   } catch (e) {
+    engine.abortAll(); // nothing keeps computing, or holding blocks, for streams that end here
     post({ t: 'crashed', message: (e as Error).message });
   } finally {
     looping = false;
@@ -64,7 +65,7 @@ port.on('message', (m: ToWorker) => {
       try {
         engine.add(m.id, m.prompt, m.params, m.n);
       } catch (e) {
-        post({ t: 'rejected', id: m.id, message: (e as Error).message });
+        post({ t: 'rejected', id: m.id, param: (e as { param?: string }).param ?? 'prompt', message: (e as Error).message });
         return;
       }
       void loop();

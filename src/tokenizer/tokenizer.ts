@@ -217,14 +217,16 @@ export class Tokenizer {
 
   /**
    * The raw bytes one id stands for (a special token: its content's UTF-8, or nothing with skipSpecial). A token's
-   * bytes may end inside a UTF-8 character; streaming decoders (src/infer/detok.ts) join them across tokens.
+   * bytes may end inside a UTF-8 character; streaming decoders (src/infer/text.ts) join them across tokens. An id
+   * outside the tokenizer's vocabulary gives no bytes.
    */
   tokenBytes(id: number, opts: { skipSpecial?: boolean } = {}): Uint8Array {
     const special = this.specials.find((s) => s.id === id);
     if (special) return opts.skipSpecial ? new Uint8Array(0) : new TextEncoder().encode(special.content);
+    // a model's vocabulary is often padded past the tokenizer's (DeepSeek-V2: 102,400 rows for ~100,000 tokens):
+    // an id the tokenizer does not know stands for no text, rather than failing a stream
     const tok = this.idToToken[id];
-    if (tok === undefined) throw new Error(`tokenizer: id ${id} is outside the vocabulary (size ${this.vocabSize})`);
-    return byteLevelBytes(tok);
+    return tok === undefined ? new Uint8Array(0) : byteLevelBytes(tok);
   }
 
   /** The Hugging Face tokenizer.json form (loadable by `tokenizers` in Python and @huggingface/tokenizers). */

@@ -78,8 +78,6 @@ export async function runServe(argv: string[]): Promise<number> {
     apiKey: (flags['api-key'] as string | undefined) ?? process.env['DSV2_API_KEY'],
     maxQueue,
   });
-  const url = await server.listen((flags['host'] as string | undefined) ?? '127.0.0.1', port);
-  console.log(`dsv2 serve: listening on ${url} (model '${name}' from ${dir}; loading)`);
   let stopping: Promise<void> | null = null;
   const stopped = new Promise<void>((resolveStop) => {
     const stop = (sig: string): void => {
@@ -87,12 +85,22 @@ export async function runServe(argv: string[]): Promise<number> {
       console.log(`dsv2 serve: ${sig}: finishing in-flight requests, then exiting`);
       stopping = server.shutdown().then(resolveStop, resolveStop);
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT')); // a repeated signal while stopping is ignored, not fatal
+    process.on('SIGTERM', () => stop('SIGTERM'));
   });
+  if (stopping) return 0; // a signal before the server even listened
+  const url = await server.listen((flags['host'] as string | undefined) ?? '127.0.0.1', port);
+  console.log(`dsv2 serve: listening on ${url} (model '${name}' from ${dir}; loading)`);
   const t0 = performance.now();
   try {
     const client = await WorkerEngine.start({ dir, backend: flags['backend'] as string | undefined, threads, engine }, config.vocab_size);
+    if (stopping) {
+      // SIGINT/SIGTERM came while the model loaded: the worker must not outlive the server
+      await client.close();
+      await stopped;
+      console.log('dsv2 serve: stopped');
+      return 0;
+    }
     server.setEngine(client);
     const s = client.stats();
     console.log(
