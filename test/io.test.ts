@@ -1,6 +1,7 @@
 // safetensors reading and writing, sharded checkpoints, corrupt files, and HF model directory round trips.
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -9,6 +10,7 @@ import { Checkpoint, SafetensorsFile, writeSafetensors } from '../src/io/safeten
 import { loadModel, saveModel } from '../src/model/load.js';
 import { DeepseekV2ForCausalLM } from '../src/model/model.js';
 import { preset } from '../src/model/presets.js';
+import { configJsonText, parseConfig } from '../src/model/config.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'dsv2-io-'));
 
@@ -119,5 +121,53 @@ describe('HF model directories', () => {
     assert.throws(() => loadModel(dir), /has shape \[400, 64\], expected \[400, 32\]/);
     writeFileSync(join(dir, 'config.json'), '{"hidden_size": ');
     assert.throws(() => loadModel(dir), /config.json: not valid JSON/);
+  });
+});
+
+describe('config.json for Hugging Face', () => {
+  it('writes float fields as floats (transformers 5 rejects routed_scaling_factor: 1) and the weights’ torch_dtype', () => {
+    const c = preset('deepseek-v2-lite');
+    const text = configJsonText(c);
+    for (const line of [
+      '"routed_scaling_factor": 1.0',
+      '"rope_theta": 10000.0',
+      '"factor": 40.0',
+      '"beta_fast": 32.0',
+      '"beta_slow": 1.0',
+      '"torch_dtype": "float32"',
+    ])
+      assert.ok(text.includes(line), `${line} in config.json`);
+    assert.ok(text.includes('"original_max_position_embeddings": 4096,'), 'integer fields stay integers');
+    assert.deepEqual(parseConfig(JSON.parse(text)), c, 'the text reads back as the same config');
+    assert.ok(configJsonText(c, 'bfloat16').includes('"torch_dtype": "bfloat16"'));
+  });
+});
+
+/** A Python whose transformers has the native deepseek_v2: $DSV2_PYTHON, else python3 on the PATH. */
+function pythonWithTransformers(): string | null {
+  for (const p of [process.env['DSV2_PYTHON'], 'python3']) {
+    const ok =
+      p && spawnSync(p, ['-c', 'from transformers.models.deepseek_v2 import modeling_deepseek_v2'], { stdio: 'ignore' }).status === 0;
+    if (ok) return p!;
+  }
+  return null;
+}
+
+describe('Hugging Face transformers (where a Python with it is installed)', () => {
+  it('AutoModelForCausalLM.from_pretrained loads a checkpoint we save, unchanged', (t) => {
+    const python = pythonWithTransformers();
+    if (!python) return t.skip('no Python with transformers ≥ 5 (set DSV2_PYTHON to one); the config.json fixture is checked above');
+    const dir = mkdtempSync(join(tmpdir(), 'dsv2-hf-'));
+    const m = DeepseekV2ForCausalLM.init(preset('tiny'), { seed: 3, std: 0.1, backend: T.loadBackend('ts') });
+    saveModel(m, dir);
+    const ids = [[0, 5, 9, 3, 7, 2]];
+    const r = spawnSync(python, ['scripts/hf-transformers-logits.py'], {
+      input: JSON.stringify({ dir, input_ids: ids }),
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const hf = JSON.parse(r.stdout) as { logits: number[] };
+    assert.equal(hf.logits.length, ids[0]!.length * m.config.vocab_size);
+    assert.ok(hf.logits.every(Number.isFinite));
   });
 });

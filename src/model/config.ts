@@ -273,6 +273,36 @@ export function kvHeads(c: DeepseekV2Config): number {
 }
 
 /** config.json form of a config (HF names; the extension field only when it differs from MLA). */
+/**
+ * Fields Hugging Face types as floats. JSON has one number type, but transformers 5 validates config fields
+ * strictly (`routed_scaling_factor` written as 1 fails: "expected float, got int"), so config.json writes these
+ * with a decimal point even when they are whole.
+ */
+const FLOAT_FIELDS = new Set([
+  'routed_scaling_factor',
+  'rope_theta',
+  'rms_norm_eps',
+  'initializer_range',
+  'aux_loss_alpha',
+  'attention_dropout',
+  'factor',
+  'beta_fast',
+  'beta_slow',
+  'mscale',
+  'mscale_all_dim',
+]);
+
+/** config.json text for a config: HF field names, float fields as floats, and the weights' torch_dtype. */
+export function configJsonText(c: DeepseekV2Config, torchDtype: 'float32' | 'bfloat16' | 'float16' = 'float32'): string {
+  const marker = '@@float@@';
+  const text = JSON.stringify(
+    { ...configToJson(c), torch_dtype: torchDtype },
+    (key, v) => (FLOAT_FIELDS.has(key) && typeof v === 'number' && Number.isInteger(v) ? `${marker}${v}.0` : v),
+    2,
+  );
+  return text.replace(new RegExp(`"${marker}(-?\\d+\\.0)"`, 'g'), '$1') + '\n';
+}
+
 export function configToJson(c: DeepseekV2Config): Json {
   const out: Json = { architectures: ['DeepseekV2ForCausalLM'], model_type: 'deepseek_v2', ...c };
   if (c.attention_type === 'mla') delete out['attention_type'];

@@ -6,7 +6,7 @@ import { defaultBackend } from '../backend/registry.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Checkpoint, CheckpointError, writeSafetensors } from '../io/safetensors.js';
 import { wrap } from '../tensor/tensor.js';
-import { configToJson, ConfigError, parseConfig, type DeepseekV2Config } from './config.js';
+import { configJsonText, ConfigError, parseConfig, type DeepseekV2Config } from './config.js';
 import { DeepseekV2ForCausalLM } from './model.js';
 import { Params } from './params.js';
 import { expectedTensors, inventoryProblems } from './weights.js';
@@ -77,5 +77,6 @@ export function saveModel(model: DeepseekV2ForCausalLM, dir: string, dtype: 'F32
     }),
     dtype,
   );
-  writeFileAtomic(join(dir, 'config.json'), JSON.stringify(configToJson(model.config), null, 2) + '\n');
+  const torchDtype = dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32';
+  writeFileAtomic(join(dir, 'config.json'), configJsonText(model.config, torchDtype));
 }
