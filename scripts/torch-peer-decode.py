@@ -10,11 +10,12 @@ Protocol (one JSON object per line on stdout): {"ready": true, ...} once warmed 
 `decode` or `prefill` request; `quit` (or end of input) exits.
 """
 import argparse
-import ctypes
 import json
 import os
 import sys
 import time
+
+from torch_peer_setup import setup
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--peer-dir", required=True)
@@ -27,19 +28,7 @@ ap.add_argument("--mode", default="absorb", choices=["absorb", "naive"])
 ap.add_argument("--seed", type=int, default=0)
 args = ap.parse_args()
 
-for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[k] = str(args.threads)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-_libc = ctypes.CDLL("libc.so.6")
-_libc.mallopt(-4, 0)  # M_MMAP_MAX
-_libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-
-import torch  # noqa: E402
-
-sys.path.insert(0, args.peer_dir)
-import torch_dsv2 as M  # noqa: E402
-
-torch.set_num_threads(args.threads)
+torch, M = setup(args.threads, args.peer_dir)
 cfg = M.DeepseekV2Config.from_json(os.path.join(args.peer_dir, "configs", f"{args.config}.json"))
 model = M.DeepseekV2ForCausalLM(cfg).init_weights(std=0.02, seed=args.seed).eval()
 g = torch.Generator().manual_seed(args.seed + 1)

@@ -7,17 +7,18 @@ own steps. Each pair of steps sees the same machine, and the median of the per-p
 
 The step is bench_torch.py's (../shared/peers): the peer model `torch_dsv2.DeepseekV2ForCausalLM`, random init
 std 0.02, forward + cross-entropy + backward + AdamW (lr 1e-4) on fresh random tokens, with the same thread and
-malloc settings. That file parses its own arguments when imported, so its ~15 lines of set-up are repeated here.
+malloc settings (scripts/torch_peer_setup.py repeats bench_torch.py's set-up, which cannot be imported).
 
 Protocol (one JSON object per line on stdout): {"ready": true, "torch": ..., ...} once the model is built and
 warmed up; then {"s": seconds} per `step`; `quit` (or end of input) exits.
 """
 import argparse
-import ctypes
 import json
 import os
 import sys
 import time
+
+from torch_peer_setup import setup
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--peer-dir", required=True, help="the folder holding torch_dsv2.py and configs/")
@@ -29,19 +30,7 @@ ap.add_argument("--seed", type=int, default=0)
 args = ap.parse_args()
 
 # as bench_torch.py: thread settings before torch is imported; glibc keeps freed memory ("malloc tuned")
-for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[k] = str(args.threads)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-_libc = ctypes.CDLL("libc.so.6")
-_libc.mallopt(-4, 0)  # M_MMAP_MAX
-_libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-
-import torch  # noqa: E402
-
-sys.path.insert(0, args.peer_dir)
-import torch_dsv2 as M  # noqa: E402
-
-torch.set_num_threads(args.threads)
+torch, M = setup(args.threads, args.peer_dir)
 cfg = M.DeepseekV2Config.from_json(os.path.join(args.peer_dir, "configs", f"{args.config}.json"))
 model = M.DeepseekV2ForCausalLM(cfg).init_weights(std=0.02, seed=args.seed).train()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

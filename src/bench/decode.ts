@@ -148,19 +148,11 @@ export async function benchDecodeVsPeer(
   opts: { pairs?: number; peerDir?: string; python?: string; command?: string[] } = {},
 ): Promise<DecodeVsPeerRecord> {
   const { spawn } = await import('node:child_process');
-  const { existsSync } = await import('node:fs');
-  const { PeerProcess, quartile, REPO } = await import('./peer.js');
+  const { PeerProcess, peerCommand, quartile } = await import('./peer.js');
   const prompt = 16;
   const newTokens = 128;
   const prefillLen = 256;
-  let command = opts.command;
-  if (!command) {
-    const peerDir = opts.peerDir ?? `${REPO}../shared/peers`;
-    if (!existsSync(`${peerDir}/torch_dsv2.py`)) throw new Error(`no PyTorch peer at ${peerDir} (torch_dsv2.py not found; set --peer-dir)`);
-    if (!existsSync(`${peerDir}/configs/${presetName}.json`)) throw new Error(`the PyTorch peer has no config for preset '${presetName}'`);
-    const python = opts.python ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-    command = [python, `${REPO}scripts/torch-peer-decode.py`, '--peer-dir', peerDir, '--config', presetName];
-  }
+  const command = peerCommand('torch-peer-decode.py', presetName, opts);
   const runner = new DecodeRunner(b, presetName);
   const args = [
     ...command.slice(1),

@@ -117,17 +117,23 @@ export function quartile(xs: number[], q: number): number {
   return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (i - lo);
 }
 
+/**
+ * The peer program and its leading arguments: opts.command (a stand-in in tests), else a Python with torch running
+ * scripts/<script> over the peer folder (../shared/peers beside the repository) with the preset's config.
+ */
+export function peerCommand(script: string, presetName: string, opts: Pick<PeerOptions, 'command' | 'peerDir' | 'python'>): string[] {
+  if (opts.command) return opts.command;
+  const peerDir = opts.peerDir ?? `${REPO}../shared/peers`;
+  if (!existsSync(`${peerDir}/torch_dsv2.py`)) throw new Error(`no PyTorch peer at ${peerDir} (torch_dsv2.py not found; set --peer-dir)`);
+  if (!existsSync(`${peerDir}/configs/${presetName}.json`)) throw new Error(`the PyTorch peer has no config for preset '${presetName}'`);
+  const python = opts.python ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+  return [python, `${REPO}scripts/${script}`, '--peer-dir', peerDir, '--config', presetName];
+}
+
 export async function benchTrainVsPeer(b: Backend, presetName: string, opts: PeerOptions = {}): Promise<PeerBenchRecord> {
   const stepper = trainStepper(b, presetName, opts);
   const threads = threadsOf(b);
-  let command = opts.command;
-  if (!command) {
-    const peerDir = opts.peerDir ?? `${REPO}../shared/peers`;
-    if (!existsSync(`${peerDir}/torch_dsv2.py`)) throw new Error(`no PyTorch peer at ${peerDir} (torch_dsv2.py not found; set --peer-dir)`);
-    if (!existsSync(`${peerDir}/configs/${presetName}.json`)) throw new Error(`the PyTorch peer has no config for preset '${presetName}'`);
-    const python = opts.python ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-    command = [python, `${REPO}scripts/torch-peer-train.py`, '--peer-dir', peerDir, '--config', presetName];
-  }
+  const command = peerCommand('torch-peer-train.py', presetName, opts);
   const args = [...command.slice(1), '--threads', String(threads), '--batch', String(stepper.batch), '--seq', String(stepper.seq)];
   const peer = new PeerProcess(spawn(command[0]!, args, { stdio: ['pipe', 'pipe', 'pipe'] }));
   try {

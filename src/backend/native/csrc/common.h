@@ -96,6 +96,22 @@ inline void st(float* p, i64 i, i64 len, __m256 v) {
   else _mm256_maskstore_ps(p + i, tail_mask(len), v);
 }
 
+/** Σ a[i]·b[i] over n floats: two accumulators over 16-float steps, a masked tail (RMSNorm, softmax backward, paged
+ * attention's scores). */
+inline float row_dot(const float* a, const float* b, i64 n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  i64 i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i < n; i += 8) {
+    const i64 l = std::min<i64>(8, n - i);
+    s0 = _mm256_fmadd_ps(ld(a, i, l), ld(b, i, l), s0);
+  }
+  return hsum(_mm256_add_ps(s0, s1));
+}
+
 /** Split `rows` over the team (each thread one contiguous range); one thread when the work is small or !allow. */
 template <class F>
 void parallel_rows(i64 rows, double work, bool allow, F body) {

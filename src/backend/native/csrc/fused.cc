@@ -8,20 +8,6 @@
 namespace dsv2 {
 namespace {
 
-inline float row_dot(const float* a, const float* b, i64 n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  i64 i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-  }
-  for (; i < n; i += 8) {
-    const i64 l = std::min<i64>(8, n - i);
-    s0 = _mm256_fmadd_ps(ld(a, i, l), ld(b, i, l), s0);
-  }
-  return hsum(_mm256_add_ps(s0, s1));
-}
-
 inline float row_max(const float* x, i64 n) {
   __m256 m = _mm256_set1_ps(-INFINITY);
   i64 i = 0;

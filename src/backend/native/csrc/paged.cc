@@ -9,20 +9,6 @@
 namespace dsv2 {
 namespace {
 
-inline float dot(const float* a, const float* b, i64 n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  i64 d = 0;
-  for (; d + 16 <= n; d += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), s1);
-  }
-  for (; d < n; d += 8) {
-    const i64 l = std::min<i64>(8, n - d);
-    s0 = _mm256_fmadd_ps(ld(a, d, l), ld(b, d, l), s0);
-  }
-  return hsum(_mm256_add_ps(s0, s1));
-}
-
 /** y[0..n) += a·x */
 inline void axpy(float* y, float a, const float* x, i64 n) {
   const __m256 av = _mm256_set1_ps(a);
@@ -69,7 +55,7 @@ void paged_attention(const PagedAttentionArgs& p, float* out) {
     auto row = [&](i64 j) { return p.cache + ((i64)table[j / p.blockSize] * p.blockSize + j % p.blockSize) * p.W; };
     for (i64 j = 0; j < len; j++) {
       const float* k = row(j) + p.kOffset + g * p.kHeadStride;
-      for (i64 h = 0; h < nh; h++) sc[h * len + j] = dot(q + h * p.Dk, k, p.Dk) * p.scale;
+      for (i64 h = 0; h < nh; h++) sc[h * len + j] = row_dot(q + h * p.Dk, k, p.Dk) * p.scale;
     }
     for (i64 h = 0; h < nh; h++) {
       float* s = sc + h * len;
