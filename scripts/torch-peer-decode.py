@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from torch_peer_setup import setup
+from torch_peer_setup import blas_gflops, setup
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--peer-dir", required=True)
@@ -55,7 +55,7 @@ def prefill():
 
 decode()
 prefill()
-print(json.dumps({"ready": True, "torch": torch.__version__, "threads": args.threads, "config": args.config}), flush=True)
+print(json.dumps({"ready": True, "torch": torch.__version__, "blas_gflops": blas_gflops(torch), "threads": args.threads, "config": args.config}), flush=True)
 for line in sys.stdin:
     cmd = line.strip()
     if cmd == "quit":

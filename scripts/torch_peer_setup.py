@@ -21,3 +21,18 @@ def setup(threads, peer_dir):
 
     torch.set_num_threads(threads)
     return torch, torch_dsv2
+
+
+def blas_gflops(torch):
+    """A 1024³ float32 matmul's GFLOP/s (best of 3): Debian's python3-torch links whatever libblas.so.3 the system
+    provides, and without libopenblas0-pthread that is the reference BLAS, ~20× slower, which would make any race
+    against this peer meaningless."""
+    import time
+
+    a = torch.randn(1024, 1024)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 1024**3 / best / 1e9

@@ -30,6 +30,18 @@ describe('bench train --vs-torch', () => {
     );
   });
 
+  it('a peer whose BLAS is the reference one (a matmul under 20 GFLOP/s) is refused, naming the fix', async () => {
+    process.env['STAND_IN_BLAS'] = '4.2';
+    try {
+      await assert.rejects(
+        benchTrainVsPeer(loadBackend('ts'), 'tiny', { command: standIn(1), pairs: 3, batch: 2, seq: 16 }),
+        /4\.2 GFLOP\/s: its BLAS is the reference one, not OpenBLAS \(apt-get install libopenblas0-pthread\)/,
+      );
+    } finally {
+      delete process.env['STAND_IN_BLAS'];
+    }
+  });
+
   it('a missing peer folder or a misplaced flag is one clear line from the CLI', () => {
     for (const [args, code, msg] of [
       [['--vs-torch', '--peer-dir', '/nonexistent'], 1, /no PyTorch peer at \/nonexistent/],

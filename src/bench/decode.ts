@@ -148,7 +148,7 @@ export async function benchDecodeVsPeer(
   opts: { pairs?: number; peerDir?: string; python?: string; command?: string[] } = {},
 ): Promise<DecodeVsPeerRecord> {
   const { spawn } = await import('node:child_process');
-  const { PeerProcess, peerCommand, quartile } = await import('./peer.js');
+  const { PeerProcess, checkReady, peerCommand, quartile } = await import('./peer.js');
   const prompt = 16;
   const newTokens = 128;
   const prefillLen = 256;
@@ -167,8 +167,7 @@ export async function benchDecodeVsPeer(
   ];
   const peer = new PeerProcess(spawn(command[0]!, args, { stdio: ['pipe', 'pipe', 'pipe'] }));
   try {
-    const ready = await peer.reply();
-    if (ready['ready'] !== true) throw new Error(`the PyTorch peer did not start: ${JSON.stringify(ready)}`);
+    const ready = await checkReady(peer);
     runner.decode(prompt, 8);
     runner.prefill(prefillLen);
     const ask = async (what: string): Promise<number> => {

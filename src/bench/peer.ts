@@ -130,6 +130,22 @@ export function peerCommand(script: string, presetName: string, opts: Pick<PeerO
   return [python, `${REPO}scripts/${script}`, '--peer-dir', peerDir, '--config', presetName];
 }
 
+/** Below this, the peer's BLAS is not an optimised one (Debian's reference libblas runs ~5 GFLOP/s, OpenBLAS 100+). */
+const MIN_PEER_BLAS_GFLOPS = 20;
+
+/** The peer's ready line, checked: started, and with a BLAS worth racing. */
+export async function checkReady(peer: PeerProcess): Promise<Record<string, unknown>> {
+  const ready = await peer.reply();
+  if (ready['ready'] !== true) throw new Error(`the PyTorch peer did not start: ${JSON.stringify(ready)}`);
+  const g = ready['blas_gflops'];
+  if (typeof g === 'number' && g < MIN_PEER_BLAS_GFLOPS)
+    throw new Error(
+      `the PyTorch peer's matmul runs at ${g.toFixed(1)} GFLOP/s: its BLAS is the reference one, not OpenBLAS ` +
+        '(apt-get install libopenblas0-pthread), and a race against it would mean nothing',
+    );
+  return ready;
+}
+
 export async function benchTrainVsPeer(b: Backend, presetName: string, opts: PeerOptions = {}): Promise<PeerBenchRecord> {
   const stepper = trainStepper(b, presetName, opts);
   const threads = threadsOf(b);
@@ -137,8 +153,7 @@ export async function benchTrainVsPeer(b: Backend, presetName: string, opts: Pee
   const args = [...command.slice(1), '--threads', String(threads), '--batch', String(stepper.batch), '--seq', String(stepper.seq)];
   const peer = new PeerProcess(spawn(command[0]!, args, { stdio: ['pipe', 'pipe', 'pipe'] }));
   try {
-    const ready = await peer.reply();
-    if (ready['ready'] !== true) throw new Error(`the PyTorch peer did not start: ${JSON.stringify(ready)}`);
+    const ready = await checkReady(peer);
     stepper.warmUp(); // the peer warmed up before it said ready
     const pairs = Math.max(3, opts.pairs ?? 20);
     const ours: number[] = [];
