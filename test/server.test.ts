@@ -344,6 +344,52 @@ describe('dsv2 serve with the openai client', () => {
     assert.equal(await metric('dsv2_num_requests_running'), 0);
   });
 
+  it('a reader that stalls mid-stream (socket backpressure) still gets the whole stream, in order', async () => {
+    const body = JSON.stringify({
+      model: 'tiny-chat',
+      prompt: 'Call me',
+      max_tokens: 200,
+      temperature: 0,
+      ignore_eos: true,
+      stream: true,
+      logprobs: 20,
+    });
+    const whole = await client.completions.create({
+      model: 'tiny-chat',
+      prompt: 'Call me',
+      max_tokens: 200,
+      temperature: 0,
+      ignore_eos: true,
+    } as OpenAI.CompletionCreateParamsNonStreaming);
+    const { request } = await import('node:http');
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = request(
+        `${base}/v1/completions`,
+        { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` } },
+        (res) => {
+          let raw = '';
+          let paused = false;
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => {
+            raw += d;
+            if (!paused) {
+              paused = true; // stop reading for a while: the server's writes fill the socket and must wait for it
+              res.pause();
+              setTimeout(() => res.resume(), 400);
+            }
+          });
+          res.on('end', () => resolve(raw));
+          res.on('error', reject);
+        },
+      );
+      req.end(body);
+    });
+    const events = text.split('\n\n').filter((l) => l.startsWith('data: {'));
+    const got = events.map((l) => (JSON.parse(l.slice(6)) as { choices: { text: string }[] }).choices[0]?.text ?? '').join('');
+    assert.equal(got, whole.choices[0]!.text);
+    assert.ok(text.trimEnd().endsWith('data: [DONE]'));
+  });
+
   it('SIGTERM: the server finishes and exits 0', async () => {
     const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
     proc.kill('SIGTERM');

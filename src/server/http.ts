@@ -261,7 +261,22 @@ export class DsvServer {
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
-      const send = (obj: unknown): void => void raw.write(`data: ${JSON.stringify(obj)}\n\n`);
+      // a slow reader: wait until the socket drains instead of buffering the stream in memory (the engine's events
+      // wait in the request's queue meanwhile, bounded by max_tokens)
+      const drained = (): Promise<void> =>
+        new Promise((resolve) => {
+          const done = (): void => {
+            raw.off('drain', done);
+            raw.off('close', done);
+            resolve();
+          };
+          raw.on('drain', done);
+          raw.on('close', done);
+        });
+      let pending: Promise<void> | null = null;
+      const send = (obj: unknown): void => {
+        if (!raw.write(`data: ${JSON.stringify(obj)}\n\n`) && !raw.destroyed) pending = drained();
+      };
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}): void =>
         send({
           id,
@@ -279,6 +294,10 @@ export class DsvServer {
       const offsets = new Array<number>(p.n).fill(0);
       try {
         for await (const e of stream) {
+          if (pending) {
+            await pending;
+            pending = null;
+          }
           observe(e);
           if (e.id >= 0) completion++;
           cached = e.cachedTokens;
