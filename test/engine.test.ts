@@ -174,6 +174,18 @@ for (const backend of testBackends()) {
       assert.equal(engine.stats().prefixHitTokens - hits, 32, 'four full blocks of the 37-token prompt are reused (never the last token)');
     });
 
+    it('n > 1: the choices prefill their shared prompt once (prefix cache) and, under greedy, agree', () => {
+      const p = prompts(13, [40], V)[0]!;
+      const engine = new Engine(m, { blockSize: 8 });
+      engine.add('x', p, { temperature: 0, maxTokens: 6, ignoreEos: true }, 3);
+      const out = new Map<number, number[]>();
+      while (engine.hasWork) for (const e of engine.step()) (out.get(e.index) ?? out.set(e.index, []).get(e.index)!).push(e.id);
+      assert.deepEqual(out.get(1), out.get(0));
+      assert.deepEqual(out.get(2), out.get(0));
+      assert.deepEqual(out.get(0), generateGreedy(m, [p], { maxNewTokens: 6 })[0]);
+      assert.equal(engine.stats().prefixHitTokens, 2 * 32, 'the second and third choice take the four full blocks');
+    });
+
     it('MHA and GQA baselines page their caches the same way and match their own no-cache decoding', () => {
       for (const attention_type of ['mha', 'gqa']) {
         const b = model(backend, { attention_type, v_head_dim: 12, num_key_value_heads: attention_type === 'gqa' ? 1 : 2 });

@@ -89,6 +89,9 @@ export class Scheduler {
     // 2. waiting sequences, first come first served: the queue's head is never skipped
     while (!preempted && budget > 0 && this.waiting.length && this.running.length < this.opts.maxNumSeqs) {
       const seq = this.waiting[0]!;
+      // the choices of one request (n > 1) share a prompt: the later ones wait until the first has prefilled it,
+      // then take its blocks from the prefix cache instead of computing them again
+      if (this.running.some((r) => r.requestId === seq.requestId && r.numComputed < r.promptLen)) break;
       const cached = this.blocks.lookup(seq.tokens);
       // new blocks, plus the cached ones nobody holds (taking them removes them from the free pool)
       const need = this.blocks.blocksFor(seq.tokens.length) - cached.length + cached.filter((b) => this.blocks.refCount(b) === 0).length;
