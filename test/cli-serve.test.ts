@@ -54,7 +54,9 @@ describe('dsv2 chat', () => {
       [['serve', '--model', dir, '--backend', 'gpu'], 1, /unknown backend 'gpu'/],
       [['serve', '--model', dir, '--kv-cache-mib', '-1'], 2, /--kv-cache-mib must be in/],
       [['serve'], 2, /--model DIR is required/],
-      [['chat', '--model', dir, '--temperature', '-2'], 2, /temperature/],
+      [['chat', '--model', dir, '--temperature', '-2'], 2, /--temperature: must be a number ≥ 0, got -2/],
+      [['chat', '--model', dir, '--top-p', '2'], 2, /--top-p: must be in \(0, 1\], got 2/],
+      [['sample', '--model', dir, '--prompt', 'x', '--top-k', '-3'], 2, /--top-k: must be an integer ≥ 0, got -3/],
     ] as const) {
       const r = dsv2([...args]);
       assert.equal(r.code, code, `${args.join(' ')}: ${r.err}`);

@@ -5,7 +5,8 @@ import { createInterface } from 'node:readline';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { Engine, type EngineOptions } from '../../infer/engine.js';
 import { LocalEngine } from '../../infer/runner.js';
-import { SamplingError, samplingParams } from '../../infer/sampler.js';
+import { SamplingError } from '../../infer/sampler.js';
+import { checkedSampling } from '../sampling.js';
 import { loadChatTemplate, loadTokenizer, resolveModelDir } from '../../io/model-dir.js';
 import { loadModel, readConfig } from '../../model/load.js';
 import { DsvServer } from '../../server/http.js';
@@ -145,11 +146,7 @@ export async function runChat(argv: string[]): Promise<number> {
     topK: (flags['top-k'] as number | undefined) ?? 0,
     seed: (flags['seed'] as number | undefined) ?? 0,
   };
-  try {
-    samplingParams({ ...params, maxTokens: (flags['max-tokens'] as number | undefined) ?? 256 });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  checkedSampling({ ...params, maxTokens: (flags['max-tokens'] as number | undefined) ?? 256 });
   const system = flags['system'] as string | undefined;
   const history: ChatMessage[] = system ? [{ role: 'system', content: system }] : [];
   const tty = process.stdin.isTTY;

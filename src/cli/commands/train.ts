@@ -7,6 +7,7 @@ import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { BUILTIN_CORPORA } from '../../data/corpus.js';
 import { generate } from '../../infer/generate.js';
 import { resolveModelDir } from '../../io/model-dir.js';
+import { checkedSampling } from '../sampling.js';
 import { configToJson } from '../../model/config.js';
 import { loadModel } from '../../model/load.js';
 import { preset, PRESET_NAMES } from '../../model/presets.js';
@@ -224,6 +225,18 @@ export function runSample(argv: string[]): number {
   if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
   if (!flags['model']) throw new UsageError('--model DIR is required');
   const prompt = (flags['prompt'] as string | undefined) ?? '';
+  const params = checkedSampling(
+    {
+      temperature: (flags['temperature'] as number | undefined) ?? 0.8,
+      topK: (flags['top-k'] as number | undefined) ?? 40,
+      topP: (flags['top-p'] as number | undefined) ?? 0.95,
+      minP: flags['min-p'] as number | undefined,
+      repetitionPenalty: flags['repetition-penalty'] as number | undefined,
+      seed: (flags['seed'] as number | undefined) ?? 0,
+      maxTokens: (flags['max-new-tokens'] as number | undefined) ?? 200,
+    },
+    '--max-new-tokens',
+  );
   const dir = modelDir(flags['model'] as string);
   const tokFile = join(dir, 'tokenizer.json');
   if (!existsSync(tokFile)) throw new Error(`${dir} has no tokenizer.json`);
@@ -237,21 +250,12 @@ export function runSample(argv: string[]): number {
   const backend = flags['backend'] ? loadBackend(flags['backend'] as string) : defaultBackend();
   const model = loadModel(dir, { backend, trainable: false });
   const bos = tok.idOf(BOS) ?? model.config.bos_token_id;
-  const topP = (flags['top-p'] as number | undefined) ?? 0.95;
-  if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
   const ids = tok.encode(prompt, bos !== undefined && bos !== null ? { addBos: true, bosId: bos } : {});
   process.stdout.write(prompt);
   // the engine's events carry whole UTF-8 characters: print them as they come
   generate(model, [ids], {
-    maxNewTokens: (flags['max-new-tokens'] as number | undefined) ?? 200,
-    params: {
-      temperature: (flags['temperature'] as number | undefined) ?? 0.8,
-      topK: (flags['top-k'] as number | undefined) ?? 40,
-      topP,
-      minP: flags['min-p'] as number | undefined,
-      repetitionPenalty: flags['repetition-penalty'] as number | undefined,
-      seed: (flags['seed'] as number | undefined) ?? 0,
-    },
+    maxNewTokens: params.maxTokens,
+    params,
     stopAtEos: true,
     eosTokenIds: [tok.idOf(EOS) ?? model.config.eos_token_id ?? -1],
     tokenizer: tok,
