@@ -72,7 +72,8 @@ export function helpText(): string {
     ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
     'Environment: DSV2_BACKEND=ts|native|wasm selects the compute backend; DSV2_THREADS=N sets kernel threads;',
-    '             DSV2_DEBUG=1 prints stack traces.',
+    '             DSV2_DEBUG=1 prints stack traces; DSV2_TRACE=1 makes dsv2 serve print its engine step time;',
+    '             DSV2_API_KEY sets dsv2 serve --api-key.',
   ].join('\n');
 }
 
