@@ -145,42 +145,11 @@ describe('dsv2 model commands', () => {
       /outside the vocabulary/,
     );
     writeFileSync(join(tmp, 'ok.json'), JSON.stringify({ input_ids: [[1, 2]] }));
-    oneLineError(
-      dsv2(
-        'generate',
-        '--model',
-        `${G}/gen`,
-        '--input',
-        join(tmp, 'ok.json'),
-        '--max-new-tokens',
-        '2',
-        '--top-k',
-        '3',
-        '--output',
-        join(tmp, 'x.json'),
-      ),
-      /--top-k goes with --temperature/,
-    );
-    oneLineError(
-      dsv2(
-        'generate',
-        '--model',
-        `${G}/gen`,
-        '--input',
-        join(tmp, 'ok.json'),
-        '--max-new-tokens',
-        '2',
-        '--temperature',
-        '-1',
-        '--output',
-        join(tmp, 'x.json'),
-      ),
-      /temperature must be a number ≥ 0/,
-    );
-    oneLineError(
-      dsv2('generate', '--model', `${G}/gen`, '--input', join(tmp, 'ok.json'), '--max-new-tokens', '70', '--output', join(tmp, 'x.json')),
-      /exceeds max_position_embeddings 64/,
-    );
+    const gen = (...extra: string[]): ReturnType<typeof dsv2> =>
+      dsv2('generate', '--model', `${G}/gen`, '--input', join(tmp, 'ok.json'), '--output', join(tmp, 'x.json'), ...extra);
+    oneLineError(gen('--max-new-tokens', '2', '--top-k', '3'), /--top-k goes with --temperature/);
+    oneLineError(gen('--max-new-tokens', '2', '--temperature', '-1'), /temperature must be a number ≥ 0/);
+    oneLineError(gen('--max-new-tokens', '70'), /exceeds max_position_embeddings 64/);
     oneLineError(
       dsv2('step', '--model', `${G}/train`, '--batch', join(tmp, 'no-aux.json'), '--output', join(tmp, 's')),
       /aux: "alpha1" must be a number/,

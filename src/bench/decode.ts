@@ -3,6 +3,7 @@
 // preset's shapes. Batch-1 decode reads every active weight once per token, so it is bound by memory bandwidth:
 // the record also gives the machine's read bandwidth measured in the same run and the ceiling it implies
 // (bandwidth ÷ active weight bytes per token).
+import { spawn } from 'node:child_process';
 import type { Backend } from '../backend/backend.js';
 import { Engine } from '../infer/engine.js';
 import { DeepseekV2ForCausalLM } from '../model/model.js';
@@ -10,6 +11,7 @@ import { preset } from '../model/presets.js';
 import { paramCounts } from '../model/weights.js';
 import { Rng } from '../tensor/random.js';
 import { threadsOf, type BenchRecord } from './kernels.js';
+import { checkReady, PeerProcess, peerCommand, quartile } from './peer.js';
 import { median } from './timing.js';
 
 export interface DecodeBenchRecord extends BenchRecord {
@@ -147,8 +149,6 @@ export async function benchDecodeVsPeer(
   presetName: string,
   opts: { pairs?: number; peerDir?: string; python?: string; command?: string[] } = {},
 ): Promise<DecodeVsPeerRecord> {
-  const { spawn } = await import('node:child_process');
-  const { PeerProcess, checkReady, peerCommand, quartile } = await import('./peer.js');
   const prompt = 16;
   const newTokens = 128;
   const prefillLen = 256;

@@ -111,11 +111,26 @@ export class DecodePlan {
   /** y [rows, out] (+)= x [rows, in] · Wᵀ, W [out, in] row-major; beta 1 adds into y (a residual). */
   private linear(x: F32, xOff: number, rows: number, W: F32, out: number, inp: number, y: F32, beta = 0): GemmParams {
     return {
-      batch: 1, M: rows, N: out, K: inp,
-      a: x, aOffset: xOff, aBatchStride: 0, aRowStride: inp, aColStride: 1,
-      b: W, bOffset: 0, bBatchStride: 0, bRowStride: 1, bColStride: inp,
-      c: y, cOffset: 0, cBatchStride: 0, alpha: 1, beta,
-    }; // prettier-ignore
+      batch: 1,
+      M: rows,
+      N: out,
+      K: inp,
+      a: x,
+      aOffset: xOff,
+      aBatchStride: 0,
+      aRowStride: inp,
+      aColStride: 1,
+      b: W,
+      bOffset: 0,
+      bBatchStride: 0,
+      bRowStride: 1,
+      bColStride: inp,
+      c: y,
+      cOffset: 0,
+      cBatchStride: 0,
+      alpha: 1,
+      beta,
+    };
   }
 
   /**
@@ -211,15 +226,30 @@ export class DecodePlan {
         cBatchStride: N * dc,
         alpha: 1,
         beta: 0,
-      }); // prettier-ignore  [H, N, dc]
+      }); // [H, N, dc]
       b.copy({ buf: tmpH, offset: 0, strides: [N * dc, dc, 1] }, { buf: qAbs, offset: 0, strides: [W, H * W, 1] }, [H, N, dc]);
       b.copy({ buf: qr, offset: dn, strides: [H * dq, dq, 1] }, { buf: qAbs, offset: dc, strides: [H * W, W, 1] }, [N, H, dr]);
       b.pagedAttention(
         {
-          N, H, Hkv: 1, Dk: W, Dv: dc, scale: this.scale, q: qAbs, cache: cacheL, W,
-          kOffset: 0, kHeadStride: 0, vOffset: 0, vHeadStride: 0, blockSize: this.blockSize,
-          numBlocks: numSlots / this.blockSize, blockTables: tables, maxBlocks, contextLens,
-        }, // prettier-ignore
+          N,
+          H,
+          Hkv: 1,
+          Dk: W,
+          Dv: dc,
+          scale: this.scale,
+          q: qAbs,
+          cache: cacheL,
+          W,
+          kOffset: 0,
+          kHeadStride: 0,
+          vOffset: 0,
+          vHeadStride: 0,
+          blockSize: this.blockSize,
+          numBlocks: numSlots / this.blockSize,
+          blockTables: tables,
+          maxBlocks,
+          contextLens,
+        },
         lat,
       ); // [N, H, dc]
       // out of the latent space: o_h = lat_h · W^UV_hᵀ, W^UV_h [dv, dc]
@@ -243,7 +273,7 @@ export class DecodePlan {
         cBatchStride: N * dv,
         alpha: 1,
         beta: 0,
-      }); // prettier-ignore  [H, N, dv]
+      }); // [H, N, dv]
       b.copy({ buf: tmpH, offset: 0, strides: [N * dv, dv, 1] }, { buf: o, offset: 0, strides: [dv, H * dv, 1] }, [H, N, dv]);
       b.gemm(this.linear(o, 0, N, Lw.oProj, d, H * dv, x, 1)); // x += o_proj(o)
       b.rmsnorm(x, Lw.postNorm, a, rstd, N, d, eps);

@@ -88,6 +88,17 @@ export class EngineError extends Error {
   }
 }
 
+/** A request's prompt and choice count, checked as the engine needs them (also by the server's worker client). */
+export function checkRequest(prompt: readonly number[], n: number, vocabSize: number, maxModelLen: number): void {
+  if (!prompt.length) throw new EngineError('prompt', 'the prompt is empty');
+  for (const id of prompt)
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+      throw new EngineError('prompt', `token id ${id} is outside the vocabulary [0, ${vocabSize})`);
+  if (prompt.length >= maxModelLen)
+    throw new EngineError('prompt', `the prompt has ${prompt.length} tokens; this model and cache take at most ${maxModelLen - 1}`);
+  if (!Number.isInteger(n) || n < 1) throw new EngineError('n', `n must be an integer ≥ 1, got ${n}`);
+}
+
 /** The engine cannot take requests (shutting down, or its worker failed): the server answers 503. */
 export class EngineUnavailable extends Error {}
 
@@ -148,18 +159,12 @@ export class Engine {
   /** Queue a request: n sequences continuing `prompt`. Throws an EngineError naming the bad field. */
   add(requestId: string, prompt: readonly number[], params: Partial<SamplingParams> | SamplingParams, n = 1): void {
     const p = samplingParams(params);
-    const V = this.model.config.vocab_size;
     if (this.byRequest.has(requestId)) throw new EngineError('request_id', `request ${requestId} is already running`);
-    if (!prompt.length) throw new EngineError('prompt', 'the prompt is empty');
-    for (const id of prompt)
-      if (!Number.isInteger(id) || id < 0 || id >= V) throw new EngineError('prompt', `token id ${id} is outside the vocabulary [0, ${V})`);
-    if (prompt.length >= this.maxModelLen)
-      throw new EngineError('prompt', `the prompt has ${prompt.length} tokens; this model and cache take at most ${this.maxModelLen - 1}`);
-    if (!Number.isInteger(n) || n < 1) throw new EngineError('n', `n must be an integer ≥ 1, got ${n}`);
+    checkRequest(prompt, n, this.model.config.vocab_size, this.maxModelLen);
     const seed = p.seed ?? Math.floor(Math.random() * 2 ** 31);
     const seqs: Sequence[] = [];
     for (let i = 0; i < n; i++) {
-      const s = new Sequence(this.nextSeq++, requestId, i, prompt, p, seed + i, this.codec, this.nextSeq);
+      const s = new Sequence(this.nextSeq++, requestId, i, prompt, p, seed + i, this.codec);
       seqs.push(s);
       this.scheduler.add(s);
     }
@@ -209,7 +214,7 @@ export class Engine {
   step(): TokenEvent[] {
     const { batch, tooLong } = this.scheduler.schedule();
     const events: TokenEvent[] = [];
-    for (const s of tooLong) events.push(this.finish(s, 'length', -1, this.drain(s, false), null, null));
+    for (const s of tooLong) events.push(this.finish(s, 'length', -1, this.drain(s, false).text, null, null));
     if (!batch.length) return events;
     this.steps++;
     this.arena.reset();
@@ -256,25 +261,21 @@ export class Engine {
     if (seq.detok && !stopId) feed(seq.detok.push(id));
     const full = seq.outputLen >= p.maxTokens || seq.tokens.length >= this.maxModelLen;
     if (stopId || stopped || full) {
-      text += this.drain(seq, stopped);
-      return this.finish(seq, stopId || stopped || seq.stopHit ? 'stop' : 'length', id, text, logprob, experts);
+      const tail = this.drain(seq, stopped);
+      return this.finish(seq, stopId || stopped || tail.stopped ? 'stop' : 'length', id, text + tail.text, logprob, experts);
     }
     return this.event(seq, id, text, logprob, experts, null);
   }
 
   /**
    * The text a finishing sequence still holds: the decoder's incomplete character and what the stop matcher held
-   * back, unless a stop string already ended it (nothing after it is returned). Sets seq.stopHit when the flushed
-   * text itself completes a stop string.
+   * back, unless a stop string already ended it (nothing after it is returned); `stopped` when the flushed text
+   * itself completes a stop string.
    */
-  private drain(seq: Sequence, stopped: boolean): string {
-    if (!seq.detok || stopped) return '';
+  private drain(seq: Sequence, stopped: boolean): { text: string; stopped: boolean } {
+    if (!seq.detok || stopped) return { text: '', stopped: false };
     const r = seq.stop.push(seq.detok.flush());
-    if (r.stopped) {
-      seq.stopHit = true;
-      return r.emit;
-    }
-    return r.emit + seq.stop.flush();
+    return r.stopped ? { text: r.emit, stopped: true } : { text: r.emit + seq.stop.flush(), stopped: false };
   }
 
   private finish(
@@ -341,15 +342,31 @@ export class Engine {
     const logits = new Float32Array(rows.length * V);
     rows.forEach((i, r) => logits.set(out.logits.subarray(i * V, (i + 1) * V), r * V));
     if (!out.routing) return { logits, experts: null };
-    const K = this.model.config.num_experts_per_tok ?? 0;
-    const routing = out.routing.map((l) => ({ layer: l.layer, idx: Array.from(l.indices), w: Array.from(l.weights) }));
     return {
       logits,
-      experts: (row: number) => {
-        const i = rows[row]!;
-        if (!batch[i]!.seq.params.returnExperts) return null;
-        return routing.map((l) => ({ layer: l.layer, experts: l.idx.slice(i * K, i * K + K), weights: l.w.slice(i * K, i * K + K) }));
-      },
+      experts: this.expertsOf(
+        out.routing,
+        batch.filter((e) => e.sample),
+        rows,
+      ),
+    };
+  }
+
+  /**
+   * Each sampled row's routing (for the sequences that asked): `layers` hold [tokens, K] experts and weights of the
+   * step's flat batch, `tokenOf[row]` the batch position of sampled row `row`.
+   */
+  private expertsOf(
+    layers: readonly { layer: number; indices: ArrayLike<number>; weights: ArrayLike<number> }[],
+    sampled: readonly ScheduledSeq[],
+    tokenOf: readonly number[],
+  ): (row: number) => RoutedExperts[] | null {
+    const K = this.model.config.num_experts_per_tok ?? 0;
+    const read = layers.map((l) => ({ layer: l.layer, idx: Array.from(l.indices), w: Array.from(l.weights) }));
+    return (row) => {
+      if (!sampled[row]!.seq.params.returnExperts) return null;
+      const t = tokenOf[row]!;
+      return read.map((l) => ({ layer: l.layer, experts: l.idx.slice(t * K, t * K + K), weights: l.w.slice(t * K, t * K + K) }));
     };
   }
 
@@ -409,20 +426,14 @@ export class Engine {
     const logits = Float32Array.from(out.logits.f32());
     const wantExperts = batch.some((e) => e.sample && e.seq.params.returnExperts);
     if (!wantExperts) return { logits, experts: null };
-    const K = this.model.config.num_experts_per_tok ?? 0;
-    const layers = out.router.map((r) => ({ layer: r.layer, idx: r.indices.toArray(), w: r.weights.toArray() }));
-    const sampled = batch.filter((e) => e.sample);
+    const layers = out.router.map((r) => ({ layer: r.layer, indices: r.indices.toArray(), weights: r.weights.toArray() }));
     return {
       logits,
-      experts: (row: number) => {
-        if (!sampled[row]!.seq.params.returnExperts) return null;
-        const tok = logitRows[row]!;
-        return layers.map((l) => ({
-          layer: l.layer,
-          experts: l.idx.slice(tok * K, tok * K + K),
-          weights: l.w.slice(tok * K, tok * K + K),
-        }));
-      },
+      experts: this.expertsOf(
+        layers,
+        batch.filter((e) => e.sample),
+        logitRows,
+      ),
     };
   }
 }

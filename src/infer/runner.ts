@@ -23,6 +23,8 @@ export interface EngineClient {
   stats(): EngineStats;
   /** The longest prompt + output the engine accepts. */
   readonly maxModelLen: number;
+  /** Why the engine stopped working, or null while it works (the server then answers 503). */
+  readonly failure: string | null;
   close(): Promise<void>;
 }
 
@@ -124,6 +126,7 @@ export class LocalEngine implements EngineClient {
   private readonly router = new EventRouter();
   private running = false;
   private closed = false;
+  readonly failure = null;
 
   constructor(readonly engine: Engine) {}
 

@@ -22,8 +22,6 @@ export class Sequence {
   readonly sampler: SequenceSampler;
   readonly detok: IncrementalDetokenizer | null;
   readonly stop: StopMatcher;
-  /** A stop string was completed by the text flushed at the end. */
-  stopHit = false;
   /** Times this sequence lost its blocks to preemption (for tests and metrics). */
   preemptions = 0;
 
@@ -36,8 +34,6 @@ export class Sequence {
     readonly params: SamplingParams,
     seed: number,
     codec: TextCodec | null,
-    /** Arrival order: the scheduler serves sequences first come, first served. */
-    readonly arrival: number,
   ) {
     this.tokens = [...prompt];
     this.promptLen = prompt.length;

@@ -74,10 +74,6 @@ export class DsvServer {
     this.engine = engine;
   }
 
-  get ready(): boolean {
-    return this.engine !== null;
-  }
-
   async listen(host: string, port: number): Promise<string> {
     return this.app.listen({ host, port });
   }
@@ -129,8 +125,7 @@ export class DsvServer {
 
     app.get('/health', async (_req, reply) => {
       if (!this.engine) return reply.code(503).send({ status: 'loading' });
-      const failure = (this.engine as { failure?: string | null }).failure;
-      if (failure) return reply.code(503).send({ status: 'failed', error: failure });
+      if (this.engine.failure) return reply.code(503).send({ status: 'failed', error: this.engine.failure });
       return { status: 'ok' };
     });
     app.get('/metrics', async (_req, reply) => {

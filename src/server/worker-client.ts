@@ -3,7 +3,7 @@
 // with the field named instead of round-tripping to the worker.
 import { Worker } from 'node:worker_threads';
 import type { EngineStats } from '../infer/engine.js';
-import { EngineError, EngineUnavailable } from '../infer/engine.js';
+import { checkRequest, EngineError, EngineUnavailable } from '../infer/engine.js';
 import { EventRouter, newRequestId, type EngineClient, type EventStream, type GenerateRequest } from '../infer/runner.js';
 import { samplingParams } from '../infer/sampler.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
@@ -13,8 +13,6 @@ export class WorkerEngine implements EngineClient {
   private last: EngineStats | null = null;
   private maxLen = 0;
   private closed = false;
-  /** Called after every step with the worker's latest statistics and the step's events (for metrics). */
-  onStep: ((stats: EngineStats, events: readonly import('../infer/engine.js').TokenEvent[]) => void) | null = null;
 
   private constructor(
     private readonly worker: Worker,
@@ -65,12 +63,7 @@ export class WorkerEngine implements EngineClient {
     if (this.closed) throw new EngineUnavailable(this.failure ?? 'the engine is shutting down');
     const params = samplingParams(req.params);
     const n = req.n ?? 1;
-    if (!req.prompt.length) throw new EngineError('prompt', 'the prompt is empty');
-    for (const id of req.prompt)
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
-        throw new EngineError('prompt', `token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
-    if (req.prompt.length >= this.maxLen)
-      throw new EngineError('prompt', `the prompt has ${req.prompt.length} tokens; this model and cache take at most ${this.maxLen - 1}`);
+    checkRequest(req.prompt, n, this.vocabSize, this.maxLen);
     const id = newRequestId();
     const queue = this.router.openQueue(id, n);
     this.send({ t: 'add', id, prompt: [...req.prompt], params, n });
@@ -107,7 +100,6 @@ export class WorkerEngine implements EngineClient {
       case 'events':
         this.last = m.stats;
         this.router.dispatch(m.events);
-        this.onStep?.(m.stats, m.events);
         return;
       case 'rejected':
         this.router.close(m.id, new EngineError(m.param, m.message));
