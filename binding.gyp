@@ -9,10 +9,11 @@
         "src/backend/native/csrc/fused.cc",
         "src/backend/native/csrc/indexing.cc",
         "src/backend/native/csrc/attention.cc",
-        "src/backend/native/csrc/paged.cc"
+        "src/backend/native/csrc/paged.cc",
+        "src/backend/native/csrc/quant.cc"
       ],
       "cflags_cc!": ["-fno-exceptions", "-O2", "-O0"],
-      "cflags_cc": ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fopenmp", "-fexceptions", "-Wall", "-Wno-unused-function"],
+      "cflags_cc": ["-std=c++17", "-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fexceptions", "-Wall", "-Wno-unused-function"],
       "ldflags": ["-fopenmp"],
       "defines": ["NAPI_VERSION=8"]
     }

@@ -5,6 +5,8 @@
 // Conventions: unless a parameter says otherwise, a buffer holds a contiguous row-major tensor starting at
 // element 0 (callers pass `subarray` views). Shape comments use the letters of the parameters.
 
+import type { QuantType } from '../quant/formats.js';
+
 export type F32 = Float32Array;
 export type I32 = Int32Array;
 
@@ -132,6 +134,25 @@ export interface PagedAttentionParams {
   contextLens: I32;
 }
 
+/**
+ * A product with a stored (bf16, f16 or quantized) weight: y [M,N] = x [M,K] · Wᵀ (+ y when beta is 1), W [N,K]
+ * row-major in `type`'s layout (src/quant/formats.ts: N rows of rowBytes(type, K) bytes). x rows start at xOffset
+ * with stride K, y rows at yOffset with stride N. The 32-element integer types quantize x per block to int8 and
+ * sum exact integer dot products (src/backend/ts/quant.ts defines it); the others use float32 activations.
+ */
+export interface QGemmParams {
+  type: QuantType;
+  M: number;
+  N: number;
+  K: number;
+  x: F32;
+  xOffset: number;
+  w: Uint8Array;
+  y: F32;
+  yOffset: number;
+  beta: 0 | 1;
+}
+
 export interface AdamWParams {
   n: number;
   param: F32;
@@ -205,6 +226,13 @@ export interface Backend {
    * dozens of products too small to split across threads one by one.
    */
   gemmMany(ps: readonly GemmParams[]): void;
+
+  /** A product with a stored weight (QGemmParams); inference only, no backward. */
+  qgemm(p: QGemmParams): void;
+  /** Several qgemm products whose outputs do not overlap (the routed experts of a layer), possibly side by side. */
+  qgemmMany(ps: readonly QGemmParams[]): void;
+  /** out [M,K] = decoded rows idx[m] of a stored W [N,K] (an embedding lookup); throws on an index outside [0,N). */
+  dequantRows(type: QuantType, w: Uint8Array, idx: I32, out: F32, M: number, N: number, K: number): void;
 
   // ---- fused kernels --------------------------------------------------------------------------------------
   /** x [R,D], w [D] → y [R,D] = x·rsqrt(mean(x²)+eps)·w, rstd [R]. */

@@ -2,6 +2,7 @@
 // threads). Buffers are ordinary typed arrays; the addon reads and writes their memory in place, so no operand is
 // ever copied at the boundary. Sizes travel in a reused Float64Array ("meta") to keep a call near 0.2 µs.
 import { denseAttentionLayout } from '../backend.js';
+import { QUANT_CODE } from '../../quant/formats.js';
 import type {
   AdamWParams,
   AttentionParams,
@@ -11,6 +12,7 @@ import type {
   GemmParams,
   I32,
   PagedAttentionParams,
+  QGemmParams,
   ReduceOp,
   Strided,
   UnaryOp,
@@ -77,6 +79,20 @@ export function createNativeBackend(): Backend | null {
   const attnMeta = new Float64Array(10 + 8 * 3);
   const adamMeta = new Float64Array(8);
   const pagedMeta = new Float64Array(14);
+  let qMeta = new Float64Array(7 * 64);
+  const qgemmMany = (ps: readonly QGemmParams[]): void => {
+    if (qMeta.length < 7 * ps.length) qMeta = new Float64Array(14 * ps.length);
+    const xs: F32[] = [];
+    const ws: Uint8Array[] = [];
+    const ys: F32[] = [];
+    ps.forEach((p, i) => {
+      qMeta.set([QUANT_CODE[p.type], p.M, p.N, p.K, p.xOffset, p.yOffset, p.beta], 7 * i);
+      xs.push(p.x);
+      ws.push(p.w);
+      ys.push(p.y);
+    });
+    n['qgemmMany']!(xs, ws, ys, qMeta, ps.length);
+  };
   const attention = (p: AttentionParams): Float64Array => {
     attnMeta.set([p.B, p.H, p.Hkv, p.T, p.S, p.Dk, p.Dv, p.scale, p.causal ? 1 : 0, p.maskBatch]);
     const L = p.layout ?? denseAttentionLayout(p);
@@ -132,6 +148,9 @@ export function createNativeBackend(): Backend | null {
       });
       n['gemmMany']!(as, bs, cs, manyMeta, ps.length);
     },
+    qgemm: (p: QGemmParams) => qgemmMany([p]),
+    qgemmMany: (ps: readonly QGemmParams[]) => qgemmMany(ps),
+    dequantRows: (type, w, idx, out, M, N, K) => n['dequantRows']!(QUANT_CODE[type], w, idx, out, M, N, K),
     rmsnorm: (x, w, y, rstd, R, D, eps) => n['rmsnorm']!(x, w, y, rstd, R, D, eps),
     rmsnormBackward: (x, w, rstd, dy, dx, dw, R, D) => n['rmsnormBackward']!(x, w, rstd, dy, dx, dw, R, D),
     softmax: (x, y, R, N, log) => n['softmax']!(x, y, R, N, log),

@@ -7,6 +7,7 @@ import { crossEntropy, crossEntropyBackward, rmsnorm, rmsnormBackward, softmax, 
 import { gemm } from './gemm.js';
 import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, scatterAddRowsBackward, scatterRows, topk } from './indexing.js';
 import { pagedAttention } from './paged.js';
+import { dequantRows, qgemm } from './quant.js';
 import { rope } from './rope.js';
 
 function sumsq(x: F32, n: number): number {
@@ -37,6 +38,9 @@ export function createTsBackend(): Backend {
     gemmMany: (ps) => {
       for (const p of ps) gemm(p);
     },
+    qgemm,
+    qgemmMany: (ps) => ps.forEach(qgemm),
+    dequantRows,
     rmsnorm,
     rmsnormBackward,
     softmax,

@@ -290,6 +290,52 @@ FN(GemmMany) {
   });
 }
 
+/** A byte array argument (a stored weight) of at least `need` bytes. */
+const uint8_t* bytes_arg(Call& c, napi_value v, double need, const char* what) {
+  return static_cast<const uint8_t*>(c.typed_value(v, napi_uint8_array, need, what, "the weight"));
+}
+
+// qgemmMany(xs, ws, ys, meta, count): meta holds 7 numbers per product: type, M, N, K, xOffset, yOffset, beta
+FN(QGemmMany) {
+  BODY("qgemm", {
+    const i64 count = c.n(4);
+    const double* m = c.f64(3, 7.0 * (double)count, W);
+    std::vector<QGemmArgs> items;
+    items.reserve(count);
+    for (i64 i = 0; i < count; i++) {
+      const double* q = m + 7 * i;
+      QGemmArgs g{(int)q[0], (i64)q[1], (i64)q[2], (i64)q[3], nullptr, nullptr, nullptr, q[6] != 0};
+      const i64 be = quant_block_bytes(g.type), bel = quant_block_elems(g.type);
+      if (!be) throw KernelError("qgemm: unknown weight type " + std::to_string(g.type));
+      if (g.K % bel) throw KernelError("qgemm: rows of " + std::to_string(g.K) + " values do not fill blocks of " + std::to_string(bel));
+      if (g.M <= 0 || g.N <= 0) continue;
+      const i64 xOff = (i64)q[4], yOff = (i64)q[5];
+      napi_value v;
+      napi_get_element(env, c.argv[0], (uint32_t)i, &v);
+      g.x = static_cast<const float*>(c.typed_value(v, napi_float32_array, (double)xOff + (double)g.M * g.K, W, "x")) + xOff;
+      napi_get_element(env, c.argv[1], (uint32_t)i, &v);
+      g.w = bytes_arg(c, v, (double)g.N * (double)(g.K / bel) * (double)be, W);
+      napi_get_element(env, c.argv[2], (uint32_t)i, &v);
+      g.y = static_cast<float*>(c.typed_value(v, napi_float32_array, (double)yOff + (double)g.M * g.N, W, "y")) + yOff;
+      items.push_back(g);
+    }
+    qgemm_many(items.data(), (i64)items.size());
+    return undef(env);
+  });
+}
+
+// dequantRows(type, w, idx, out, M, N, K)
+FN(DequantRows) {
+  BODY("dequantRows", {
+    const int type = (int)c.n(0);
+    const i64 M = c.n(4), N = c.n(5), K = c.n(6);
+    const i64 be = quant_block_bytes(type), bel = quant_block_elems(type);
+    if (!be || K % bel) throw KernelError("dequantRows: bad weight type or row length");
+    dequant_rows(type, bytes_arg(c, c.argv[1], (double)N * (double)(K / bel) * (double)be, W), c.i32(2, M, W), c.f32(3, (double)M * K, W), M, N, K);
+    return undef(env);
+  });
+}
+
 FN(RmsNorm) {
   BODY("rmsnorm", {
     const i64 R = c.n(4), D = c.n(5);
@@ -645,6 +691,8 @@ napi_value Init(napi_env env, napi_value exports) {
       P("reduceMaxBackward", ReduceMaxBackward),
       P("gemm", Gemm),
       P("gemmMany", GemmMany),
+      P("qgemmMany", QGemmMany),
+      P("dequantRows", DequantRows),
       P("rmsnorm", RmsNorm),
       P("rmsnormBackward", RmsNormBackward),
       P("softmax", Softmax),

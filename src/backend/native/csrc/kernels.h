@@ -190,4 +190,20 @@ void paged_attention(const PagedAttentionArgs& p, float* out);
 /** dst[idx[m], :] = src[m, :] */
 void scatter_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D);
 
+/** A product with a stored weight (QGemmParams in backend.ts); type is QUANT_CODE of src/quant/formats.ts. */
+struct QGemmArgs {
+  int type;
+  i64 M, N, K;
+  const float* x;
+  const uint8_t* w;
+  float* y;
+  bool beta;
+};
+i64 quant_block_elems(int type);
+/** Bytes of one block of `type`, 0 for an unknown type. */
+i64 quant_block_bytes(int type);
+void dequant_row(int type, const uint8_t* src, float* dst, i64 K);
+void qgemm_many(const QGemmArgs* ps, i64 count);
+void dequant_rows(int type, const uint8_t* w, const int32_t* idx, float* out, i64 M, i64 N, i64 K);
+
 }  // namespace dsv2

@@ -1,0 +1,370 @@
+// Products with stored weights (bf16, f16 and llama.cpp's block-quantized types), computed straight from the
+// stored bytes: no float32 copy of a weight ever exists. The semantics are src/backend/ts/quant.ts's:
+//  - q8_0, q4_0, q4_1, q5_0, q5_1: each 32-value block of an activation row is quantized to int8 (d = max|x|/127,
+//    round half to even) and every block's dot product is an exact integer sum (maddubs/madd), scaled by d_w·d_x;
+//  - bf16 and f16 are widened in registers and multiplied with float32 activations (FMA);
+//  - the K-quants (q4_k, q5_k, q6_k) decode one row into a thread's scratch and take float32 dot products.
+// Work splits over output rows; several products (the routed experts of a layer) share one parallel region.
+#include <vector>
+
+#include "kernels.h"
+
+namespace dsv2 {
+
+namespace {
+
+inline float half_to_float(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+/** One 32-value activation block as int8: its scale, the values, their sum. */
+struct ActBlock {
+  float d;
+  int32_t sum;
+  int8_t q[32];
+};
+
+void quantize_act_row(const float* x, i64 K, ActBlock* out) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  for (i64 b = 0; b < K / 32; b++) {
+    const float* xb = x + b * 32;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
+    }
+    const float d = hmax(amax) / 127.f;
+    const float id = d != 0.f ? 1.f / d : 0.f;
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid));  // round half to even
+    // int32 → int8: packs work per 128-bit lane, so the result is fixed up with a permute
+    __m256i p01 = _mm256_packs_epi32(q[0], q[1]), p23 = _mm256_packs_epi32(q[2], q[3]);
+    __m256i p = _mm256_packs_epi16(p01, p23);
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    p = _mm256_max_epi8(p, _mm256_set1_epi8(-127));
+    _mm256_storeu_si256((__m256i*)out[b].q, p);
+    // Σ q: sign-extend via madd against ones
+    const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), p);
+    const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    out[b].d = d;
+    out[b].sum = _mm_cvtsi128_si32(s);
+  }
+}
+
+/** 16 bytes of nibbles → 32 bytes: the low nibbles (values 0–15) then the high nibbles (values 16–31). */
+inline __m256i unpack_nibbles(const uint8_t* qs) {
+  const __m128i t = _mm_loadu_si128((const __m128i*)qs);
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
+}
+
+/** The 32 high bits of a q5 block as bytes of 0x10 (bit set) or 0. */
+inline __m256i high_bits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  // byte i takes byte i/8 of the word, then tests its bit i%8
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
+                                             _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL));
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+/** Σ w·x over 32 int8 pairs as 8 int32 lanes; w signed (sign trick: |w| · sign(x, w)). */
+inline __m256i dot_signed(__m256i w, __m256i x) {
+  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+/** The same with w unsigned (0…31). */
+inline __m256i dot_unsigned(__m256i w, __m256i x) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+}
+
+constexpr int MT = 4;  // activation rows per pass over a weight row
+
+/** A block's weights as 32 bytes: signed values for q8_0/q4_0/q5_0, unsigned (the min is separate) for q4_1/q5_1. */
+template <int T>
+inline __m256i block_values(const uint8_t* p) {
+  if constexpr (T == 3) return _mm256_loadu_si256((const __m256i*)(p + 2));
+  if constexpr (T == 4) return _mm256_sub_epi8(unpack_nibbles(p + 2), _mm256_set1_epi8(8));
+  if constexpr (T == 5) return unpack_nibbles(p + 4);
+  if constexpr (T == 6) return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(p + 6), high_bits(p + 2)), _mm256_set1_epi8(16));
+  if constexpr (T == 7) return _mm256_or_si256(unpack_nibbles(p + 8), high_bits(p + 4));
+  return _mm256_setzero_si256();
+}
+
+/** y[m·ldy] (+)= Σ over one stored row's blocks · activation rows a[m] (mt ≤ MT rows, nb blocks each). */
+template <int T>
+void int8_row(const uint8_t* w, const ActBlock* const* a, int mt, i64 nb, float* y, i64 ldy, bool add) {
+  constexpr i64 BS = T == 3 ? 34 : T == 4 ? 18 : T == 5 ? 20 : T == 6 ? 22 : 24;
+  constexpr bool MIN = T == 5 || T == 7;
+  __m256 acc[MT];
+  float mins[MT] = {0, 0, 0, 0};
+  for (int m = 0; m < MT; m++) acc[m] = _mm256_setzero_ps();
+  for (i64 b = 0; b < nb; b++) {
+    const uint8_t* p = w + b * BS;
+    const __m256i v = block_values<T>(p);
+    const float dw = half_to_float(p);
+    const float mw = MIN ? half_to_float(p + 2) : 0.f;
+    for (int m = 0; m < mt; m++) {
+      const ActBlock& ab = a[m][b];
+      const __m256i s = MIN ? dot_unsigned(v, _mm256_loadu_si256((const __m256i*)ab.q)) : dot_signed(v, _mm256_loadu_si256((const __m256i*)ab.q));
+      acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), _mm256_cvtepi32_ps(s), acc[m]);
+      if (MIN) mins[m] += (mw * ab.d) * (float)ab.sum;
+    }
+  }
+  for (int m = 0; m < mt; m++) {
+    const float s = hsum(acc[m]) + mins[m];
+    y[m * ldy] = add ? y[m * ldy] + s : s;
+  }
+}
+
+/** Eight bf16 or f16 values widened to float32. */
+template <int T>
+inline __m256 widen8(const uint8_t* p) {
+  const __m128i h = _mm_loadu_si128((const __m128i*)p);
+  if constexpr (T == 1) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+/** bf16 / f16: y[m·ldy] (+)= w · x[m] over K (a multiple of 8 is not required: the tail is scalar). */
+template <int T>
+void half_row(const uint8_t* w, const float* const* x, int mt, i64 K, float* y, i64 ldy, bool add) {
+  __m256 acc[MT];
+  for (int m = 0; m < MT; m++) acc[m] = _mm256_setzero_ps();
+  i64 k = 0;
+  for (; k + 8 <= K; k += 8) {
+    const __m256 wv = widen8<T>(w + 2 * k);
+    for (int m = 0; m < mt; m++) acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[m] + k), acc[m]);
+  }
+  for (int m = 0; m < mt; m++) {
+    float s = hsum(acc[m]);
+    for (i64 j = k; j < K; j++) {
+      uint16_t h;
+      std::memcpy(&h, w + 2 * j, 2);
+      float v;
+      if (T == 1) {
+        const uint32_t u = (uint32_t)h << 16;
+        std::memcpy(&v, &u, 4);
+      } else v = _cvtsh_ss(h);
+      s += v * x[m][j];
+    }
+    y[m * ldy] = add ? y[m * ldy] + s : s;
+  }
+}
+
+/** Q4_K / Q5_K: the 6-bit scale and min of sub-block j. */
+inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& mn) {
+  if (j < 4) {
+    sc = q[j] & 63, mn = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+    mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+}  // namespace
+
+i64 quant_block_elems(int type) { return type <= 2 ? 1 : type <= 7 ? 32 : 256; }
+i64 quant_block_bytes(int type) {
+  static const i64 bytes[] = {0, 2, 2, 34, 18, 20, 22, 24, 144, 176, 210};
+  return type >= 1 && type <= 10 ? bytes[type] : 0;
+}
+
+void dequant_row(int type, const uint8_t* src, float* dst, i64 K) {
+  switch (type) {
+    case 1:
+      for (i64 i = 0; i < K; i++) {
+        const uint32_t u = (uint32_t)(src[2 * i] | (src[2 * i + 1] << 8)) << 16;
+        std::memcpy(dst + i, &u, 4);
+      }
+      return;
+    case 2:
+      for (i64 i = 0; i < K; i++) dst[i] = half_to_float(src + 2 * i);
+      return;
+    case 3:
+    case 4:
+    case 5:
+    case 6:
+    case 7: {
+      const i64 bs = quant_block_bytes(type);
+      for (i64 b = 0; b < K / 32; b++) {
+        const uint8_t* p = src + b * bs;
+        float* o = dst + b * 32;
+        const float d = half_to_float(p);
+        if (type == 3) {
+          for (int j = 0; j < 32; j++) o[j] = d * (float)(int8_t)p[2 + j];
+          continue;
+        }
+        const bool mn = type == 5 || type == 7;
+        const float m = mn ? half_to_float(p + 2) : 0.f;
+        uint32_t qh = 0;
+        if (type >= 6) std::memcpy(&qh, p + (mn ? 4 : 2), 4);
+        const uint8_t* qs = p + (type == 4 ? 2 : type == 5 ? 4 : type == 6 ? 6 : 8);
+        const int off = type == 4 ? 8 : type == 6 ? 16 : 0;
+        for (int j = 0; j < 16; j++) {
+          int lo = qs[j] & 0xf, hi = qs[j] >> 4;
+          if (type >= 6) lo |= ((qh >> j) & 1) << 4, hi |= ((qh >> (j + 16)) & 1) << 4;
+          o[j] = mn ? d * (float)lo + m : d * (float)(lo - off);
+          o[j + 16] = mn ? d * (float)hi + m : d * (float)(hi - off);
+        }
+      }
+      return;
+    }
+    case 8:
+    case 9: {
+      const bool five = type == 9;
+      const i64 bs = quant_block_bytes(type);
+      for (i64 b = 0; b < K / 256; b++) {
+        const uint8_t* p = src + b * bs;
+        const float d = half_to_float(p), dmin = half_to_float(p + 2);
+        const uint8_t* sc = p + 4;
+        const uint8_t* qh = p + 16;
+        const uint8_t* ql = p + (five ? 48 : 16);
+        float* o = dst + b * 256;
+        for (int j = 0; j < 4; j++, ql += 32, o += 64) {
+          int s1, m1, s2, m2;
+          scale_min_k4(2 * j, sc, s1, m1);
+          scale_min_k4(2 * j + 1, sc, s2, m2);
+          const float d1 = d * (float)s1, n1 = dmin * (float)m1, d2 = d * (float)s2, n2 = dmin * (float)m2;
+          for (int l = 0; l < 32; l++) {
+            const int h1 = five && (qh[l] & (1 << (2 * j))) ? 16 : 0;
+            const int h2 = five && (qh[l] & (2 << (2 * j))) ? 16 : 0;
+            o[l] = d1 * (float)((ql[l] & 0xf) + h1) - n1;
+            o[l + 32] = d2 * (float)((ql[l] >> 4) + h2) - n2;
+          }
+        }
+      }
+      return;
+    }
+    case 10:
+      for (i64 b = 0; b < K / 256; b++) {
+        const uint8_t* p = src + b * 210;
+        const float d = half_to_float(p + 208);
+        for (int n = 0; n < 2; n++) {
+          const uint8_t* ql = p + 64 * n;
+          const uint8_t* qh = p + 128 + 32 * n;
+          const int8_t* sc = (const int8_t*)(p + 192 + 8 * n);
+          float* o = dst + b * 256 + 128 * n;
+          for (int l = 0; l < 32; l++) {
+            const int is = l >> 4;
+            const int q1 = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) - 32;
+            const int q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            o[l] = (d * (float)sc[is]) * (float)q1;
+            o[l + 32] = (d * (float)sc[is + 2]) * (float)q2;
+            o[l + 64] = (d * (float)sc[is + 4]) * (float)q3;
+            o[l + 96] = (d * (float)sc[is + 6]) * (float)q4;
+          }
+        }
+      }
+      return;
+  }
+  throw KernelError("unknown weight type " + std::to_string(type));
+}
+
+namespace {
+
+bool int8_type(int t) { return t >= 3 && t <= 7; }
+
+/** Rows [n0, n1) of product p, given its activation blocks (int8 types) for all M rows. */
+void qgemm_rows(const QGemmArgs& p, const ActBlock* act, i64 n0, i64 n1) {
+  const i64 rb = quant_block_bytes(p.type) * (p.K / quant_block_elems(p.type));
+  const i64 nb = p.K / 32;
+  float* row = p.type >= 8 ? scratch(3, (size_t)p.K) : nullptr;
+  for (i64 n = n0; n < n1; n++) {
+    const uint8_t* w = p.w + n * rb;
+    if (row) dequant_row(p.type, w, row, p.K);
+    for (i64 m0 = 0; m0 < p.M; m0 += MT) {
+      const int mt = (int)std::min<i64>(MT, p.M - m0);
+      float* y = p.y + m0 * p.N + n;
+      if (int8_type(p.type)) {
+        const ActBlock* a[MT];
+        for (int m = 0; m < mt; m++) a[m] = act + (m0 + m) * nb;
+        switch (p.type) {
+          case 3: int8_row<3>(w, a, mt, nb, y, p.N, p.beta); break;
+          case 4: int8_row<4>(w, a, mt, nb, y, p.N, p.beta); break;
+          case 5: int8_row<5>(w, a, mt, nb, y, p.N, p.beta); break;
+          case 6: int8_row<6>(w, a, mt, nb, y, p.N, p.beta); break;
+          default: int8_row<7>(w, a, mt, nb, y, p.N, p.beta); break;
+        }
+      } else {
+        const float* x[MT];
+        for (int m = 0; m < mt; m++) x[m] = p.x + (m0 + m) * p.K;
+        if (p.type == 1) half_row<1>(w, x, mt, p.K, y, p.N, p.beta);
+        else if (p.type == 2) half_row<2>(w, x, mt, p.K, y, p.N, p.beta);
+        else
+          for (int m = 0; m < mt; m++) {
+            const float s = row_dot(row, x[m], p.K);
+            y[m * p.N] = p.beta ? y[m * p.N] + s : s;
+          }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void qgemm_many(const QGemmArgs* ps, i64 count) {
+  // activation blocks of every int8 product first (one pass, split over threads), then the weight rows
+  std::vector<i64> actAt((size_t)count + 1, 0);
+  double work = 0;
+  for (i64 i = 0; i < count; i++) {
+    actAt[i + 1] = actAt[i] + (int8_type(ps[i].type) ? ps[i].M * (ps[i].K / 32) : 0);
+    work += 2.0 * (double)ps[i].M * (double)ps[i].N * (double)ps[i].K;
+  }
+  thread_local std::vector<ActBlock> act;
+  if (act.size() < (size_t)actAt[count]) act.resize((size_t)actAt[count]);
+  i64 rowsToQuantize = 0;
+  for (i64 i = 0; i < count; i++) rowsToQuantize += int8_type(ps[i].type) ? ps[i].M : 0;
+  if (rowsToQuantize) {
+    std::vector<std::pair<i64, i64>> rows;  // (product, row)
+    rows.reserve((size_t)rowsToQuantize);
+    for (i64 i = 0; i < count; i++)
+      if (int8_type(ps[i].type))
+        for (i64 m = 0; m < ps[i].M; m++) rows.push_back({i, m});
+    ActBlock* base = act.data();
+    parallel_rows((i64)rows.size(), (double)rowsToQuantize * (double)ps[0].K * 8, true, [&](i64 r0, i64 r1) {
+      for (i64 r = r0; r < r1; r++) {
+        const QGemmArgs& p = ps[rows[r].first];
+        quantize_act_row(p.x + rows[r].second * p.K, p.K, base + actAt[rows[r].first] + rows[r].second * (p.K / 32));
+      }
+    });
+  }
+  // tasks: pieces of ≥ 16 rows of every product, as many as keep the threads busy, taken dynamically
+  const int nt = threads_for(work);
+  struct Task {
+    i64 item, n0, n1;
+  };
+  std::vector<Task> tasks;
+  for (i64 i = 0; i < count; i++) {
+    const QGemmArgs& p = ps[i];
+    const double share = 2.0 * (double)p.M * (double)p.N * (double)p.K / std::max(work, 1.0);
+    const i64 pieces = std::max<i64>(1, std::min<i64>((p.N + 15) / 16, (i64)std::ceil(share * nt * 4)));
+    for (i64 c = 0; c < pieces; c++) tasks.push_back({i, p.N * c / pieces, p.N * (c + 1) / pieces});
+  }
+  const ActBlock* a0 = act.data();
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
+  for (i64 t = 0; t < (i64)tasks.size(); t++) {
+    const Task& k = tasks[t];
+    qgemm_rows(ps[k.item], a0 + actAt[k.item], k.n0, k.n1);
+  }
+}
+
+void dequant_rows(int type, const uint8_t* w, const int32_t* idx, float* out, i64 M, i64 N, i64 K) {
+  const i64 rb = quant_block_bytes(type) * (K / quant_block_elems(type));
+  for (i64 m = 0; m < M; m++)
+    if (idx[m] < 0 || idx[m] >= N) throw KernelError("dequantRows: index " + std::to_string(idx[m]) + " outside [0, " + std::to_string(N) + ")");
+  parallel_rows(M, (double)M * (double)K * 4, true, [&](i64 m0, i64 m1) {
+    for (i64 m = m0; m < m1; m++) dequant_row(type, w + idx[m] * rb, out + m * K, K);
+  });
+}
+
+}  // namespace dsv2

@@ -1,0 +1,122 @@
+// Reference products with stored (bf16, f16, quantized) weights: the semantics the native kernels reproduce.
+// For the 32-element integer types (q8_0, q4_0, q4_1, q5_0, q5_1) the activations are quantized per 32-value block
+// to int8 (d = max|x| / 127, q = round-half-even(x / d)) and each block's dot product is an exact integer sum, as
+// llama.cpp does; the other types multiply float32 activations by the decoded weights.
+import type { F32, I32, QGemmParams } from '../backend.js';
+import { dequantizeRow, QUANT_FORMATS, roundEven, rowBytes, usesInt8Activations, type QuantType } from '../../quant/formats.js';
+
+/** A row of K activations as int8 blocks: per block its scale d, its values q and their sum. */
+export interface Int8Row {
+  d: Float32Array;
+  sum: Int32Array;
+  q: Int8Array;
+}
+
+export function quantizeActivations(x: F32, off: number, K: number): Int8Row {
+  const nb = K / 32;
+  const r: Int8Row = { d: new Float32Array(nb), sum: new Int32Array(nb), q: new Int8Array(K) };
+  for (let b = 0; b < nb; b++) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[off + b * 32 + j]!));
+    const d = Math.fround(amax / 127);
+    const id = d ? Math.fround(1 / d) : 0;
+    let s = 0;
+    for (let j = 0; j < 32; j++) {
+      const q = Math.max(-127, Math.min(127, roundEven(Math.fround(x[off + b * 32 + j]! * id))));
+      r.q[b * 32 + j] = q;
+      s += q;
+    }
+    r.d[b] = d;
+    r.sum[b] = s;
+  }
+  return r;
+}
+
+const h16 = new Uint16Array(1);
+function half(w: Uint8Array, at: number): number {
+  h16[0] = w[at]! | (w[at + 1]! << 8);
+  const h = h16[0]!;
+  const e = (h >>> 10) & 0x1f;
+  const f = h & 0x3ff;
+  const s = h & 0x8000 ? -1 : 1;
+  return e === 0 ? s * f * 2 ** -24 : e === 31 ? (f ? NaN : s * Infinity) : s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+/** Σ over the blocks of one stored row (at `at`) · one int8 activation row. */
+function int8Dot(type: QuantType, w: Uint8Array, at: number, a: Int8Row, nb: number): number {
+  const bs = QUANT_FORMATS[type].blockBytes;
+  let acc = 0;
+  for (let b = 0; b < nb; b++) {
+    const p = at + b * bs;
+    const q = a.q;
+    const o = b * 32;
+    const dw = half(w, p);
+    let isum = 0;
+    let extra = 0; // the q4_1/q5_1 min term: m · d_x · Σ q_x
+    if (type === 'q8_0') {
+      for (let j = 0; j < 32; j++) isum += ((w[p + 2 + j]! << 24) >> 24) * q[o + j]!;
+    } else if (type === 'q4_0' || type === 'q4_1') {
+      const qs = p + (type === 'q4_1' ? 4 : 2);
+      for (let j = 0; j < 16; j++) isum += (w[qs + j]! & 0xf) * q[o + j]! + (w[qs + j]! >> 4) * q[o + j + 16]!;
+      if (type === 'q4_0') isum -= 8 * a.sum[b]!;
+      else extra = Math.fround(Math.fround(half(w, p + 2) * a.d[b]!) * a.sum[b]!);
+    } else {
+      const hp = p + (type === 'q5_1' ? 4 : 2);
+      const qh = (w[hp]! | (w[hp + 1]! << 8) | (w[hp + 2]! << 16) | (w[hp + 3]! << 24)) >>> 0;
+      const qs = hp + 4;
+      for (let j = 0; j < 16; j++) {
+        isum += ((w[qs + j]! & 0xf) | (((qh >>> j) & 1) << 4)) * q[o + j]!;
+        isum += ((w[qs + j]! >> 4) | (((qh >>> (j + 16)) & 1) << 4)) * q[o + j + 16]!;
+      }
+      if (type === 'q5_0') isum -= 16 * a.sum[b]!;
+      else extra = Math.fround(Math.fround(half(w, p + 2) * a.d[b]!) * a.sum[b]!);
+    }
+    acc += Math.fround(dw * a.d[b]!) * isum + extra;
+  }
+  return acc;
+}
+
+/** y [M, N] (+)= x [M, K] · Wᵀ with W [N, K] stored as p.type (QGemmParams). */
+export function qgemm(p: QGemmParams): void {
+  const { type, M, N, K, x, w, y } = p;
+  const rb = rowBytes(type, K);
+  if (w.length < N * rb) throw new Error(`qgemm: the ${type} weight holds ${w.length} bytes, needs ${N * rb}`);
+  if (usesInt8Activations(type)) {
+    const nb = K / 32;
+    for (let m = 0; m < M; m++) {
+      const a = quantizeActivations(x, p.xOffset + m * K, K);
+      const yr = p.yOffset + m * N;
+      for (let n = 0; n < N; n++) {
+        const s = int8Dot(type, w, n * rb, a, nb);
+        y[yr + n] = p.beta === 0 ? s : y[yr + n]! + s;
+      }
+    }
+    return;
+  }
+  const row = new Float32Array(K);
+  const acc = new Float64Array(M);
+  for (let n = 0; n < N; n++) {
+    dequantizeRow(type, w, n * rb, row, 0, K);
+    acc.fill(0);
+    for (let m = 0; m < M; m++) {
+      const xo = p.xOffset + m * K;
+      let s = 0;
+      for (let k = 0; k < K; k++) s += x[xo + k]! * row[k]!;
+      acc[m] = s;
+    }
+    for (let m = 0; m < M; m++) {
+      const at = p.yOffset + m * N + n;
+      y[at] = p.beta === 0 ? acc[m]! : y[at]! + acc[m]!;
+    }
+  }
+}
+
+/** out [M, K] = the decoded rows idx[m] of W [N, K] stored as `type` (an embedding lookup). */
+export function dequantRows(type: QuantType, w: Uint8Array, idx: I32, out: F32, M: number, N: number, K: number): void {
+  const rb = rowBytes(type, K);
+  for (let m = 0; m < M; m++) {
+    const r = idx[m]!;
+    if (!(r >= 0 && r < N)) throw new Error(`dequantRows: index ${r} outside [0, ${N})`);
+    dequantizeRow(type, w, r * rb, out, m * K, K);
+  }
+}
