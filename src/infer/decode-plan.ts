@@ -7,7 +7,9 @@
 // The math is model/attention.ts's absorbed path (spec §4.2) and model/moe.ts, term for term; test/decode-plan.test.ts
 // holds the two to each other (logits within 1e-4, identical routing and greedy tokens). Anything else (prefill
 // chunks, the MHA/GQA/MQA baselines) takes the model's own forward.
-import type { Backend, F32, GemmParams, I32 } from '../backend/backend.js';
+import type { Backend, F32, GemmParams, I32, QGemmParams } from '../backend/backend.js';
+import type { QuantType } from '../quant/formats.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { isMoeLayer, type DeepseekV2Config } from '../model/config.js';
 import type { DeepseekV2ForCausalLM } from '../model/model.js';
 import { ropeAmplitude, ropeInvFreq, softmaxScale } from '../model/rope.js';
@@ -15,20 +17,30 @@ import { ropeAmplitude, ropeInvFreq, softmaxScale } from '../model/rope.js';
 /** q_a_layernorm / kv_a_layernorm use eps 1e-6 regardless of rms_norm_eps, as the reference (spec §10.6). */
 const LATENT_NORM_EPS = 1e-6;
 
+/** A projection's weight: float32, or kept in a stored type (bf16, f16, quantized) and multiplied from its bytes. */
+type Weight = F32 | { type: QuantType; bytes: Uint8Array };
+/** One product of a step: a float32 GEMM or a stored-weight product. */
+type Product = GemmParams | QGemmParams;
+
+function weightOf(t: Tensor): Weight {
+  return t.isStored() ? { type: t.dtype as QuantType, bytes: t.bytes() } : t.f32();
+}
+
 interface LayerWeights {
   inNorm: F32;
   postNorm: F32;
-  qProj: F32 | null;
-  qA: F32 | null;
+  qProj: Weight | null;
+  qA: Weight | null;
   qANorm: F32 | null;
-  qB: F32 | null;
-  kvA: F32;
+  qB: Weight | null;
+  kvA: Weight;
   kvANorm: F32;
+  /** Float32 always: the absorbed decode reads it per head, transposed (stored-weight models keep it float32). */
   kvB: F32;
-  oProj: F32;
+  oProj: Weight;
   /** Dense MLP or shared experts: gate, up, down. */
-  mlp: [F32, F32, F32] | null;
-  moe: { gate: F32; experts: [F32, F32, F32][] } | null;
+  mlp: [Weight, Weight, Weight] | null;
+  moe: { gate: Weight; experts: [Weight, Weight, Weight][] } | null;
 }
 
 /** The routing of one MoE layer for the step's tokens: [N, K] experts and gate weights. */
@@ -46,9 +58,9 @@ export class DecodePlan {
   private readonly c: DeepseekV2Config;
   private readonly b: Backend;
   private readonly L: LayerWeights[];
-  private readonly embed: F32;
+  private readonly embed: Weight;
   private readonly norm: F32;
-  private readonly lmHead: F32;
+  private readonly lmHead: Weight;
   private readonly invFreq: Float32Array;
   private readonly amp: number;
   private readonly scale: number;
@@ -67,29 +79,34 @@ export class DecodePlan {
     const c = (this.c = model.config);
     this.b = model.backend;
     const w = (name: string): F32 => model.params.get(name).f32();
-    this.embed = w('model.embed_tokens.weight');
+    const pw = (name: string): Weight => weightOf(model.params.get(name));
+    this.embed = pw('model.embed_tokens.weight');
     this.norm = w('model.norm.weight');
-    this.lmHead = w('lm_head.weight');
+    this.lmHead = pw('lm_head.weight');
     this.L = Array.from({ length: c.num_hidden_layers }, (_, i) => {
       const p = `model.layers.${i}`;
       const a = `${p}.self_attn`;
       const moe = isMoeLayer(c, i);
-      const mlpOf = (q: string): [F32, F32, F32] => [w(`${q}.gate_proj.weight`), w(`${q}.up_proj.weight`), w(`${q}.down_proj.weight`)];
+      const mlpOf = (q: string): [Weight, Weight, Weight] => [
+        pw(`${q}.gate_proj.weight`),
+        pw(`${q}.up_proj.weight`),
+        pw(`${q}.down_proj.weight`),
+      ];
       return {
         inNorm: w(`${p}.input_layernorm.weight`),
         postNorm: w(`${p}.post_attention_layernorm.weight`),
-        qProj: c.q_lora_rank === null ? w(`${a}.q_proj.weight`) : null,
-        qA: c.q_lora_rank === null ? null : w(`${a}.q_a_proj.weight`),
+        qProj: c.q_lora_rank === null ? pw(`${a}.q_proj.weight`) : null,
+        qA: c.q_lora_rank === null ? null : pw(`${a}.q_a_proj.weight`),
         qANorm: c.q_lora_rank === null ? null : w(`${a}.q_a_layernorm.weight`),
-        qB: c.q_lora_rank === null ? null : w(`${a}.q_b_proj.weight`),
-        kvA: w(`${a}.kv_a_proj_with_mqa.weight`),
+        qB: c.q_lora_rank === null ? null : pw(`${a}.q_b_proj.weight`),
+        kvA: pw(`${a}.kv_a_proj_with_mqa.weight`),
         kvANorm: w(`${a}.kv_a_layernorm.weight`),
         kvB: w(`${a}.kv_b_proj.weight`),
-        oProj: w(`${a}.o_proj.weight`),
+        oProj: pw(`${a}.o_proj.weight`),
         mlp: !moe ? mlpOf(`${p}.mlp`) : c.n_shared_experts ? mlpOf(`${p}.mlp.shared_experts`) : null,
         moe: moe
           ? {
-              gate: w(`${p}.mlp.gate.weight`),
+              gate: pw(`${p}.mlp.gate.weight`),
               experts: Array.from({ length: c.n_routed_experts! }, (_, e) => mlpOf(`${p}.mlp.experts.${e}`)),
             }
           : null,
@@ -108,8 +125,11 @@ export class DecodePlan {
     return b;
   }
 
-  /** y [rows, out] (+)= x [rows, in] · Wᵀ, W [out, in] row-major; beta 1 adds into y (a residual). */
-  private linear(x: F32, xOff: number, rows: number, W: F32, out: number, inp: number, y: F32, beta = 0): GemmParams {
+  /** y [rows, out] (+)= x [rows, in] · Wᵀ, W [out, in] row-major; beta 1 adds into y (a residual) at yOff. */
+  private linear(x: F32, xOff: number, rows: number, W: Weight, out: number, inp: number, y: F32, beta: 0 | 1 = 0, yOff = 0): Product {
+    if (!(W instanceof Float32Array)) {
+      return { type: W.type, M: rows, N: out, K: inp, x, xOffset: xOff, w: W.bytes, y, yOffset: yOff, beta };
+    }
     return {
       batch: 1,
       M: rows,
@@ -126,11 +146,20 @@ export class DecodePlan {
       bRowStride: 1,
       bColStride: inp,
       c: y,
-      cOffset: 0,
+      cOffset: yOff,
       cBatchStride: 0,
       alpha: 1,
       beta,
     };
+  }
+
+  /** Run products (independent, outputs apart): the float32 ones in one gemmMany, the stored ones in one qgemmMany. */
+  private mm(...ps: Product[]): void {
+    const f = ps.filter((p): p is GemmParams => !('type' in p));
+    const q = ps.filter((p): p is QGemmParams => 'type' in p);
+    if (f.length === 1) this.b.gemm(f[0]!);
+    else if (f.length) this.b.gemmMany(f);
+    if (q.length) this.b.qgemmMany(q);
   }
 
   /**
@@ -160,7 +189,9 @@ export class DecodePlan {
     const x = this.get('x', N * d);
     const a = this.get('a', N * d);
     const rstd = this.get('rstd', N);
-    b.gatherRows(this.embed, ids, x, N, V, d); // [N, d]
+    if (this.embed instanceof Float32Array)
+      b.gatherRows(this.embed, ids, x, N, V, d); // [N, d]
+    else b.dequantRows(this.embed.type, this.embed.bytes, ids, x, N, V, d);
     // RoPE tables for the positions: float32 angle = pos × inv_freq (as model/rope.ts)
     const half = dr / 2;
     const cos = this.get('cos', N * half);
@@ -187,18 +218,18 @@ export class DecodePlan {
       const Lw = this.L[i]!;
       b.rmsnorm(x, Lw.inNorm, a, rstd, N, d, eps);
       // §2.1 query [N, H, dn+dr]
-      if (Lw.qProj) b.gemm(this.linear(a, 0, N, Lw.qProj, H * dq, d, q));
+      if (Lw.qProj) this.mm(this.linear(a, 0, N, Lw.qProj, H * dq, d, q));
       else {
         const r = c.q_lora_rank!;
         const qa = this.get('qa', N * r);
         const qan = this.get('qan', N * r);
-        b.gemm(this.linear(a, 0, N, Lw.qA!, r, d, qa));
+        this.mm(this.linear(a, 0, N, Lw.qA!, r, d, qa));
         b.rmsnorm(qa, Lw.qANorm!, qan, rstd, N, r, LATENT_NORM_EPS);
-        b.gemm(this.linear(qan, 0, N, Lw.qB!, H * dq, r, q));
+        this.mm(this.linear(qan, 0, N, Lw.qB!, H * dq, r, q));
       }
       b.rope(q, cos, sin, qr, 1, N, H, dr, 1, false, dn); // [q_nope | rope(q_pe)] per head
       // §2.2 the cache entry [normalised latent | rotated rope key], written to the token's slot
-      b.gemm(this.linear(a, 0, N, Lw.kvA, W, d, kv));
+      this.mm(this.linear(a, 0, N, Lw.kvA, W, d, kv));
       b.rope(kv, cos, sin, entry, 1, N, 1, dr, 1, false, dc); // copies the latent, rotates the key
       b.copy({ buf: kv, offset: 0, strides: [W, 1] }, { buf: lat0, offset: 0, strides: [dc, 1] }, [N, dc]);
       b.rmsnorm(lat0, Lw.kvANorm, latN, rstd, N, dc, LATENT_NORM_EPS);
@@ -275,27 +306,26 @@ export class DecodePlan {
         beta: 0,
       }); // [H, N, dv]
       b.copy({ buf: tmpH, offset: 0, strides: [N * dv, dv, 1] }, { buf: o, offset: 0, strides: [dv, H * dv, 1] }, [H, N, dv]);
-      b.gemm(this.linear(o, 0, N, Lw.oProj, d, H * dv, x, 1)); // x += o_proj(o)
+      this.mm(this.linear(o, 0, N, Lw.oProj, d, H * dv, x, 1)); // x += o_proj(o)
       b.rmsnorm(x, Lw.postNorm, a, rstd, N, d, eps);
       if (Lw.moe) routes.push(this.moe(i, a, x, N));
-      if (Lw.mlp) this.mlp(Lw.mlp, a, x, N);
+      if (Lw.mlp) this.mlp(Lw.mlp, a, x, N, Lw.moe ? c.moe_intermediate_size! * c.n_shared_experts! : c.intermediate_size);
     }
     const xf = this.get('xf', N * d);
     b.rmsnorm(x, this.norm, xf, rstd, N, d, eps);
     const logits = this.get('logits', N * V);
-    b.gemm(this.linear(xf, 0, N, this.lmHead, V, d, logits));
+    this.mm(this.linear(xf, 0, N, this.lmHead, V, d, logits));
     return { logits: logits.subarray(0, N * V), routing: routing ? routes : null };
   }
 
   /** x += down(silu(gate(a)) ⊙ up(a)), width I (a dense layer, or the shared experts side by side). */
-  private mlp([g, u, dw]: [F32, F32, F32], a: F32, x: F32, N: number): void {
+  private mlp([g, u, dw]: [Weight, Weight, Weight], a: F32, x: F32, N: number, I: number): void {
     const d = this.c.hidden_size;
-    const I = g.length / d;
     const gate = this.get('mg', N * I);
     const up = this.get('mu', N * I);
-    this.b.gemmMany([this.linear(a, 0, N, g, I, d, gate), this.linear(a, 0, N, u, I, d, up)]);
+    this.mm(this.linear(a, 0, N, g, I, d, gate), this.linear(a, 0, N, u, I, d, up));
     this.b.swiglu(gate, up, gate, N * I);
-    this.b.gemm(this.linear(gate, 0, N, dw, d, I, x, 1));
+    this.mm(this.linear(gate, 0, N, dw, d, I, x, 1));
   }
 
   /** §5: x += Σ_k w_k · FFN_{e_k}(a) for the routed experts (the shared ones follow in mlp()). */
@@ -309,7 +339,7 @@ export class DecodePlan {
     const I = c.moe_intermediate_size!;
     const logits = this.get('rl', N * Nr);
     const scores = this.get('rs', N * Nr);
-    b.gemm(this.linear(a, 0, N, Lw.gate, Nr, d, logits));
+    this.mm(this.linear(a, 0, N, Lw.gate, Nr, d, logits));
     b.softmax(logits, scores, N, Nr, false); // fp32 softmax over all routed experts (§5.4)
     const indices = new Int32Array(N * K);
     const weights = new Float32Array(N * K);
@@ -358,22 +388,19 @@ export class DecodePlan {
     const gate = this.get('eg', M * I);
     const up = this.get('eu', M * I);
     const ys = this.get('ey', M * d);
-    const gu: GemmParams[] = [];
-    const down: GemmParams[] = [];
+    const gu: Product[] = [];
+    const down: Product[] = [];
     for (let e = 0; e < Nr; e++) {
       const m = counts[e]!;
       if (!m) continue;
       const s0 = start[e]!;
       const [g, u, dw] = Lw.experts[e]!;
-      gu.push(
-        { ...this.linear(xs, s0 * d, m, g, I, d, gate), cOffset: s0 * I },
-        { ...this.linear(xs, s0 * d, m, u, I, d, up), cOffset: s0 * I },
-      );
-      down.push({ ...this.linear(gate, s0 * I, m, dw, d, I, ys), cOffset: s0 * d });
+      gu.push(this.linear(xs, s0 * d, m, g, I, d, gate, 0, s0 * I), this.linear(xs, s0 * d, m, u, I, d, up, 0, s0 * I));
+      down.push(this.linear(gate, s0 * I, m, dw, d, I, ys, 0, s0 * d));
     }
-    b.gemmMany(gu);
+    this.mm(...gu);
     b.swiglu(gate, up, gate, M * I);
-    b.gemmMany(down);
+    this.mm(...down);
     b.scatterAddRows(ys, tok, x, M, N, d, wt); // x += Σ w·y, each token's K rows in one pass
     return { layer, indices, weights };
   }

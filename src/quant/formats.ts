@@ -309,9 +309,9 @@ export function dequantize(type: QuantType, src: Uint8Array, rows: number, K: nu
 }
 
 /**
- * Types whose products quantize the activations to 8 bits per 32-value block on the fly and take integer dot
- * products (llama.cpp's scheme for its 32-element types). The others multiply float32 activations.
+ * Types whose products quantize the activations to int16 per 32-value block on the fly and take exact integer dot
+ * products (src/backend/ts/quant.ts). The others multiply float32 activations.
  */
-export function usesInt8Activations(type: QuantType): boolean {
+export function usesIntActivations(type: QuantType): boolean {
   return type === 'q8_0' || type === 'q4_0' || type === 'q4_1' || type === 'q5_0' || type === 'q5_1';
 }

@@ -93,7 +93,7 @@ export class BufferArena {
    * leave the arena for good). Buffers no step asked for since the previous reset are released to the allocator,
    * so the arena holds about one step's worth. Taken-back buffers are detached from the views still pointing at them.
    */
-  reset(keep: Iterable<{ data: F32 | I32 } | null> = []): void {
+  reset(keep: Iterable<{ data: F32 | I32 | Uint8Array } | null> = []): void {
     const kept = new Set<ArrayBufferLike>();
     for (const t of keep) if (t) kept.add(t.data.buffer);
     const returned = new Map<number, ArrayBuffer[]>();

@@ -1,7 +1,9 @@
-// Storage is float32 (and int32 for indices). Checkpoints may hold bf16 or f16; they are widened to f32 on read
-// and narrowed (round to nearest even) on write.
+// Storage is float32 (and int32 for indices) for everything that trains. Weights for inference may also stay in a
+// stored type (bf16, f16, llama.cpp's block quantizations; src/quant/formats.ts): their tensors hold the raw bytes
+// and only the products (linear, expert products, embedding lookup) read them.
+import type { QuantType } from '../quant/formats.js';
 
-export type DType = 'f32' | 'i32';
+export type DType = 'f32' | 'i32' | QuantType;
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

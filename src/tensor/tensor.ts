@@ -11,6 +11,7 @@ import { defaultBackend, loadBackend } from '../backend/registry.js';
 import { activeArena } from './arena.js';
 import type { DType } from './dtype.js';
 import { Rng } from './random.js';
+import { rowBytes, type QuantType } from '../quant/formats.js';
 import { checkShape, contiguousStrides, fmtShape, isContiguous, sizeOf, type Shape } from './shape.js';
 import * as views from '../autograd/ops/views.js';
 import * as ew from '../autograd/ops/elementwise.js';
@@ -45,7 +46,7 @@ export class Tensor {
 
   constructor(
     readonly backend: Backend,
-    readonly data: F32 | I32,
+    readonly data: F32 | I32 | Uint8Array,
     readonly shape: Shape,
     readonly strides: readonly number[],
     readonly offset: number,
@@ -168,7 +169,19 @@ export class Tensor {
     this.disposed = true;
     this.node = null;
     this.grad = null;
-    if (this.base === null) this.backend.free(this.data);
+    if (this.base === null && !(this.data instanceof Uint8Array)) this.backend.free(this.data);
+  }
+
+  /** Whether this is a weight kept in a stored type (bf16, f16, quantized): only products can read it. */
+  isStored(): boolean {
+    return this.dtype !== 'f32' && this.dtype !== 'i32';
+  }
+
+  /** The raw bytes of a stored weight (rows of rowBytes(dtype, in) bytes). */
+  bytes(): Uint8Array {
+    this.check('bytes');
+    if (!(this.data instanceof Uint8Array)) throw new Error(`bytes() needs a stored weight, got a ${this.dtype} tensor`);
+    return this.data;
   }
 
   /** Reverse-mode autodiff from this tensor; a non-scalar needs an explicit upstream gradient. */
@@ -252,6 +265,17 @@ export function wrap(backend: Backend, data: F32 | I32, shape: Shape, dtype: DTy
 }
 
 /** A new zero-filled float tensor on `backend`. */
+/**
+ * A weight [out, in] kept in a stored type: `bytes` holds its rows in that type's layout (src/quant/formats.ts), used
+ * in place (a memory-mapped file's bytes, say). Products read it; nothing can differentiate through it.
+ */
+export function storedWeight(backend: Backend, type: QuantType, bytes: Uint8Array, shape: Shape): Tensor {
+  if (shape.length !== 2) throw new Error(`a ${type} weight must be [out, in], got ${fmtShape(shape)}`);
+  const need = shape[0]! * rowBytes(type, shape[1]!);
+  if (bytes.length !== need) throw new Error(`a ${type} weight ${fmtShape(shape)} needs ${need} bytes, got ${bytes.length}`);
+  return new Tensor(backend, bytes, shape, contiguousStrides(shape), 0, type);
+}
+
 export function empty(backend: Backend, shape: Shape): Tensor {
   const n = sizeOf(shape);
   const arena = activeArena(backend);

@@ -1,5 +1,6 @@
 // Index ops: embedding lookup, gather rows (index-select), scatter-add rows (index-add), take-along-last-axis
 // gather, top-k and argsort. Indices are int32 tensors and never carry gradient.
+import { storedEmbedding } from './stored.js';
 import { empty, uninit, emptyInt, type Tensor } from '../../tensor/tensor.js';
 import { fmtShape, sizeOf } from '../../tensor/shape.js';
 import { freshGrad, gradTarget, record } from '../graph.js';
@@ -75,6 +76,7 @@ export function indexAdd(targetIn: Tensor, idxIn: Tensor, srcIn: Tensor, weights
 export function embedding(weight: Tensor, ids: Tensor): Tensor {
   needInt(ids, 'embedding');
   if (weight.ndim !== 2) throw new Error(`embedding: weight must be [vocab, dim], got ${fmtShape(weight.shape)}`);
+  if (weight.isStored()) return storedEmbedding(weight, ids);
   const flat = reshape(ids, [ids.size]);
   const rows = indexSelect(weight, flat);
   return reshape(rows, [...ids.shape, weight.shape[1]!]);

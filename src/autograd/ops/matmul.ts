@@ -9,6 +9,7 @@ import { broadcastShapes, fmtShape, sizeOf } from '../../tensor/shape.js';
 import { freshGrad, gradTarget, record } from '../graph.js';
 import { sumTo } from './kernels.js';
 import { contiguous, expand, reshape } from './views.js';
+import { storedGroupedLinear, storedLinears } from './stored.js';
 
 /** How the gemm reads one operand. */
 interface Operand {
@@ -150,8 +151,14 @@ export function linears(x: Tensor, ws: readonly Tensor[]): Tensor[] {
   for (const w of ws) {
     if (w.ndim !== 2) throw new Error(`linear: weight must be [out, in], got ${fmtShape(w.shape)}`);
     if (In !== w.shape[1]) throw new Error(`linear: input width ${In} does not match weight ${fmtShape(w.shape)} ([out, in])`);
-    if (x.dtype !== 'f32' || w.dtype !== 'f32') throw new Error('linear needs float32 operands');
+    if (x.dtype !== 'f32' || (w.dtype !== 'f32' && !w.isStored())) throw new Error('linear needs float32 operands');
     if (x.backend !== w.backend) throw new Error(`linear operands live on different backends (${x.backend.name} vs ${w.backend.name})`);
+  }
+  if (ws.some((w) => w.isStored())) {
+    // stored weights (bf16, f16, quantized) go through their own kernels; float32 ones in the same call as usual
+    const stored = storedLinears(x, ws.filter((w) => w.isStored()));
+    let s = 0;
+    return ws.map((w) => (w.isStored() ? stored[s++]! : linears(x, [w])[0]!));
   }
   const lead = x.shape.slice(0, -1);
   const rows = sizeOf(lead);
@@ -216,6 +223,7 @@ export function groupedLinear(xIn: Tensor, counts: readonly number[], weights: r
   if (total !== R || counts.some((n) => n < 0 || !Number.isInteger(n))) {
     throw new Error(`groupedLinear: row counts sum to ${total}, input has ${R} rows`);
   }
+  if (weights[0]?.isStored()) return storedGroupedLinear(xIn, counts, weights);
   const x = contiguous(xIn);
   const ws = weights.map((w) => contiguous(w));
   const starts: number[] = [];

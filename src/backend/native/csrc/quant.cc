@@ -1,7 +1,8 @@
 // Products with stored weights (bf16, f16 and llama.cpp's block-quantized types), computed straight from the
 // stored bytes: no float32 copy of a weight ever exists. The semantics are src/backend/ts/quant.ts's:
-//  - q8_0, q4_0, q4_1, q5_0, q5_1: each 32-value block of an activation row is quantized to int8 (d = max|x|/127,
-//    round half to even) and every block's dot product is an exact integer sum (maddubs/madd), scaled by d_w·d_x;
+//  - q8_0, q4_0, q4_1, q5_0, q5_1: each 32-value block of an activation row is quantized to int16
+//    (d = max|x|/32767, round half to even) and every block's dot product is an exact integer sum (vpmaddwd),
+//    scaled by d_w·d_x;
 //  - bf16 and f16 are widened in registers and multiplied with float32 activations (FMA);
 //  - the K-quants (q4_k, q5_k, q6_k) decode one row into a thread's scratch and take float32 dot products.
 // Work splits over output rows; several products (the routed experts of a layer) share one parallel region.
@@ -19,11 +20,11 @@ inline float half_to_float(const uint8_t* p) {
   return _cvtsh_ss(h);
 }
 
-/** One 32-value activation block as int8: its scale, the values, their sum. */
+/** One 32-value activation block as int16: its scale, the values, their sum. */
 struct ActBlock {
   float d;
-  int32_t sum;
-  int8_t q[32];
+  float dsum;  // d · Σ q, for the offset and min terms
+  int16_t q[32];
 };
 
 void quantize_act_row(const float* x, i64 K, ActBlock* out) {
@@ -36,93 +37,101 @@ void quantize_act_row(const float* x, i64 K, ActBlock* out) {
       v[i] = _mm256_loadu_ps(xb + 8 * i);
       amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
     }
-    const float d = hmax(amax) / 127.f;
+    const float d = hmax(amax) / 32767.f;
     const float id = d != 0.f ? 1.f / d : 0.f;
     const __m256 vid = _mm256_set1_ps(id);
     __m256i q[4];
     for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid));  // round half to even
-    // int32 → int8: packs work per 128-bit lane, so the result is fixed up with a permute
-    __m256i p01 = _mm256_packs_epi32(q[0], q[1]), p23 = _mm256_packs_epi32(q[2], q[3]);
-    __m256i p = _mm256_packs_epi16(p01, p23);
-    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    p = _mm256_max_epi8(p, _mm256_set1_epi8(-127));
-    _mm256_storeu_si256((__m256i*)out[b].q, p);
-    // Σ q: sign-extend via madd against ones
-    const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), p);
-    const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    // int32 → int16: packs works per 128-bit lane, so the result is put back in order with a permute
+    const __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xd8);
+    const __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0xd8);
+    const __m256i lim = _mm256_set1_epi16(-32767);
+    _mm256_storeu_si256((__m256i*)out[b].q, _mm256_max_epi16(lo, lim));
+    _mm256_storeu_si256((__m256i*)(out[b].q + 16), _mm256_max_epi16(hi, lim));
+    int32_t s = 0;
+    for (int j = 0; j < 32; j++) s += out[b].q[j];
     out[b].d = d;
-    out[b].sum = _mm_cvtsi128_si32(s);
+    out[b].dsum = d * (float)s;
   }
-}
-
-/** 16 bytes of nibbles → 32 bytes: the low nibbles (values 0–15) then the high nibbles (values 16–31). */
-inline __m256i unpack_nibbles(const uint8_t* qs) {
-  const __m128i t = _mm_loadu_si128((const __m128i*)qs);
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
-}
-
-/** The 32 high bits of a q5 block as bytes of 0x10 (bit set) or 0. */
-inline __m256i high_bits(const uint8_t* qh) {
-  uint32_t bits;
-  std::memcpy(&bits, qh, 4);
-  // byte i takes byte i/8 of the word, then tests its bit i%8
-  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
-                                             _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL));
-  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-}
-
-/** Σ w·x over 32 int8 pairs as 8 int32 lanes; w signed (sign trick: |w| · sign(x, w)). */
-inline __m256i dot_signed(__m256i w, __m256i x) {
-  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-}
-/** The same with w unsigned (0…31). */
-inline __m256i dot_unsigned(__m256i w, __m256i x) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
 }
 
 constexpr int MT = 4;  // activation rows per pass over a weight row
 
-/** A block's weights as 32 bytes: signed values for q8_0/q4_0/q5_0, unsigned (the min is separate) for q4_1/q5_1. */
+/** Bytes, offsets and what a block holds: its values are u − OFF (q8_0: signed bytes), plus a min for q4_1/q5_1. */
 template <int T>
-inline __m256i block_values(const uint8_t* p) {
-  if constexpr (T == 3) return _mm256_loadu_si256((const __m256i*)(p + 2));
-  if constexpr (T == 4) return _mm256_sub_epi8(unpack_nibbles(p + 2), _mm256_set1_epi8(8));
-  if constexpr (T == 5) return unpack_nibbles(p + 4);
-  if constexpr (T == 6) return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(p + 6), high_bits(p + 2)), _mm256_set1_epi8(16));
-  if constexpr (T == 7) return _mm256_or_si256(unpack_nibbles(p + 8), high_bits(p + 4));
-  return _mm256_setzero_si256();
+struct Block {
+  static constexpr i64 BYTES = T == 3 ? 34 : T == 4 ? 18 : T == 5 ? 20 : T == 6 ? 22 : 24;
+  static constexpr bool MIN = T == 5 || T == 7;
+  static constexpr int OFF = T == 4 ? 8 : T == 6 ? 16 : 0;
+};
+
+/** The 5th bit of values 0–15 (lo) and 16–31 (hi) of a q5 block, as 0x10 or 0 in 16-bit lanes. */
+inline void high_bits(const uint8_t* qh, __m256i& lo, __m256i& hi) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  const __m256i lane = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, (short)0x8000);
+  const __m256i b0 = _mm256_and_si256(_mm256_set1_epi16((short)(bits & 0xffff)), lane);
+  const __m256i b1 = _mm256_and_si256(_mm256_set1_epi16((short)(bits >> 16)), lane);
+  const __m256i five = _mm256_set1_epi16(0x10);
+  lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi16(b0, lane), five));
+  hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi16(b1, lane), five));
 }
 
-/** y[m·ldy] (+)= Σ over one stored row's blocks · activation rows a[m] (mt ≤ MT rows, nb blocks each). */
+/** A block's 32 stored values as int16: elements 0–15 in lo, 16–31 in hi (before the offset OFF is taken off). */
 template <int T>
-void int8_row(const uint8_t* w, const ActBlock* const* a, int mt, i64 nb, float* y, i64 ldy, bool add) {
-  constexpr i64 BS = T == 3 ? 34 : T == 4 ? 18 : T == 5 ? 20 : T == 6 ? 22 : 24;
-  constexpr bool MIN = T == 5 || T == 7;
-  __m256 acc[MT];
-  float mins[MT] = {0, 0, 0, 0};
-  for (int m = 0; m < MT; m++) acc[m] = _mm256_setzero_ps();
+inline void block_words(const uint8_t* p, __m256i& lo, __m256i& hi) {
+  if constexpr (T == 3) {
+    lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(p + 2)));
+    hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(p + 18)));
+  } else {
+    constexpr int QS = T == 4 ? 2 : T == 5 ? 4 : T == 6 ? 6 : 8;
+    const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(p + QS)));  // byte j = lo nibble | hi nibble
+    lo = _mm256_and_si256(w, _mm256_set1_epi16(0x0f));
+    hi = _mm256_srli_epi16(w, 4);
+    if constexpr (T >= 6) high_bits(p + (T == 6 ? 2 : 4), lo, hi);
+  }
+}
+
+/** Σ u·x over a block as 8 int32 lanes (u the stored values, x the int16 activations). */
+inline __m256i block_dot(__m256i lo, __m256i hi, const int16_t* x) {
+  return _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i*)x)),
+                          _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i*)(x + 16))));
+}
+
+/**
+ * R stored rows (w, w + rb, …) against mt activation rows a[m]: y[m·ldy + r] (+)= Σ_b d_w·d_x·(Σ u·q_x − OFF·Σ q_x)
+ * + m_w·d_x·Σ q_x. R = 4 with one activation row is the decode case (four accumulator chains, each activation block
+ * loaded once for four rows); R = 1 with up to MT rows the batched one.
+ */
+template <int T, int R>
+void int_rows(const uint8_t* w, i64 rb, const ActBlock* const* a, int mt, i64 nb, float* y, i64 ldy, bool add) {
+  using B = Block<T>;
+  constexpr int C = R * MT;
+  __m256 acc[C];
+  float side[C];
+  for (int i = 0; i < C; i++) acc[i] = _mm256_setzero_ps(), side[i] = 0.f;
   for (i64 b = 0; b < nb; b++) {
-    const uint8_t* p = w + b * BS;
-    const __m256i v = block_values<T>(p);
-    const float dw = half_to_float(p);
-    const float mw = MIN ? half_to_float(p + 2) : 0.f;
-    for (int m = 0; m < mt; m++) {
-      const ActBlock& ab = a[m][b];
-      const __m256i s = MIN ? dot_unsigned(v, _mm256_loadu_si256((const __m256i*)ab.q)) : dot_signed(v, _mm256_loadu_si256((const __m256i*)ab.q));
-      acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), _mm256_cvtepi32_ps(s), acc[m]);
-      if (MIN) mins[m] += (mw * ab.d) * (float)ab.sum;
+    for (int r = 0; r < R; r++) {
+      const uint8_t* p = w + r * rb + b * B::BYTES;
+      __m256i lo, hi;
+      block_words<T>(p, lo, hi);
+      const float dw = half_to_float(p);
+      const float mw = B::MIN ? half_to_float(p + 2) : 0.f;
+      for (int m = 0; m < (R == 1 ? mt : 1); m++) {
+        const ActBlock& ab = a[m][b];
+        const float dd = dw * ab.d;
+        acc[r * MT + m] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(block_dot(lo, hi, ab.q)), acc[r * MT + m]);
+        if (B::MIN) side[r * MT + m] += mw * ab.dsum;
+        if (B::OFF) side[r * MT + m] -= (dw * (float)B::OFF) * ab.dsum;
+      }
     }
   }
-  for (int m = 0; m < mt; m++) {
-    const float s = hsum(acc[m]) + mins[m];
-    y[m * ldy] = add ? y[m * ldy] + s : s;
-  }
+  for (int r = 0; r < R; r++)
+    for (int m = 0; m < (R == 1 ? mt : 1); m++) {
+      const float s = hsum(acc[r * MT + m]) + side[r * MT + m];
+      float& out = y[m * ldy + r];
+      out = add ? out + s : s;
+    }
 }
 
 /** Eight bf16 or f16 values widened to float32. */
@@ -272,28 +281,41 @@ void dequant_row(int type, const uint8_t* src, float* dst, i64 K) {
 
 namespace {
 
-bool int8_type(int t) { return t >= 3 && t <= 7; }
+bool int_type(int t) { return t >= 3 && t <= 7; }
 
 /** Rows [n0, n1) of product p, given its activation blocks (int8 types) for all M rows. */
 void qgemm_rows(const QGemmArgs& p, const ActBlock* act, i64 n0, i64 n1) {
   const i64 rb = quant_block_bytes(p.type) * (p.K / quant_block_elems(p.type));
   const i64 nb = p.K / 32;
   float* row = p.type >= 8 ? scratch(3, (size_t)p.K) : nullptr;
-  for (i64 n = n0; n < n1; n++) {
+  i64 n = n0;
+  if (p.M == 1 && int_type(p.type))
+    for (; n + 4 <= n1; n += 4) {
+      const uint8_t* w = p.w + n * rb;
+      const ActBlock* a[1] = {act};
+      switch (p.type) {
+        case 3: int_rows<3, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
+        case 4: int_rows<4, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
+        case 5: int_rows<5, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
+        case 6: int_rows<6, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
+        default: int_rows<7, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
+      }
+    }
+  for (; n < n1; n++) {
     const uint8_t* w = p.w + n * rb;
     if (row) dequant_row(p.type, w, row, p.K);
     for (i64 m0 = 0; m0 < p.M; m0 += MT) {
       const int mt = (int)std::min<i64>(MT, p.M - m0);
       float* y = p.y + m0 * p.N + n;
-      if (int8_type(p.type)) {
+      if (int_type(p.type)) {
         const ActBlock* a[MT];
         for (int m = 0; m < mt; m++) a[m] = act + (m0 + m) * nb;
         switch (p.type) {
-          case 3: int8_row<3>(w, a, mt, nb, y, p.N, p.beta); break;
-          case 4: int8_row<4>(w, a, mt, nb, y, p.N, p.beta); break;
-          case 5: int8_row<5>(w, a, mt, nb, y, p.N, p.beta); break;
-          case 6: int8_row<6>(w, a, mt, nb, y, p.N, p.beta); break;
-          default: int8_row<7>(w, a, mt, nb, y, p.N, p.beta); break;
+          case 3: int_rows<3, 1>(w, rb, a, mt, nb, y, p.N, p.beta); break;
+          case 4: int_rows<4, 1>(w, rb, a, mt, nb, y, p.N, p.beta); break;
+          case 5: int_rows<5, 1>(w, rb, a, mt, nb, y, p.N, p.beta); break;
+          case 6: int_rows<6, 1>(w, rb, a, mt, nb, y, p.N, p.beta); break;
+          default: int_rows<7, 1>(w, rb, a, mt, nb, y, p.N, p.beta); break;
         }
       } else {
         const float* x[MT];
@@ -317,18 +339,18 @@ void qgemm_many(const QGemmArgs* ps, i64 count) {
   std::vector<i64> actAt((size_t)count + 1, 0);
   double work = 0;
   for (i64 i = 0; i < count; i++) {
-    actAt[i + 1] = actAt[i] + (int8_type(ps[i].type) ? ps[i].M * (ps[i].K / 32) : 0);
+    actAt[i + 1] = actAt[i] + (int_type(ps[i].type) ? ps[i].M * (ps[i].K / 32) : 0);
     work += 2.0 * (double)ps[i].M * (double)ps[i].N * (double)ps[i].K;
   }
   thread_local std::vector<ActBlock> act;
   if (act.size() < (size_t)actAt[count]) act.resize((size_t)actAt[count]);
   i64 rowsToQuantize = 0;
-  for (i64 i = 0; i < count; i++) rowsToQuantize += int8_type(ps[i].type) ? ps[i].M : 0;
+  for (i64 i = 0; i < count; i++) rowsToQuantize += int_type(ps[i].type) ? ps[i].M : 0;
   if (rowsToQuantize) {
     std::vector<std::pair<i64, i64>> rows;  // (product, row)
     rows.reserve((size_t)rowsToQuantize);
     for (i64 i = 0; i < count; i++)
-      if (int8_type(ps[i].type))
+      if (int_type(ps[i].type))
         for (i64 m = 0; m < ps[i].M; m++) rows.push_back({i, m});
     ActBlock* base = act.data();
     parallel_rows((i64)rows.size(), (double)rowsToQuantize * (double)ps[0].K * 8, true, [&](i64 r0, i64 r1) {
