@@ -193,6 +193,11 @@ export interface Backend {
    * so that other threads of the process (the server's HTTP thread) preempt the compute when they have work.
    */
   lowerPriority?(nice: number): void;
+  /**
+   * A read-only memory map of a whole file (weights used in place; pages load when first touched and the OS may
+   * drop them again), or null where the backend cannot map files. Writing into it is an error.
+   */
+  mapFile?(path: string): Uint8Array | null;
   /** Hand a buffer back early; the backend may reuse it. Using it afterwards is an error. */
   free(buf: F32 | I32): void;
 

@@ -11,7 +11,7 @@ import type { Params } from '../model/params.js';
 export function isQuantizable(name: string, shape: readonly number[]): boolean {
   if (shape.length !== 2) return false;
   if (name.endsWith('.mlp.gate.weight') || name.endsWith('.kv_b_proj.weight')) return false;
-  return /(_proj|lm_head|embed_tokens)\.weight$/.test(name);
+  return /(_proj|_proj_with_mqa|lm_head|embed_tokens)\.weight$/.test(name);
 }
 
 /**

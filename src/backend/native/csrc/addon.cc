@@ -1,7 +1,9 @@
 // Node-API glue: unpacks typed arrays (their own memory, never copied) and numbers, checks that every operand is
 // long enough for the sizes given, runs the kernel and turns kernel errors into JavaScript exceptions.
 #include <malloc.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -673,6 +675,38 @@ FN(AdviseHugePages) {
   });
 }
 
+// mapFile(path) → ArrayBuffer over a read-only private mapping of the whole file (unmapped when the buffer is
+// collected), or null when the file cannot be mapped. Pages are read from disk when first touched.
+FN(MapFile) {
+  return guarded(env, [&]() -> napi_value {
+    Call c(env, info);
+    size_t len = 0;
+    napi_get_value_string_utf8(env, c.argv[0], nullptr, 0, &len);
+    std::string path(len, '\0');
+    napi_get_value_string_utf8(env, c.argv[0], path.data(), len + 1, &len);
+    napi_value nul;
+    napi_get_null(env, &nul);
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return nul;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+      close(fd);
+      return nul;
+    }
+    void* p = mmap(nullptr, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return nul;
+    napi_value ab;
+    const size_t size = (size_t)st.st_size;
+    auto fin = [](napi_env, void* data, void* hint) { munmap(data, (size_t)(uintptr_t)hint); };
+    if (napi_create_external_arraybuffer(env, p, size, fin, (void*)(uintptr_t)size, &ab) != napi_ok) {
+      munmap(p, size);
+      return nul;
+    }
+    return ab;
+  });
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   tune_malloc();
   const napi_property_descriptor props[] = {
@@ -682,6 +716,7 @@ napi_value Init(napi_env env, napi_value exports) {
       P("adviseHugePages", AdviseHugePages),
       P("lowerPriority", LowerPriority),
       P("avx2", Avx2),
+      P("mapFile", MapFile),
       P("copy", Copy),
       P("fill", Fill),
       P("binary", Binary),
