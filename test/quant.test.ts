@@ -157,6 +157,26 @@ describe('qgemm on every backend', () => {
       }
     });
   }
+  for (const b of testBackends()) {
+    it(`${b.name}: quantizeRows writes the reference's bytes for every writable type`, () => {
+      const rng = new Rng(5);
+      const [rows, K] = [7, 384];
+      const x = new Float32Array(rows * K).map(() => rng.normal() * (rng.uniform() < 0.1 ? 30 : 1));
+      x.fill(0, 32, 64); // an all-zero block
+      x[100] = -0;
+      for (const type of QUANT_TYPES.filter((t) => QUANT_FORMATS[t].writable)) {
+        const out = new Uint8Array(rows * rowBytes(type, K));
+        b.quantizeRows(type, x, out, rows, K);
+        assert.deepEqual(out, quantize(type, x, rows, K), type);
+      }
+      const fx = floatsOf(fixture.x);
+      for (const type of QUANT_TYPES.filter((t) => fixture.types[t]!.quantized)) {
+        const out = new Uint8Array(fixture.rows * rowBytes(type, fixture.K));
+        b.quantizeRows(type, fx, out, fixture.rows, fixture.K);
+        assert.deepEqual(out, bytesOf(fixture.types[type]!.bytes), `${type} against gguf-py`);
+      }
+    });
+  }
   it('row lengths that do not fill a block are refused with the type named', () => {
     assert.throws(() => rowBytes('q4_k', 1408), /q4_k needs rows of a multiple of 256 values, got 1408/);
     assert.equal(rowBytes('q8_0', 1408), 44 * 34);

@@ -236,6 +236,8 @@ export interface Backend {
   qgemm(p: QGemmParams): void;
   /** Several qgemm products whose outputs do not overlap (the routed experts of a layer), possibly side by side. */
   qgemmMany(ps: readonly QGemmParams[]): void;
+  /** out = x [rows, K] stored as a writable type (the reference quantizers of src/quant/formats.ts, byte for byte). */
+  quantizeRows(type: QuantType, x: F32, out: Uint8Array, rows: number, K: number): void;
   /** out [M,K] = decoded rows idx[m] of a stored W [N,K] (an embedding lookup); throws on an index outside [0,N). */
   dequantRows(type: QuantType, w: Uint8Array, idx: I32, out: F32, M: number, N: number, K: number): void;
 

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { availableBackends, defaultBackend } from '../backend/registry.js';
 import { HelpRequest, UsageError } from './args.js';
 import { runBench } from './commands/bench.js';
+import { runConvert, runQuantize } from './commands/gguf.js';
 import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js';
 import { runChat, runServe } from './commands/serve.js';
 import { runStart } from './commands/start.js';
@@ -38,6 +39,15 @@ const commands: Record<string, Command> = {
     summary:
       'generate --model DIR --input ids.json --max-new-tokens N [--greedy | --temperature T] --output out.json (prompts of any lengths)',
     run: runGenerate,
+  },
+  quantize: {
+    summary:
+      'quantize --model DIR|FILE.gguf --type q8_0|q4_0|q4_1|q5_0|q5_1|bf16|f16|f32 --out FILE.gguf: llama.cpp deepseek2 GGUF, streamed',
+    run: runQuantize,
+  },
+  convert: {
+    summary: 'convert --to hf --model FILE.gguf --out DIR [--dtype bf16|f16|f32]: a GGUF back to a Hugging Face directory',
+    run: runConvert,
   },
   step: { summary: 'step --model DIR --batch batch.json --output DIR: one verification training step', run: runStep },
   bench: {

@@ -14,7 +14,20 @@ import { dequantize, quantize } from '../quant/formats.js';
 import { isQuantizable, storageFor, headTypeFor } from '../quant/model.js';
 import { storedWeight, wrap } from '../tensor/tensor.js';
 import { GPT2_PATTERN, Tokenizer, type TokenizerJson } from '../tokenizer/tokenizer.js';
-import { bool, f32, GgufError, GgufFile, i32s, str, strs, u32, tensorBytes, type GgmlType, type GgufTensorOut, type GgufValue } from './gguf.js';
+import {
+  bool,
+  f32,
+  GgufError,
+  GgufFile,
+  i32s,
+  str,
+  strs,
+  u32,
+  tensorBytes,
+  type GgmlType,
+  type GgufTensorOut,
+  type GgufValue,
+} from './gguf.js';
 
 const ARCH = 'deepseek2';
 
@@ -334,7 +347,8 @@ export function configFromGguf(g: GgufFile): DeepseekV2Config {
       mscale: mscaleAll,
       mscale_all_dim: mscaleAll,
     };
-  } else if (scaling !== undefined && scaling !== 'none') throw new GgufError(`${g.path}: rope scaling '${scaling}' is not DeepSeek-V2's (yarn)`);
+  } else if (scaling !== undefined && scaling !== 'none')
+    throw new GgufError(`${g.path}: rope scaling '${scaling}' is not DeepSeek-V2's (yarn)`);
   try {
     return parseConfig(json);
   } catch (e) {
@@ -354,7 +368,8 @@ export function tokenizerFromGguf(g: GgufFile, preTokenizers: Record<string, unk
   };
   if (hf !== undefined) return wrapErr(() => Tokenizer.fromJSON(JSON.parse(hf) as TokenizerJson));
   const model = g.str('tokenizer.ggml.model');
-  if (model !== 'gpt2') throw new GgufError(`${g.path}: tokenizer.ggml.model is ${JSON.stringify(model)}; dsv2 reads byte-level BPE ("gpt2") tokenizers`);
+  if (model !== 'gpt2')
+    throw new GgufError(`${g.path}: tokenizer.ggml.model is ${JSON.stringify(model)}; dsv2 reads byte-level BPE ("gpt2") tokenizers`);
   const tokens = g.array('tokenizer.ggml.tokens');
   const merges = g.array('tokenizer.ggml.merges');
   if (!tokens || !merges) throw new GgufError(`${g.path}: the tokenizer needs tokenizer.ggml.tokens and tokenizer.ggml.merges`);
@@ -364,14 +379,16 @@ export function tokenizerFromGguf(g: GgufFile, preTokenizers: Record<string, unk
     pre === 'gpt-2' || pre === 'default'
       ? { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }
       : preTokenizers[pre];
-  if (!preTok) throw new GgufError(`${g.path}: pre-tokenizer '${pre}' is not known to dsv2 (known: gpt-2, ${Object.keys(preTokenizers).join(', ')})`);
+  if (!preTok)
+    throw new GgufError(`${g.path}: pre-tokenizer '${pre}' is not known to dsv2 (known: gpt-2, ${Object.keys(preTokenizers).join(', ')})`);
   const vocab: Record<string, number> = {};
   const added: TokenizerJson['added_tokens'] = [];
   tokens.forEach((t, id) => {
     if (typeof t !== 'string') throw new GgufError(`${g.path}: tokenizer.ggml.tokens[${id}] is not a string`);
     const ty = types[id];
     if (ty === 5) return; // unused filler ([PADn])
-    if (ty === 3 || ty === 4) added.push({ id, content: t, special: ty === 3, normalized: false, lstrip: false, rstrip: false, single_word: false });
+    if (ty === 3 || ty === 4)
+      added.push({ id, content: t, special: ty === 3, normalized: false, lstrip: false, rstrip: false, single_word: false });
     else vocab[t] = id;
   });
   const json: TokenizerJson = {
@@ -462,15 +479,18 @@ function kvBFromGguf(g: GgufFile, layer: number, c: DeepseekV2Config): Float32Ar
   const [H, dn, dv, dc] = [c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank];
   const legacy = g.tensors.get(`blk.${layer}.attn_kv_b.weight`);
   if (legacy) {
-    if (legacy.ne[0] !== dc || legacy.ne[1] !== H * (dn + dv)) throw new GgufError(`${g.path}: attn_kv_b of layer ${layer} has dims [${legacy.ne}]`);
+    if (legacy.ne[0] !== dc || legacy.ne[1] !== H * (dn + dv))
+      throw new GgufError(`${g.path}: attn_kv_b of layer ${layer} has dims [${legacy.ne}]`);
     return dequantOrCopy(g, legacy.name, H * (dn + dv), dc);
   }
   const kb = g.tensors.get(`blk.${layer}.attn_k_b.weight`);
   const vb = g.tensors.get(`blk.${layer}.attn_v_b.weight`);
   if (!kb || !vb) throw new GgufError(`${g.path}: layer ${layer} has neither attn_k_b/attn_v_b nor attn_kv_b`);
   const same = (ne: number[], want: number[]): boolean => ne.length === want.length && ne.every((n, i) => n === want[i]);
-  if (!same(kb.ne, [dn, dc, H])) throw new GgufError(`${g.path}: attn_k_b of layer ${layer} has dims [${kb.ne}], the config needs [${dn},${dc},${H}]`);
-  if (!same(vb.ne, [dc, dv, H])) throw new GgufError(`${g.path}: attn_v_b of layer ${layer} has dims [${vb.ne}], the config needs [${dc},${dv},${H}]`);
+  if (!same(kb.ne, [dn, dc, H]))
+    throw new GgufError(`${g.path}: attn_k_b of layer ${layer} has dims [${kb.ne}], the config needs [${dn},${dc},${H}]`);
+  if (!same(vb.ne, [dc, dv, H]))
+    throw new GgufError(`${g.path}: attn_v_b of layer ${layer} has dims [${vb.ne}], the config needs [${dc},${dv},${H}]`);
   const k = dequantOrCopy(g, kb.name, H * dc, dn); // [H, dc, dn]
   const v = dequantOrCopy(g, vb.name, H * dv, dc); // [H, dv, dc]
   const w = new Float32Array(H * (dn + dv) * dc);

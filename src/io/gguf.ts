@@ -4,14 +4,33 @@
 // every count, length, type and offset against the file before it allocates anything, and names the file and the
 // field in its one error. The writer streams: tensor infos first (sizes are known from shapes and types), then each
 // tensor's bytes as its producer yields them, into a temporary file renamed over the target at the end.
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { QUANT_FORMATS, type QuantType } from '../quant/formats.js';
 
 export class GgufError extends Error {}
 
+/** Whether a path is a GGUF file (by its first four bytes, "GGUF"). */
+export function isGgufFile(path: string): boolean {
+  try {
+    if (!statSync(path).isFile()) return false;
+    const fd = openSync(path, 'r');
+    try {
+      const b = new Uint8Array(4);
+      return readSync(fd, b, 0, 4, 0) === 4 && String.fromCharCode(...b) === 'GGUF';
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
 /** GGML tensor types this project reads (f32 plus the stored types). */
 export type GgmlType = 'f32' | QuantType;
-const GGML_BY_ID = new Map<number, GgmlType>([[0, 'f32'], ...Object.entries(QUANT_FORMATS).map(([t, f]) => [f.ggml, t as QuantType] as [number, GgmlType])]);
+const GGML_BY_ID = new Map<number, GgmlType>([
+  [0, 'f32'],
+  ...Object.entries(QUANT_FORMATS).map(([t, f]) => [f.ggml, t as QuantType] as [number, GgmlType]),
+]);
 /** Names of the GGML types we do not read, for the error message. */
 const OTHER_GGML: Record<number, string> = {
   9: 'q8_1', 10: 'q2_k', 11: 'q3_k', 15: 'q8_k', 16: 'iq2_xxs', 17: 'iq2_xs', 18: 'iq3_xxs', 19: 'iq1_s', 20: 'iq4_nl',
@@ -82,7 +101,8 @@ class Cursor {
     private readonly path: string,
   ) {}
   private need(n: number, what: string): number {
-    if (this.pos + n > this.size) throw new GgufError(`${this.path}: truncated in ${what} (needs ${n} bytes at offset ${this.pos}, the file has ${this.size})`);
+    if (this.pos + n > this.size)
+      throw new GgufError(`${this.path}: truncated in ${what} (needs ${n} bytes at offset ${this.pos}, the file has ${this.size})`);
     if (this.pos < this.start || this.pos + n > this.start + this.len) {
       if (n > this.buf.length) this.buf = new Uint8Array(Math.max(n, 2 * this.buf.length));
       this.start = this.pos;
@@ -122,7 +142,8 @@ class Cursor {
   } // prettier-ignore
   string(what: string): string {
     const n = this.u64(`${what} (length)`);
-    if (n > MAX_STRING || this.pos + n > this.size) throw new GgufError(`${this.path}: ${what} claims ${n} bytes, past the end of the file`);
+    if (n > MAX_STRING || this.pos + n > this.size)
+      throw new GgufError(`${this.path}: ${what} claims ${n} bytes, past the end of the file`);
     const at = this.need(n, what);
     try {
       return new TextDecoder('utf-8', { fatal: true }).decode(this.buf.subarray(at, at + n));
@@ -162,10 +183,12 @@ export class GgufFile {
       const magic = c.u32('the magic number');
       if (magic !== 0x46554747) throw new GgufError(`${path}: not a GGUF file (it does not start with "GGUF")`);
       this.version = c.u32('the version');
-      if (this.version !== 2 && this.version !== 3) throw new GgufError(`${path}: GGUF version ${this.version} is not supported (2 and 3 are)`);
+      if (this.version !== 2 && this.version !== 3)
+        throw new GgufError(`${path}: GGUF version ${this.version} is not supported (2 and 3 are)`);
       const nTensors = c.u64('the tensor count');
       const nKv = c.u64('the metadata count');
-      if (nTensors > MAX_COUNT || nKv > MAX_COUNT) throw new GgufError(`${path}: ${nTensors} tensors and ${nKv} metadata entries is not plausible`);
+      if (nTensors > MAX_COUNT || nKv > MAX_COUNT)
+        throw new GgufError(`${path}: ${nTensors} tensors and ${nKv} metadata entries is not plausible`);
       for (let i = 0; i < nKv; i++) {
         const key = c.string(`metadata key ${i}`);
         if (!key) throw new GgufError(`${path}: metadata key ${i} is empty`);
@@ -195,7 +218,8 @@ export class GgufFile {
         if (ne[0]! % blockOf(type)[0] !== 0)
           throw new GgufError(`${path}: tensor '${name}' rows of ${ne[0]} values do not fill ${type} blocks of ${blockOf(type)[0]}`);
         const rel = c.u64(`tensor '${name}' offset`);
-        if (rel % this.alignment !== 0) throw new GgufError(`${path}: tensor '${name}' offset ${rel} is not a multiple of the alignment ${this.alignment}`);
+        if (rel % this.alignment !== 0)
+          throw new GgufError(`${path}: tensor '${name}' offset ${rel} is not a multiple of the alignment ${this.alignment}`);
         infos.push({ name, ne, type, rel });
       }
       this.dataOffset = Math.ceil(c.pos / this.alignment) * this.alignment;
@@ -204,7 +228,9 @@ export class GgufFile {
         const bytes = tensorBytes(t.type, t.ne);
         const offset = this.dataOffset + t.rel;
         if (offset + bytes > this.size)
-          throw new GgufError(`${path}: tensor '${t.name}' (${bytes} bytes at ${offset}) runs past the end of the file (${this.size} bytes); the file is truncated`);
+          throw new GgufError(
+            `${path}: tensor '${t.name}' (${bytes} bytes at ${offset}) runs past the end of the file (${this.size} bytes); the file is truncated`,
+          );
         spans.push([t.rel, t.rel + bytes, t.name]);
         this.tensors.set(t.name, { name: t.name, ne: t.ne, type: t.type, offset, bytes });
       }
@@ -229,7 +255,8 @@ export class GgufFile {
       if (elem === VT.ARRAY) throw new GgufError(`${this.path}: '${key}' is an array of arrays (GGUF allows none)`);
       if (elem !== VT.STRING && !(elem in SCALAR_BYTES)) throw new GgufError(`${this.path}: '${key}' has elements of unknown type ${elem}`);
       const min = elem === VT.STRING ? 8 : SCALAR_BYTES[elem]!;
-      if (n > MAX_ARRAY || c.pos + n * min > c.size) throw new GgufError(`${this.path}: '${key}' claims ${n} elements, past the end of the file`);
+      if (n > MAX_ARRAY || c.pos + n * min > c.size)
+        throw new GgufError(`${this.path}: '${key}' claims ${n} elements, past the end of the file`);
       const value: (number | boolean | string)[] = new Array(n);
       for (let i = 0; i < n; i++) value[i] = elem === VT.STRING ? c.string(`'${key}'[${i}]`) : c.scalar(elem, `'${key}'[${i}]`);
       return { type: VT.ARRAY, elem, value };
@@ -250,7 +277,7 @@ export class GgufFile {
     if (this.mapped) return this.mapped.subarray(t.offset, t.offset + t.bytes);
     if (this.fd === null) throw new GgufError(`${this.path}: read after close`);
     const out = new Uint8Array(t.bytes);
-    for (let got = 0; got < t.bytes; ) {
+    for (let got = 0; got < t.bytes;) {
       const r = readSync(this.fd, out, got, Math.min(t.bytes - got, 1 << 30), t.offset + got);
       if (r <= 0) throw new GgufError(`${this.path}: tensor '${name}' could not be read in full`);
       got += r;
@@ -262,7 +289,8 @@ export class GgufFile {
   num(key: string): number | undefined {
     const v = this.metadata.get(key);
     if (v === undefined) return undefined;
-    if (v.type === VT.STRING || v.type === VT.ARRAY || v.type === VT.BOOL) throw new GgufError(`${this.path}: '${key}' must be a number, got ${describe(v)}`);
+    if (v.type === VT.STRING || v.type === VT.ARRAY || v.type === VT.BOOL)
+      throw new GgufError(`${this.path}: '${key}' must be a number, got ${describe(v)}`);
     return v.value as number;
   }
   str(key: string): string | undefined {
@@ -425,7 +453,7 @@ export function writeGguf(path: string, metadata: readonly [string, GgufValue][]
 }
 
 function writeAll(fd: number, b: Uint8Array): void {
-  for (let at = 0; at < b.length; ) at += writeSync(fd, b, at, b.length - at);
+  for (let at = 0; at < b.length;) at += writeSync(fd, b, at, b.length - at);
 }
 
 // ---- metadata helpers -----------------------------------------------------------------------------------------

@@ -1,7 +1,19 @@
 // safetensors reader and writer (spec §7.1). The header is validated against the file size (offsets in range,
 // non-overlapping, byte length = numel × dtype size); tensors are read lazily, one at a time, so a checkpoint
 // larger than memory can be opened and inspected. F32, BF16 and F16 are widened to float32 on read.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 import { writeFileAtomic } from './atomic.js';
@@ -244,4 +256,63 @@ export function writeSafetensors(
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hb.length));
   writeFileAtomic(path, [len, hb, ...chunks]);
+}
+
+/** A tensor to stream into a safetensors file: its shape and a reader called only when the writer reaches it. */
+export interface TensorToStream {
+  name: string;
+  shape: readonly number[];
+  read: () => Float32Array;
+}
+
+/**
+ * writeSafetensors for models larger than memory: the header is computed from the shapes, then each tensor is read,
+ * converted and written in turn, into a temporary file renamed over `path` when complete.
+ */
+export function writeSafetensorsStreaming(
+  path: string,
+  tensors: readonly TensorToStream[],
+  dtype: 'F32' | 'BF16' | 'F16' = 'F32',
+  metadata: Record<string, string> = { format: 'pt' },
+): void {
+  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const width = dtype === 'F32' ? 4 : 2;
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let off = 0;
+  for (const t of sorted) {
+    const bytes = t.shape.reduce((p, d) => p * d, 1) * width;
+    header[t.name] = { dtype, shape: [...t.shape], data_offsets: [off, off + bytes] };
+    off += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const hb = Buffer.from(json, 'utf8');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(hb.length));
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
+  let ok = false;
+  const put = (b: Uint8Array): void => {
+    for (let at = 0; at < b.length;) at += writeSync(fd, b, at, b.length - at);
+  };
+  try {
+    put(len);
+    put(hb);
+    for (const t of sorted) {
+      const data = t.read();
+      const numel = t.shape.reduce((p, d) => p * d, 1);
+      if (numel !== data.length) throw new Error(`writeSafetensors: '${t.name}' has ${data.length} values for shape [${t.shape}]`);
+      put(
+        dtype === 'F32'
+          ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+          : new Uint8Array((dtype === 'BF16' ? f32ToBf16(data) : f32ToF16(data)).buffer),
+      );
+    }
+    fsyncSync(fd);
+    ok = true;
+  } finally {
+    closeSync(fd);
+    if (!ok) rmSync(tmp, { force: true });
+  }
+  renameSync(tmp, path);
 }

@@ -6,12 +6,22 @@ import { defaultBackend } from '../backend/registry.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Checkpoint, CheckpointError, writeSafetensors } from '../io/safetensors.js';
 import { wrap } from '../tensor/tensor.js';
+import { GgufFile, isGgufFile } from '../io/gguf.js';
+import { configFromGguf, loadGgufModel } from '../io/gguf-deepseek2.js';
 import { configJsonText, ConfigError, parseConfig, type DeepseekV2Config } from './config.js';
 import { DeepseekV2ForCausalLM } from './model.js';
 import { Params } from './params.js';
 import { expectedTensors, inventoryProblems } from './weights.js';
 
 export function readConfig(dir: string): DeepseekV2Config {
+  if (isGgufFile(dir)) {
+    const g = new GgufFile(dir);
+    try {
+      return configFromGguf(g);
+    } finally {
+      g.close();
+    }
+  }
   const path = dir.endsWith('.json') ? dir : join(dir, 'config.json');
   if (!existsSync(path)) throw new ConfigError(`${path}: no such file`);
   let json: unknown;
@@ -47,8 +57,15 @@ export function checkInventory(config: DeepseekV2Config, ck: Checkpoint, where: 
 }
 
 export function loadModel(dir: string, opts: LoadOptions = {}): DeepseekV2ForCausalLM {
-  const config = readConfig(dir);
   const backend = opts.backend ?? defaultBackend();
+  if (isGgufFile(dir)) {
+    if (opts.weights) throw new CheckpointError(`${dir} is a GGUF file; --weights applies to model directories`);
+    const { model, file } = loadGgufModel(dir, { backend });
+    file.close();
+    if (opts.trainable !== false) for (const p of model.params.list()) if (p.dtype === 'f32') p.requireGrad();
+    return model;
+  }
+  const config = readConfig(dir);
   const ck = Checkpoint.open(opts.weights ?? dir);
   try {
     checkInventory(config, ck, opts.weights ?? dir);

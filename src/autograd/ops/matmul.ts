@@ -156,7 +156,10 @@ export function linears(x: Tensor, ws: readonly Tensor[]): Tensor[] {
   }
   if (ws.some((w) => w.isStored())) {
     // stored weights (bf16, f16, quantized) go through their own kernels; float32 ones in the same call as usual
-    const stored = storedLinears(x, ws.filter((w) => w.isStored()));
+    const stored = storedLinears(
+      x,
+      ws.filter((w) => w.isStored()),
+    );
     let s = 0;
     return ws.map((w) => (w.isStored() ? stored[s++]! : linears(x, [w])[0]!));
   }

@@ -154,6 +154,7 @@ export function createNativeBackend(): Backend | null {
     },
     qgemm: (p: QGemmParams) => qgemmMany([p]),
     qgemmMany: (ps: readonly QGemmParams[]) => qgemmMany(ps),
+    quantizeRows: (type, x, out, rows, K) => n['quantizeRows']!(QUANT_CODE[type], x, out, rows, K),
     dequantRows: (type, w, idx, out, M, N, K) => n['dequantRows']!(QUANT_CODE[type], w, idx, out, M, N, K),
     rmsnorm: (x, w, y, rstd, R, D, eps) => n['rmsnorm']!(x, w, y, rstd, R, D, eps),
     rmsnormBackward: (x, w, rstd, dy, dx, dw, R, D) => n['rmsnormBackward']!(x, w, rstd, dy, dx, dw, R, D),

@@ -8,6 +8,7 @@ import { gemm } from './gemm.js';
 import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, scatterAddRowsBackward, scatterRows, topk } from './indexing.js';
 import { pagedAttention } from './paged.js';
 import { dequantRows, qgemm } from './quant.js';
+import { quantizeRow, rowBytes } from '../../quant/formats.js';
 import { rope } from './rope.js';
 
 function sumsq(x: F32, n: number): number {
@@ -41,6 +42,10 @@ export function createTsBackend(): Backend {
     qgemm,
     qgemmMany: (ps) => ps.forEach(qgemm),
     dequantRows,
+    quantizeRows: (type, x, out, rows, K) => {
+      const rb = rowBytes(type, K);
+      for (let r = 0; r < rows; r++) quantizeRow(type, x, r * K, K, out, r * rb);
+    },
     rmsnorm,
     rmsnormBackward,
     softmax,

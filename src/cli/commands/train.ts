@@ -1,17 +1,15 @@
 // `dsv2 train` and `dsv2 sample`: train a DeepSeek-V2 preset on a corpus with the live view, then sample from a
 // run's checkpoint. Any training field (--lr, --batch, --capacity-factor, …) or config field (--num_hidden_layers=2,
 // --n_routed_experts=16, …) can be overridden with --key=value; values are type-checked.
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { BUILTIN_CORPORA } from '../../data/corpus.js';
 import { generate } from '../../infer/generate.js';
-import { resolveModelDir } from '../../io/model-dir.js';
+import { loadTokenizer, resolveModelDir } from '../../io/model-dir.js';
 import { checkedSampling } from '../sampling.js';
 import { configToJson } from '../../model/config.js';
 import { loadModel } from '../../model/load.js';
 import { preset, PRESET_NAMES } from '../../model/presets.js';
-import { Tokenizer, type TokenizerJson } from '../../tokenizer/tokenizer.js';
 import { writeReport, readMetrics } from '../../train/report.js';
 import { BOS, EOS, train, TRAIN_DEFAULTS, type TrainOptions, type TrainResult } from '../../train/trainer.js';
 import { LiveView } from '../../train/view.js';
@@ -238,15 +236,7 @@ export function runSample(argv: string[]): number {
     '--max-new-tokens',
   );
   const dir = modelDir(flags['model'] as string);
-  const tokFile = join(dir, 'tokenizer.json');
-  if (!existsSync(tokFile)) throw new Error(`${dir} has no tokenizer.json`);
-  let tj: TokenizerJson;
-  try {
-    tj = JSON.parse(readFileSync(tokFile, 'utf8')) as TokenizerJson;
-  } catch {
-    throw new Error(`${tokFile} is not valid JSON`);
-  }
-  const tok = Tokenizer.fromJSON(tj);
+  const tok = loadTokenizer(dir);
   const backend = flags['backend'] ? loadBackend(flags['backend'] as string) : defaultBackend();
   const model = loadModel(dir, { backend, trainable: false });
   const bos = tok.idOf(BOS) ?? model.config.bos_token_id;

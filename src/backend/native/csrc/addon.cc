@@ -338,6 +338,20 @@ FN(DequantRows) {
   });
 }
 
+// quantizeRows(type, x, out, rows, K)
+FN(QuantizeRows) {
+  BODY("quantizeRows", {
+    const int type = (int)c.n(0);
+    const i64 rows = c.n(3), K = c.n(4);
+    const i64 be = quant_block_bytes(type), bel = quant_block_elems(type);
+    if (!be || type > 7 || K % bel) throw KernelError("quantizeRows: bad weight type or row length");
+    const double need = (double)rows * (double)(K / bel) * (double)be;
+    uint8_t* out = static_cast<uint8_t*>(c.typed_value(c.argv[2], napi_uint8_array, need, W, "out"));
+    quantize_rows(type, c.f32(1, (double)rows * K, W), out, rows, K);
+    return undef(env);
+  });
+}
+
 FN(RmsNorm) {
   BODY("rmsnorm", {
     const i64 R = c.n(4), D = c.n(5);
@@ -728,6 +742,7 @@ napi_value Init(napi_env env, napi_value exports) {
       P("gemmMany", GemmMany),
       P("qgemmMany", QGemmMany),
       P("dequantRows", DequantRows),
+      P("quantizeRows", QuantizeRows),
       P("rmsnorm", RmsNorm),
       P("rmsnormBackward", RmsNormBackward),
       P("softmax", Softmax),

@@ -205,5 +205,7 @@ i64 quant_block_bytes(int type);
 void dequant_row(int type, const uint8_t* src, float* dst, i64 K);
 void qgemm_many(const QGemmArgs* ps, i64 count);
 void dequant_rows(int type, const uint8_t* w, const int32_t* idx, float* out, i64 M, i64 N, i64 K);
+/** rows × K floats → rows in a writable 32-element type, bf16 or f16 (ggml's reference quantizers). */
+void quantize_rows(int type, const float* x, uint8_t* out, i64 rows, i64 K);
 
 }  // namespace dsv2

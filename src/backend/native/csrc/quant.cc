@@ -186,7 +186,8 @@ i64 quant_block_bytes(int type) {
   return type >= 1 && type <= 10 ? bytes[type] : 0;
 }
 
-void dequant_row(int type, const uint8_t* src, float* dst, i64 K) {
+// no fused multiply-adds: every product and sum rounds as src/quant/formats.ts's dequantizeRow does
+__attribute__((optimize("fp-contract=off"))) void dequant_row(int type, const uint8_t* src, float* dst, i64 K) {
   switch (type) {
     case 1:
       for (i64 i = 0; i < K; i++) {
@@ -378,6 +379,89 @@ void qgemm_many(const QGemmArgs* ps, i64 count) {
     const Task& k = tasks[t];
     qgemm_rows(ps[k.item], a0 + actAt[k.item], k.n0, k.n1);
   }
+}
+
+namespace {
+
+inline void put_half(uint8_t* p, float v) {
+  const uint16_t h = _cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT);
+  std::memcpy(p, &h, 2);
+}
+
+/** One row in `type` with ggml's reference quantizers (src/quant/formats.ts quantizeRow, byte for byte). */
+__attribute__((optimize("fp-contract=off"))) void quantize_row(int type, const float* x, i64 K, uint8_t* dst) {
+  if (type == 1 || type == 2) {
+    for (i64 i = 0; i < K; i++) {
+      uint16_t h;
+      if (type == 2) h = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+      else {
+        uint32_t u;
+        std::memcpy(&u, x + i, 4);
+        if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) h = (uint16_t)((u >> 16) | 0x0040);
+        else h = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+      }
+      std::memcpy(dst + 2 * i, &h, 2);
+    }
+    return;
+  }
+  const i64 bs = quant_block_bytes(type);
+  for (i64 b = 0; b < K / 32; b++) {
+    const float* v = x + b * 32;
+    uint8_t* p = dst + b * bs;
+    if (type == 3) {
+      float amax = 0;
+      for (int j = 0; j < 32; j++) amax = std::max(amax, std::fabs(v[j]));
+      const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+      put_half(p, d);
+      for (int j = 0; j < 32; j++) p[2 + j] = (uint8_t)(int8_t)std::roundf(v[j] * id);
+    } else if (type == 4 || type == 6) {
+      float amax = 0, mx = 0;
+      for (int j = 0; j < 32; j++)
+        if (std::fabs(v[j]) > amax) amax = std::fabs(v[j]), mx = v[j];
+      const bool five = type == 6;
+      const float d = mx / (five ? -16.f : -8.f), id = d != 0.f ? 1.f / d : 0.f;
+      put_half(p, d);
+      const int lim = five ? 31 : 15;
+      const float bias = five ? 16.5f : 8.5f;
+      uint8_t* qs = p + (five ? 6 : 2);
+      uint32_t qh = 0;
+      for (int j = 0; j < 16; j++) {
+        const int a = std::min(lim, (int)std::trunc(v[j] * id + bias));
+        const int c = std::min(lim, (int)std::trunc(v[j + 16] * id + bias));
+        qs[j] = (uint8_t)((a & 0xf) | ((c & 0xf) << 4));
+        qh |= (uint32_t)((a >> 4) & 1) << j;
+        qh |= (uint32_t)((c >> 4) & 1) << (j + 16);
+      }
+      if (five) std::memcpy(p + 2, &qh, 4);
+    } else {
+      float mn = INFINITY, mx = -INFINITY;
+      for (int j = 0; j < 32; j++) mn = std::min(mn, v[j]), mx = std::max(mx, v[j]);
+      const bool five = type == 7;
+      const float d = (mx - mn) / (five ? 31.f : 15.f), id = d != 0.f ? 1.f / d : 0.f;
+      put_half(p, d);
+      put_half(p + 2, mn);
+      const int lim = five ? 31 : 15;
+      uint8_t* qs = p + (five ? 8 : 4);
+      uint32_t qh = 0;
+      for (int j = 0; j < 16; j++) {
+        const int a = std::min(lim, (int)std::trunc((v[j] - mn) * id + 0.5f));
+        const int c = std::min(lim, (int)std::trunc((v[j + 16] - mn) * id + 0.5f));
+        qs[j] = (uint8_t)((a & 0xf) | ((c & 0xf) << 4));
+        qh |= (uint32_t)((a >> 4) & 1) << j;
+        qh |= (uint32_t)((c >> 4) & 1) << (j + 16);
+      }
+      if (five) std::memcpy(p + 4, &qh, 4);
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_rows(int type, const float* x, uint8_t* out, i64 rows, i64 K) {
+  const i64 rb = quant_block_bytes(type) * (K / quant_block_elems(type));
+  parallel_rows(rows, (double)rows * (double)K * 8, true, [&](i64 r0, i64 r1) {
+    for (i64 r = r0; r < r1; r++) quantize_row(type, x + r * K, K, out + r * rb);
+  });
 }
 
 void dequant_rows(int type, const uint8_t* w, const int32_t* idx, float* out, i64 M, i64 N, i64 K) {
