@@ -135,6 +135,10 @@ export function ggufMetadata(c: DeepseekV2Config, tok: Tokenizer | null, type: G
   if (rs) md.push([k('rope.scaling.yarn_log_multiplier'), f32(0.1 * rs.mscale_all_dim)]);
   md.push(['general.quantization_version', u32(2)]);
   if (tok) md.push(...tokenizerMetadata(tok, c));
+  else {
+    if (c.bos_token_id !== null) md.push(['tokenizer.ggml.bos_token_id', u32(c.bos_token_id)]);
+    if (c.eos_token_id !== null) md.push(['tokenizer.ggml.eos_token_id', u32(c.eos_token_id)]);
+  }
   md.push(['dsv2.hf_config', str(configJsonText(c))]);
   return md;
 }
@@ -337,7 +341,7 @@ export function configFromGguf(g: GgufFile): DeepseekV2Config {
   };
   if (scaling === 'yarn') {
     // the file keeps 0.1·mscale_all_dim; mscale is not written (the released V2 configs set both to 0.707)
-    const mscaleAll = yarnMul === undefined ? 1 : f32Decimal(yarnMul / 0.1);
+    const mscaleAll = yarnMul === undefined ? 1 : f32Decimal(f32Decimal(yarnMul) / 0.1);
     json['rope_scaling'] = {
       type: 'yarn',
       factor: f32Decimal(need('rope.scaling.factor')),

@@ -9,10 +9,11 @@ import { QUANT_FORMATS, type QuantType } from '../quant/formats.js';
 
 export class GgufError extends Error {}
 
-/** Whether a path is a GGUF file (by its first four bytes, "GGUF"). */
+/** Whether a path names a GGUF file: a regular file named *.gguf, or one that starts with "GGUF". */
 export function isGgufFile(path: string): boolean {
   try {
     if (!statSync(path).isFile()) return false;
+    if (path.endsWith('.gguf')) return true;
     const fd = openSync(path, 'r');
     try {
       const b = new Uint8Array(4);

@@ -10,13 +10,13 @@ import { Checkpoint, writeSafetensorsStreaming } from '../../io/safetensors.js';
 import { configJsonText } from '../../model/config.js';
 import { checkInventory, readConfig } from '../../model/load.js';
 import { expectedTensors } from '../../model/weights.js';
-import { dequantize, QUANT_FORMATS, QUANT_TYPES } from '../../quant/formats.js';
+import { dequantize } from '../../quant/formats.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { parseFlags, UsageError } from '../args.js';
 import { required } from '../io.js';
 
-const WRITABLE = ['f32', ...QUANT_TYPES.filter((t) => QUANT_FORMATS[t].writable)];
+const WRITABLE = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'bf16', 'f16', 'f32'];
 
 /** Refuse an output path that exists and is not a regular file (a device, FIFO or directory is never replaced). */
 function checkOutputFile(path: string): void {
