@@ -111,7 +111,10 @@ describe('GGUF files we write', () => {
       g.close();
       const want = configToJson(model.config) as Record<string, unknown>;
       // training-only fields that GGUF has no key for come back as the defaults
-      for (const k of ['aux_loss_alpha', 'seq_aux', 'initializer_range']) (delete got[k], delete want[k]);
+      for (const k of ['aux_loss_alpha', 'seq_aux', 'initializer_range']) {
+        delete got[k];
+        delete want[k];
+      }
       assert.deepEqual(got, want, name);
       assert.deepEqual(
         logitsOf(loadModel(path, { trainable: false, backend }), cases(name).input_ids),
