@@ -10,6 +10,9 @@ import { DeepseekV2ForCausalLM } from '../model/model.js';
 import { preset } from '../model/presets.js';
 import { paramCounts } from '../model/weights.js';
 import { Rng } from '../tensor/random.js';
+import { checkFits } from '../io/memory.js';
+import type { QuantType } from '../quant/formats.js';
+import { activeBytesPerToken, randomStoredModel, storedModelBytes } from '../quant/random.js';
 import { threadsOf, type BenchRecord } from './kernels.js';
 import { checkReady, PeerProcess, peerCommand, quartile } from './peer.js';
 import { median } from './timing.js';
@@ -22,8 +25,13 @@ export interface DecodeBenchRecord extends BenchRecord {
   prefill_tok_s: number;
   prefill_len: number;
   ttft_ms: number;
-  /** Weight bytes read per decoded token (activated parameters, float32). */
+  /** How the weights are stored (f32, or a stored type with random codes of the real shapes). */
+  dtype: string;
+  /** Weight bytes read per decoded token (activated parameters in their storage type). */
   active_bytes_per_token: number;
+  /** Bytes of all weights, and the process's peak resident memory in this run. */
+  weight_bytes: number;
+  peak_rss_bytes: number;
   /** Read bandwidth of this machine, measured in this run (a parallel sum of squares over 256 MiB). */
   read_gb_s: number;
   /** decode_tok_s as a fraction of read_gb_s ÷ active_bytes_per_token. */
@@ -54,9 +62,11 @@ export class DecodeRunner {
   constructor(
     readonly backend: Backend,
     readonly presetName: string,
+    readonly dtype: QuantType | 'f32' = 'f32',
   ) {
     const c = preset(presetName);
-    this.model = DeepseekV2ForCausalLM.init(c, { seed: 0, std: 0.02, backend });
+    checkFits(storedModelBytes(c, dtype) + 2 ** 30, `${presetName} with ${dtype} weights`, 'try a smaller --dtype (q4_0)');
+    this.model = dtype === 'f32' ? DeepseekV2ForCausalLM.init(c, { seed: 0, std: 0.02, backend }) : randomStoredModel(c, dtype, backend);
     this.engine = new Engine(this.model, { kvCacheMiB: 64, maxBatchedTokens: 512 });
   }
 
@@ -86,13 +96,16 @@ export class DecodeRunner {
 export function benchDecode(
   b: Backend,
   presetName: string,
-  opts: { runs?: number; prompt?: number; newTokens?: number; prefillLen?: number } = {},
+  opts: { runs?: number; prompt?: number; newTokens?: number; prefillLen?: number; dtype?: QuantType | 'f32' } = {},
 ): DecodeBenchRecord {
+  // a real-size preset (billions of weights) gets shorter runs: its tokens take 100× longer
+  const big = paramCounts(preset(presetName)).total_params > 2e9;
   const prompt = opts.prompt ?? 16;
-  const newTokens = opts.newTokens ?? 128;
-  const prefillLen = opts.prefillLen ?? 256;
-  const runs = Math.max(3, opts.runs ?? 5);
-  const r = new DecodeRunner(b, presetName);
+  const newTokens = opts.newTokens ?? (big ? 32 : 128);
+  const prefillLen = opts.prefillLen ?? (big ? 64 : 256);
+  const runs = Math.max(3, opts.runs ?? (big ? 3 : 5));
+  const dtype = opts.dtype ?? 'f32';
+  const r = new DecodeRunner(b, presetName, dtype);
   r.decode(prompt, 8); // warm-up (JIT, first touches)
   r.prefill(prefillLen);
   const dec: number[] = [];
@@ -107,7 +120,7 @@ export function benchDecode(
     pre.push(r.prefill(prefillLen));
     if (i < 3) bw.push(readBandwidth(b));
   }
-  const activeBytes = 4 * paramCounts(r.model.config).activated_params;
+  const activeBytes = activeBytesPerToken(r.model.config, dtype);
   const decodeTokS = newTokens / (median(dec) / 1000);
   const readGbS = median(bw);
   return {
@@ -122,7 +135,10 @@ export function benchDecode(
     prefill_len: prefillLen,
     prefill_tok_s: prefillLen / (median(pre) / 1000),
     ttft_ms: median(ttft),
+    dtype,
     active_bytes_per_token: activeBytes,
+    weight_bytes: storedModelBytes(r.model.config, dtype),
+    peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     read_gb_s: readGbS,
     of_bandwidth_ceiling: decodeTokS / ((readGbS * 1e9) / activeBytes),
   };

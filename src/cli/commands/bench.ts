@@ -4,6 +4,7 @@ import { benchGemm, benchKernels, type BenchRecord } from '../../bench/kernels.j
 import { benchTrainVsPeer } from '../../bench/peer.js';
 import { benchTrain } from '../../bench/train.js';
 import { benchDecode, benchDecodeVsPeer } from '../../bench/decode.js';
+import type { QuantType } from '../../quant/formats.js';
 import { benchServe, benchMlaVsMha } from '../../bench/serve.js';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { PRESET_NAMES } from '../../model/presets.js';
@@ -53,7 +54,9 @@ export async function runBench(argv: string[]): Promise<number> {
     backend: { type: 'string', help: 'ts | native (default: the default backend)' },
     threads: { type: 'int', help: 'kernel threads (default: DSV2_THREADS or all cores)' },
     json: { type: 'bool', help: 'one JSON object per line' },
-    preset: { type: 'string', help: 'preset for the train benchmark (small | medium)' },
+    preset: { type: 'string', help: 'preset for train, decode, serve (small | medium | deepseek-v2-lite …)' },
+    dtype: { type: 'string', help: 'decode: weight storage, f32 (default) | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | bf16 | f16' },
+    'random-weights': { type: 'bool', help: 'decode: random weights of the preset’s shapes (what the decode bench always uses)' },
     steps: { type: 'int', help: 'timed training steps (≥ 5, default 10)' },
     batch: { type: 'int', help: 'override the training batch size' },
     seq: { type: 'int', help: 'override the training sequence length' },
@@ -127,15 +130,21 @@ export async function runBench(argv: string[]): Promise<number> {
       );
     return 0;
   }
+  const dtype = (flags['dtype'] as string | undefined) ?? 'f32';
+  const DTYPES = ['f32', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'bf16', 'f16'];
+  if (!DTYPES.includes(dtype)) throw new UsageError(`--dtype must be one of ${DTYPES.join(', ')}, got '${dtype}'`);
+  if ((flags['dtype'] !== undefined || flags['random-weights']) && suite !== 'decode')
+    throw new UsageError('--dtype and --random-weights go with the decode suite: dsv2 bench decode --preset deepseek-v2-lite --dtype q8_0');
   if (suite === 'decode' || suite === 'all') {
-    const r = benchDecode(backend, presetName);
+    const r = benchDecode(backend, presetName, { dtype: dtype as QuantType | 'f32' });
     if (json) console.log(JSON.stringify(r));
     else
       console.log(
-        `decode (${r.preset}, batch 1, ${r.new_tokens} tokens after ${r.prompt}): ${fmt(r.decode_tok_s)} tok/s (${r.ms.toFixed(2)} ms/token), ` +
+        `decode (${r.preset}, ${r.dtype}, batch 1, ${r.new_tokens} tokens after ${r.prompt}): ${fmt(r.decode_tok_s)} tok/s (${r.ms.toFixed(2)} ms/token), ` +
           `time to first token ${r.ttft_ms.toFixed(1)} ms; prefill 1×${r.prefill_len}: ${fmt(r.prefill_tok_s)} tok/s\n` +
           `${''.padEnd(24)} ${(r.active_bytes_per_token / 2 ** 20).toFixed(1)} MiB of weights per token at ${r.read_gb_s.toFixed(1)} GB/s measured read ` +
-          `bandwidth: ceiling ${fmt((r.read_gb_s * 1e9) / r.active_bytes_per_token)} tok/s, reached ${(100 * r.of_bandwidth_ceiling).toFixed(0)}%`,
+          `bandwidth: ceiling ${fmt((r.read_gb_s * 1e9) / r.active_bytes_per_token)} tok/s, reached ${(100 * r.of_bandwidth_ceiling).toFixed(0)}%; ` +
+          `weights ${(r.weight_bytes / 2 ** 30).toFixed(2)} GiB, peak RSS ${(r.peak_rss_bytes / 2 ** 30).toFixed(2)} GiB`,
       );
   }
   if (suite === 'serve') {

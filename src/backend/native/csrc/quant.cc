@@ -98,6 +98,40 @@ inline __m256i block_dot(__m256i lo, __m256i hi, const int16_t* x) {
                           _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i*)(x + 16))));
 }
 
+/** Bytes ahead of the current block that a row walk prefetches: measured here, a single-thread row walk reads DRAM at
+ * ~10 GB/s with it against ~6 GB/s when four rows are walked side by side and ~9 GB/s with no prefetch. */
+constexpr i64 PREFETCH = 1024;
+
+/**
+ * One stored row against one activation row (batch-1 decode): y (+)= the dot product. One sequential stream through
+ * the row, two accumulator chains over alternating blocks.
+ */
+template <int T>
+void int_row1(const uint8_t* w, const ActBlock* a, i64 nb, float* y, bool add) {
+  using B = Block<T>;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float side0 = 0.f, side1 = 0.f;
+  auto block = [&](i64 b, __m256& acc, float& side) {
+    const uint8_t* p = w + b * B::BYTES;
+    __m256i lo, hi;
+    block_words<T>(p, lo, hi);
+    const ActBlock& ab = a[b];
+    const float dw = half_to_float(p);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), _mm256_cvtepi32_ps(block_dot(lo, hi, ab.q)), acc);
+    if (B::MIN) side += half_to_float(p + 2) * ab.dsum;
+    if (B::OFF) side -= (dw * (float)B::OFF) * ab.dsum;
+  };
+  i64 b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    _mm_prefetch((const char*)(w + b * B::BYTES + PREFETCH), _MM_HINT_T0);
+    block(b, acc0, side0);
+    block(b + 1, acc1, side1);
+  }
+  if (b < nb) block(b, acc0, side0);
+  const float s = hsum(_mm256_add_ps(acc0, acc1)) + side0 + side1;
+  *y = add ? *y + s : s;
+}
+
 /**
  * R stored rows (w, w + rb, …) against mt activation rows a[m]: y[m·ldy + r] (+)= Σ_b d_w·d_x·(Σ u·q_x − OFF·Σ q_x)
  * + m_w·d_x·Σ q_x. R = 4 with one activation row is the decode case (four accumulator chains, each activation block
@@ -149,6 +183,7 @@ void half_row(const uint8_t* w, const float* const* x, int mt, i64 K, float* y, 
   for (int m = 0; m < MT; m++) acc[m] = _mm256_setzero_ps();
   i64 k = 0;
   for (; k + 8 <= K; k += 8) {
+    if ((k & 31) == 0) _mm_prefetch((const char*)(w + 2 * k + PREFETCH), _MM_HINT_T0);
     const __m256 wv = widen8<T>(w + 2 * k);
     for (int m = 0; m < mt; m++) acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[m] + k), acc[m]);
   }
@@ -291,15 +326,14 @@ void qgemm_rows(const QGemmArgs& p, const ActBlock* act, i64 n0, i64 n1) {
   float* row = p.type >= 8 ? scratch(3, (size_t)p.K) : nullptr;
   i64 n = n0;
   if (p.M == 1 && int_type(p.type))
-    for (; n + 4 <= n1; n += 4) {
+    for (; n < n1; n++) {
       const uint8_t* w = p.w + n * rb;
-      const ActBlock* a[1] = {act};
       switch (p.type) {
-        case 3: int_rows<3, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
-        case 4: int_rows<4, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
-        case 5: int_rows<5, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
-        case 6: int_rows<6, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
-        default: int_rows<7, 4>(w, rb, a, 1, nb, p.y + n, p.N, p.beta); break;
+        case 3: int_row1<3>(w, act, nb, p.y + n, p.beta); break;
+        case 4: int_row1<4>(w, act, nb, p.y + n, p.beta); break;
+        case 5: int_row1<5>(w, act, nb, p.y + n, p.beta); break;
+        case 6: int_row1<6>(w, act, nb, p.y + n, p.beta); break;
+        default: int_row1<7>(w, act, nb, p.y + n, p.beta); break;
       }
     }
   for (; n < n1; n++) {
