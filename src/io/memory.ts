@@ -19,6 +19,8 @@ export const gib = (n: number): string => `${(n / 2 ** 30).toFixed(1)} GiB`;
 export function checkFits(bytes: number, what: string, hint = ''): void {
   const avail = availableMemory();
   if (bytes > avail) {
-    throw new Error(`${what} needs ${gib(bytes)} of memory; this machine has ${gib(avail)} available (${gib(totalmem())} in all)${hint ? `; ${hint}` : ''}`);
+    throw new Error(
+      `${what} needs ${gib(bytes)} of memory; this machine has ${gib(avail)} available (${gib(totalmem())} in all)${hint ? `; ${hint}` : ''}`,
+    );
   }
 }
