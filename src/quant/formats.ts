@@ -77,7 +77,7 @@ function putHalf(b: Uint8Array, at: number, v: number): void {
 }
 
 /** Q4_K / Q5_K: the 6-bit scale and min of sub-block j (ggml's get_scale_min_k4). */
-function scaleMinK4(j: number, q: Uint8Array, at: number): [number, number] {
+export function scaleMinK4(j: number, q: Uint8Array, at: number): [number, number] {
   if (j < 4) return [q[at + j]! & 63, q[at + j + 4]! & 63];
   return [(q[at + j + 4]! & 0xf) | ((q[at + j - 4]! >> 6) << 4), (q[at + j + 4]! >> 4) | ((q[at + j]! >> 6) << 4)];
 }
@@ -310,8 +310,9 @@ export function dequantize(type: QuantType, src: Uint8Array, rows: number, K: nu
 
 /**
  * Types whose products quantize the activations to int16 per 32-value block on the fly and take exact integer dot
- * products (src/backend/ts/quant.ts). The others multiply float32 activations.
+ * products (src/backend/ts/quant.ts): every block type, K-quants included (their 32-value sub-blocks line up with
+ * the activation blocks). bf16 and f16 multiply float32 activations.
  */
 export function usesIntActivations(type: QuantType): boolean {
-  return type === 'q8_0' || type === 'q4_0' || type === 'q4_1' || type === 'q5_0' || type === 'q5_1';
+  return type !== 'bf16' && type !== 'f16';
 }

@@ -4,9 +4,10 @@
 // llama.cpp quantizes activations to int8 instead; measured on the golden cases that alone moves q8_0 logits by up
 // to 0.07 and changes greedy tokens, while int16 (relative error ≤ 1.5e-5 per value) keeps the product within float
 // rounding of the decoded weights, and its integer dot (vpmaddwd) is still cheaper than widening to float32.
-// The other types multiply float32 activations by the decoded weights.
+// K-quants take the same activation blocks (their 32-value sub-blocks line up with them); bf16 and f16 multiply
+// float32 activations by the decoded weights.
 import type { F32, I32, QGemmParams } from '../backend.js';
-import { dequantizeRow, QUANT_FORMATS, roundEven, rowBytes, usesIntActivations, type QuantType } from '../../quant/formats.js';
+import { dequantizeRow, QUANT_FORMATS, roundEven, rowBytes, scaleMinK4, usesIntActivations, type QuantType } from '../../quant/formats.js';
 
 /** The scale of activation blocks: int16 values in [−32767, 32767]. */
 export const ACT_MAX = 32767;
@@ -48,8 +49,60 @@ function half(w: Uint8Array, at: number): number {
   return e === 0 ? s * f * 2 ** -24 : e === 31 ? (f ? NaN : s * Infinity) : s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
+/**
+ * A K-quant row · an integer activation row: per 32-value sub-block s, d·sc_s·d_x·Σ q·q_x − dmin·m_s·d_x·Σ q_x
+ * (q4_k, q5_k), or per super-block d·d_x·Σ_h sc_h·Σ (q − 32)·q_x over its 16-value halves (q6_k).
+ */
+function kquantDot(type: QuantType, w: Uint8Array, at: number, a: IntRow, K: number): number {
+  const bs = QUANT_FORMATS[type].blockBytes;
+  const q = a.q;
+  let acc = 0;
+  for (let sb = 0; sb < K / 256; sb++) {
+    const p = at + sb * bs;
+    const o = sb * 256;
+    if (type === 'q6_k') {
+      const d = half(w, p + 208);
+      for (let n = 0; n < 2; n++) {
+        const ql = p + 64 * n;
+        const qh = p + 128 + 32 * n;
+        for (let t = 0; t < 4; t++) {
+          let isum = 0;
+          for (let l = 0; l < 32; l++) {
+            const lo = t & 1 ? w[ql + 32 + l]! : w[ql + l]!;
+            const nib = t >= 2 ? lo >> 4 : lo & 0xf;
+            const v = (nib | (((w[qh + l]! >> (2 * t)) & 3) << 4)) - 32;
+            const sc = (w[p + 192 + 8 * n + 2 * t + (l >> 4)]! << 24) >> 24;
+            isum += sc * v * q[o + 128 * n + 32 * t + l]!;
+          }
+          acc += Math.fround(d * a.d[sb * 8 + 4 * n + t]!) * isum;
+        }
+      }
+      continue;
+    }
+    const five = type === 'q5_k';
+    const d = half(w, p);
+    const dmin = half(w, p + 2);
+    const qs = p + (five ? 48 : 16);
+    for (let sub = 0; sub < 8; sub++) {
+      const j = sub >> 1;
+      const [sc, mn] = scaleMinK4(sub, w, p + 4);
+      let isum = 0;
+      for (let l = 0; l < 32; l++) {
+        const byte = w[qs + 32 * j + l]!;
+        let v = sub & 1 ? byte >> 4 : byte & 0xf;
+        if (five && (w[p + 16 + l]! >> sub) & 1) v += 16;
+        isum += v * q[o + 32 * sub + l]!;
+      }
+      const b = sb * 8 + sub;
+      acc += Math.fround(Math.fround(d * sc) * a.d[b]!) * isum - Math.fround(dmin * mn) * Math.fround(a.d[b]! * a.sum[b]!);
+    }
+  }
+  return acc;
+}
+
 /** Σ over the blocks of one stored row (at `at`) · one integer activation row. */
 function intDot(type: QuantType, w: Uint8Array, at: number, a: IntRow, nb: number): number {
+  if (type === 'q4_k' || type === 'q5_k' || type === 'q6_k') return kquantDot(type, w, at, a, nb * 32);
   const bs = QUANT_FORMATS[type].blockBytes;
   let acc = 0;
   for (let b = 0; b < nb; b++) {

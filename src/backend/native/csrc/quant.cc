@@ -4,7 +4,8 @@
 //    (d = max|x|/32767, round half to even) and every block's dot product is an exact integer sum (vpmaddwd),
 //    scaled by d_w·d_x;
 //  - bf16 and f16 are widened in registers and multiplied with float32 activations (FMA);
-//  - the K-quants (q4_k, q5_k, q6_k) decode one row into a thread's scratch and take float32 dot products.
+//  - the K-quants (q4_k, q5_k, q6_k) take the same int16 activation blocks, which line up with their 32-value
+//    sub-blocks, and sum exact integer products under each sub-block's scale.
 // Work splits over output rows; several products (the routed experts of a layer) share one parallel region.
 #include <vector>
 
@@ -213,6 +214,84 @@ inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& mn) {
   }
 }
 
+/**
+ * A K-quant row (q4_k, q5_k: 144/176-byte super-blocks of 256 values in eight 32-value sub-blocks with 6-bit scales
+ * and mins; q6_k: 210 bytes, sixteen 16-value signed scales) against one int16 activation row, whose 32-value blocks
+ * line up with the sub-blocks: y (+)= Σ_s d·sc_s·d_x·Σ q·q_x − dmin·m_s·d_x·Σ q_x (q6_k: d·d_x·Σ_h sc_h·Σ (q−32)·q_x).
+ */
+template <int T>
+void kq_row1(const uint8_t* w, const ActBlock* a, i64 nsb, float* y, bool add) {
+  __m256 acc = _mm256_setzero_ps();
+  float side = 0.f;
+  const __m256i m4 = _mm256_set1_epi16(0x0f);
+  for (i64 sb = 0; sb < nsb; sb++) {
+    const ActBlock* ab = a + sb * 8;
+    if constexpr (T == 10) {
+      const uint8_t* p = w + sb * 210;
+      _mm_prefetch((const char*)(p + PREFETCH), _MM_HINT_T0);
+      const float d = half_to_float(p + 208);
+      const int8_t* sc = (const int8_t*)(p + 192);
+      for (int n = 0; n < 2; n++) {
+        const uint8_t* ql = p + 64 * n;
+        const uint8_t* qh = p + 128 + 32 * n;
+        const __m256i hA = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)qh));
+        const __m256i hB = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(qh + 16)));
+        for (int t = 0; t < 4; t++) {
+          const uint8_t* q = ql + (t & 1) * 32;
+          __m256i lA = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)q));
+          __m256i lB = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(q + 16)));
+          if (t >= 2) lA = _mm256_srli_epi16(lA, 4), lB = _mm256_srli_epi16(lB, 4);
+          const __m128i shift = _mm_cvtsi32_si128(2 * t);
+          const __m256i three = _mm256_set1_epi16(3), off = _mm256_set1_epi16(32);
+          const __m256i qA = _mm256_sub_epi16(_mm256_or_si256(_mm256_and_si256(lA, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(hA, shift), three), 4)), off);
+          const __m256i qB = _mm256_sub_epi16(_mm256_or_si256(_mm256_and_si256(lB, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(hB, shift), three), 4)), off);
+          const ActBlock& x = ab[4 * n + t];
+          // the two 16-value scales folded into the int16 weights (|q·sc| ≤ 4096, so the pair sums fit int32)
+          const __m256i sA = _mm256_mullo_epi16(qA, _mm256_set1_epi16(sc[8 * n + 2 * t]));
+          const __m256i sB = _mm256_mullo_epi16(qB, _mm256_set1_epi16(sc[8 * n + 2 * t + 1]));
+          const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(sA, _mm256_loadu_si256((const __m256i*)x.q)),
+                                                _mm256_madd_epi16(sB, _mm256_loadu_si256((const __m256i*)(x.q + 16))));
+          acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d), _mm256_cvtepi32_ps(isum), acc);
+        }
+      }
+    } else {
+      constexpr bool FIVE = T == 9;
+      const uint8_t* p = w + sb * (FIVE ? 176 : 144);
+      _mm_prefetch((const char*)(p + PREFETCH), _MM_HINT_T0);
+      const float d = half_to_float(p), dmin = half_to_float(p + 2);
+      const uint8_t* scales = p + 4;
+      const uint8_t* qs = p + (FIVE ? 48 : 16);
+      __m256i hA = _mm256_setzero_si256(), hB = _mm256_setzero_si256();
+      if (FIVE) {
+        hA = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(p + 16)));
+        hB = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(p + 32)));
+      }
+      for (int j = 0; j < 4; j++) {
+        const __m256i wA = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(qs + 32 * j)));
+        const __m256i wB = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(qs + 32 * j + 16)));
+        for (int half = 0; half < 2; half++) {
+          const int sub = 2 * j + half;
+          __m256i qA = half ? _mm256_srli_epi16(wA, 4) : _mm256_and_si256(wA, m4);
+          __m256i qB = half ? _mm256_srli_epi16(wB, 4) : _mm256_and_si256(wB, m4);
+          if (FIVE) {
+            const __m128i shift = _mm_cvtsi32_si128(sub);
+            const __m256i one = _mm256_set1_epi16(1);
+            qA = _mm256_or_si256(qA, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(hA, shift), one), 4));
+            qB = _mm256_or_si256(qB, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(hB, shift), one), 4));
+          }
+          int sc, mn;
+          scale_min_k4(sub, scales, sc, mn);
+          const ActBlock& x = ab[sub];
+          acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc * x.d), _mm256_cvtepi32_ps(block_dot(qA, qB, x.q)), acc);
+          side -= dmin * (float)mn * x.dsum;
+        }
+      }
+    }
+  }
+  const float s = hsum(acc) + side;
+  *y = add ? *y + s : s;
+}
+
 }  // namespace
 
 i64 quant_block_elems(int type) { return type <= 2 ? 1 : type <= 7 ? 32 : 256; }
@@ -317,14 +396,27 @@ __attribute__((optimize("fp-contract=off"))) void dequant_row(int type, const ui
 
 namespace {
 
-bool int_type(int t) { return t >= 3 && t <= 7; }
+bool int_type(int t) { return t >= 3 && t <= 10; }  // every block type takes int16 activations
 
 /** Rows [n0, n1) of product p, given its activation blocks (int8 types) for all M rows. */
 void qgemm_rows(const QGemmArgs& p, const ActBlock* act, i64 n0, i64 n1) {
   const i64 rb = quant_block_bytes(p.type) * (p.K / quant_block_elems(p.type));
   const i64 nb = p.K / 32;
-  float* row = p.type >= 8 ? scratch(3, (size_t)p.K) : nullptr;
   i64 n = n0;
+  if (p.type >= 8) {
+    // K-quants: one row walk per activation row (the row, ≤ 10 KB, stays in L1/L2 across them)
+    for (; n < n1; n++) {
+      const uint8_t* w = p.w + n * rb;
+      for (i64 m = 0; m < p.M; m++) {
+        float* y = p.y + m * p.N + n;
+        const ActBlock* a = act + m * nb;
+        if (p.type == 8) kq_row1<8>(w, a, p.K / 256, y, p.beta);
+        else if (p.type == 9) kq_row1<9>(w, a, p.K / 256, y, p.beta);
+        else kq_row1<10>(w, a, p.K / 256, y, p.beta);
+      }
+    }
+    return;
+  }
   if (p.M == 1 && int_type(p.type))
     for (; n < n1; n++) {
       const uint8_t* w = p.w + n * rb;
@@ -338,7 +430,6 @@ void qgemm_rows(const QGemmArgs& p, const ActBlock* act, i64 n0, i64 n1) {
     }
   for (; n < n1; n++) {
     const uint8_t* w = p.w + n * rb;
-    if (row) dequant_row(p.type, w, row, p.K);
     for (i64 m0 = 0; m0 < p.M; m0 += MT) {
       const int mt = (int)std::min<i64>(MT, p.M - m0);
       float* y = p.y + m0 * p.N + n;
@@ -356,12 +447,7 @@ void qgemm_rows(const QGemmArgs& p, const ActBlock* act, i64 n0, i64 n1) {
         const float* x[MT];
         for (int m = 0; m < mt; m++) x[m] = p.x + (m0 + m) * p.K;
         if (p.type == 1) half_row<1>(w, x, mt, p.K, y, p.N, p.beta);
-        else if (p.type == 2) half_row<2>(w, x, mt, p.K, y, p.N, p.beta);
-        else
-          for (int m = 0; m < mt; m++) {
-            const float s = row_dot(row, x[m], p.K);
-            y[m * p.N] = p.beta ? y[m * p.N] + s : s;
-          }
+        else half_row<2>(w, x, mt, p.K, y, p.N, p.beta);
       }
     }
   }
