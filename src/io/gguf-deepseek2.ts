@@ -178,8 +178,11 @@ function preTokenizerName(j: TokenizerJson): string {
   return text.includes(JSON.stringify(GPT2_PATTERN).slice(1, -1)) ? 'gpt-2' : 'default';
 }
 
-/** A source of float32 tensors by HF name (a checkpoint, or a loaded model's parameters). */
-export type TensorSource = (hfName: string) => Float32Array;
+/** A source of float32 tensors by HF name (a checkpoint, or a loaded model's parameters): all of it, or rows [r0, r1). */
+export type TensorSource = (hfName: string, rows?: [number, number]) => Float32Array;
+
+/** Rows per chunk when a big 2-D tensor is converted a slice at a time (~16 MB of float32). */
+const CHUNK_FLOATS = 4 << 20;
 
 /**
  * The GGUF tensors of a model, in llama.cpp's MLA form, each produced from `read` only when the writer reaches it
@@ -193,7 +196,17 @@ export function ggufTensors(c: DeepseekV2Config, read: TensorSource, type: GgmlT
     const t = storageOf(hf, shape, type);
     const rows = shape.length === 2 ? shape[0]! : 1;
     const K = shape[shape.length - 1]!;
-    out.push({ name: ggufName(hf)!, ne: [...shape].reverse(), type: t, chunks: () => [encode(t, read(hf), rows, K)] });
+    const step = Math.max(1, Math.floor(CHUNK_FLOATS / K));
+    out.push({
+      name: ggufName(hf)!,
+      ne: [...shape].reverse(),
+      type: t,
+      // a big table (the embedding, the head: 210 M values in V2-Lite) a slice of rows at a time
+      chunks: function* () {
+        if (rows <= step) yield encode(t, read(hf), rows, K);
+        else for (let r = 0; r < rows; r += step) yield encode(t, read(hf, [r, Math.min(rows, r + step)]), Math.min(step, rows - r), K);
+      },
+    });
   };
   direct('model.embed_tokens.weight');
   const [H, dn, dv, dc] = [c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank];

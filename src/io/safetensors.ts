@@ -117,27 +117,55 @@ export class SafetensorsFile {
 
   /** Read one tensor as float32 (F32, BF16 and F16 are supported). */
   read(name: string): Float32Array {
+    const info = this.info(name);
+    return this.readRange(info, info.begin, info.end);
+  }
+
+  /** Rows [r0, r1) of a tensor (along its first dim) as float32: a big tensor converted a slice at a time. */
+  readRows(name: string, r0: number, r1: number): Float32Array {
+    const info = this.info(name);
+    const rows = info.shape[0] ?? 1;
+    if (!(0 <= r0 && r0 <= r1 && r1 <= rows)) throw new CheckpointError(`${this.path}: rows [${r0}, ${r1}) of '${name}' (it has ${rows})`);
+    const rowBytes = (info.end - info.begin) / Math.max(rows, 1);
+    return this.readRange(info, info.begin + r0 * rowBytes, info.begin + r1 * rowBytes);
+  }
+
+  /** The stored bytes of a tensor, read into a new buffer. */
+  readBytes(name: string): Uint8Array {
+    const info = this.info(name);
+    return new Uint8Array(this.readRaw(info, info.begin, info.end));
+  }
+
+  private info(name: string): TensorInfo {
     const info = this.tensors.get(name);
     if (!info) throw new CheckpointError(`${this.path}: no tensor '${name}'`);
+    return info;
+  }
+
+  private readRaw(info: TensorInfo, begin: number, end: number): ArrayBuffer {
     if (this.fd === null) this.fd = openSync(this.path, 'r');
-    const bytes = Buffer.alloc(info.end - info.begin);
+    const bytes = new Uint8Array(end - begin); // its own ArrayBuffer: aligned for the typed views below
     let got = 0;
     while (got < bytes.length) {
-      const r = readSync(this.fd, bytes, got, bytes.length - got, info.begin + got);
-      if (r === 0) throw new CheckpointError(`${this.path}: unexpected end of file reading '${name}'`);
+      const r = readSync(this.fd, bytes, got, bytes.length - got, begin + got);
+      if (r === 0) throw new CheckpointError(`${this.path}: unexpected end of file reading '${info.name}'`);
       got += r;
     }
-    const n = bytes.length / DTYPE_BYTES[info.dtype]!;
-    // copy into aligned typed arrays (Buffer pool memory may be unaligned)
+    return bytes.buffer;
+  }
+
+  private readRange(info: TensorInfo, begin: number, end: number): Float32Array {
+    const raw = this.readRaw(info, begin, end);
+    const n = (end - begin) / DTYPE_BYTES[info.dtype]!;
     switch (info.dtype) {
       case 'F32':
-        return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+        return new Float32Array(raw);
       case 'BF16':
-        return bf16ToF32(new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)), new Float32Array(n));
+        return bf16ToF32(new Uint16Array(raw), new Float32Array(n));
       case 'F16':
-        return f16ToF32(new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)), new Float32Array(n));
+        return f16ToF32(new Uint16Array(raw), new Float32Array(n));
       default:
-        throw new CheckpointError(`${this.path}: tensor '${name}' has dtype ${info.dtype}; only F32, BF16 and F16 can be loaded`);
+        throw new CheckpointError(`${this.path}: tensor '${info.name}' has dtype ${info.dtype}; only F32, BF16 and F16 can be loaded`);
     }
   }
 
@@ -212,9 +240,22 @@ export class Checkpoint {
   }
 
   read(name: string): Float32Array {
+    return this.fileOf(name).read(name);
+  }
+
+  readRows(name: string, r0: number, r1: number): Float32Array {
+    return this.fileOf(name).readRows(name, r0, r1);
+  }
+
+  readBytes(name: string): Uint8Array {
+    return this.fileOf(name).readBytes(name);
+  }
+
+  /** The file that holds a tensor (for memory-mapping it). */
+  fileOf(name: string): SafetensorsFile {
     const info = this.tensors.get(name);
     if (!info) throw new CheckpointError(`checkpoint has no tensor '${name}'`);
-    return this.files.get(info.file)!.read(name);
+    return this.files.get(info.file)!;
   }
 
   close(): void {

@@ -5,7 +5,10 @@ import type { Backend } from '../backend/backend.js';
 import { defaultBackend } from '../backend/registry.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Checkpoint, CheckpointError, writeSafetensors } from '../io/safetensors.js';
-import { wrap } from '../tensor/tensor.js';
+import { storedWeight, wrap } from '../tensor/tensor.js';
+import { checkFits } from '../io/memory.js';
+import { dequantize, type QuantType } from '../quant/formats.js';
+import { isQuantizable } from '../quant/model.js';
 import { GgufFile, isGgufFile } from '../io/gguf.js';
 import { configFromGguf, loadGgufModel } from '../io/gguf-deepseek2.js';
 import { configJsonText, ConfigError, parseConfig, type DeepseekV2Config } from './config.js';
@@ -43,6 +46,11 @@ export interface LoadOptions {
   weights?: string;
   /** Leaves require grad (for training); default true. */
   trainable?: boolean;
+  /**
+   * For inference (trainable false): 'stored' (the default) keeps BF16/F16 projections in their type, read in place
+   * from the memory-mapped file where the backend maps files; 'f32' widens every tensor to float32.
+   */
+  storage?: 'stored' | 'f32';
 }
 
 /** Check a checkpoint against the config's inventory; throws one error listing every problem. */
@@ -69,8 +77,34 @@ export function loadModel(dir: string, opts: LoadOptions = {}): DeepseekV2ForCau
   const ck = Checkpoint.open(opts.weights ?? dir);
   try {
     checkInventory(config, ck, opts.weights ?? dir);
+    const keep = opts.trainable === false && opts.storage !== 'f32';
+    const kept = (name: string): 'bf16' | 'f16' | null => {
+      const info = ck.tensors.get(name)!;
+      if (!keep || (info.dtype !== 'BF16' && info.dtype !== 'F16') || !isQuantizable(name, info.shape)) return null;
+      return info.dtype === 'BF16' ? 'bf16' : 'f16';
+    };
+    // refuse a model that cannot fit before allocating any of it
+    const specs = expectedTensors(config);
+    const need = specs.reduce((sum, t) => sum + (kept(t.name) ? 2 : 4) * t.shape.reduce((a, b) => a * b, 1), 0);
+    checkFits(
+      need,
+      `${opts.weights ?? dir} (${(need / 2 ** 30).toFixed(1)} GiB as loaded)`,
+      keep ? 'quantize it first: dsv2 quantize --type q8_0' : '',
+    );
+    const maps = new Map<string, Uint8Array | null>();
+    const mapped = (file: string): Uint8Array | null => {
+      if (!maps.has(file)) maps.set(file, backend.mapFile?.(file) ?? null);
+      return maps.get(file)!;
+    };
     const params = new Params();
-    for (const t of expectedTensors(config)) {
+    for (const t of specs) {
+      const type = kept(t.name);
+      if (type) {
+        const info = ck.tensors.get(t.name)!;
+        const bytes = mapped(info.file)?.subarray(info.begin, info.end) ?? ck.readBytes(t.name);
+        params.set(t.name, storedWeight(backend, type, bytes, t.shape));
+        continue;
+      }
       const data = ck.read(t.name);
       const buf = backend.alloc(data.length);
       buf.set(data);
@@ -90,7 +124,7 @@ export function saveModel(model: DeepseekV2ForCausalLM, dir: string, dtype: 'F32
     join(dir, 'model.safetensors'),
     model.params.names().map((name) => {
       const t = model.params.get(name);
-      return { name, shape: t.shape, data: t.f32() };
+      return { name, shape: t.shape, data: t.isStored() ? dequantize(t.dtype as QuantType, t.bytes(), t.shape[0]!, t.shape[1]!) : t.f32() };
     }),
     dtype,
   );

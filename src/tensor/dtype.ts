@@ -30,17 +30,26 @@ export function f32ToBf16(src: Float32Array, dst: Uint16Array = new Uint16Array(
   return dst;
 }
 
-/** IEEE half -> float32 (subnormals, inf and NaN included). */
+/** One IEEE half (its 16 bits) as a number. */
+function halfValue(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+let halfTable: Float32Array | null = null;
+
+/** IEEE half -> float32 (subnormals, inf and NaN included), through a 64 K-entry table for long arrays. */
 export function f16ToF32(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
-  for (let i = 0; i < src.length; i++) {
-    const h = src[i]!;
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >>> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) dst[i] = sign * frac * 2 ** -24;
-    else if (exp === 31) dst[i] = frac ? NaN : sign * Infinity;
-    else dst[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  if (src.length <= 4096) {
+    for (let i = 0; i < src.length; i++) dst[i] = halfValue(src[i]!);
+    return dst;
   }
+  const t = (halfTable ??= Float32Array.from({ length: 65536 }, (_, h) => halfValue(h)));
+  for (let i = 0; i < src.length; i++) dst[i] = t[src[i]!]!;
   return dst;
 }
 

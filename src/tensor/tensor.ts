@@ -11,7 +11,7 @@ import { defaultBackend, loadBackend } from '../backend/registry.js';
 import { activeArena } from './arena.js';
 import type { DType } from './dtype.js';
 import { Rng } from './random.js';
-import { rowBytes, type QuantType } from '../quant/formats.js';
+import { dequantize, rowBytes, type QuantType } from '../quant/formats.js';
 import { checkShape, contiguousStrides, fmtShape, isContiguous, sizeOf, type Shape } from './shape.js';
 import * as views from '../autograd/ops/views.js';
 import * as ew from '../autograd/ops/elementwise.js';
@@ -140,8 +140,9 @@ export class Tensor {
     }
   }
 
-  /** Values in row-major order as a plain array. */
+  /** Values in row-major order as a plain array (a stored weight's decoded values). */
   toArray(): number[] {
+    if (this.isStored()) return Array.from(dequantize(this.dtype as QuantType, this.bytes(), this.shape[0]!, this.shape[1]!));
     const c = views.contiguous(this);
     return Array.from(c.dtype === 'i32' ? c.i32() : c.f32());
   }

@@ -50,9 +50,13 @@ export function runQuantize(argv: string[]): number {
   if (isGgufFile(src)) {
     // re-quantize: every tensor decoded to float32 as the writer reaches it
     const { model, file } = loadGgufModel(src, { backend: defaultBackend() });
-    read = (name) => {
+    read = (name, rows) => {
       const t = model.params.get(name);
-      return t.isStored() ? dequantize(t.dtype as never, t.bytes(), t.shape[0]!, t.shape[1]!) : t.f32();
+      const [r0, r1] = rows ?? [0, t.shape.length === 2 ? t.shape[0]! : 1];
+      const K = t.shape[t.shape.length - 1]!;
+      if (!t.isStored()) return t.f32().subarray(r0 * K, r1 * K);
+      const rb = t.bytes().length / t.shape[0]!;
+      return dequantize(t.dtype as never, t.bytes().subarray(r0 * rb, r1 * rb), r1 - r0, K);
     };
     close = () => file.close();
     tokenizer = loadTokenizer(src);
@@ -60,7 +64,7 @@ export function runQuantize(argv: string[]): number {
   } else {
     const ck = Checkpoint.open(src);
     checkInventory(config, ck, src);
-    read = (name) => ck.read(name);
+    read = (name, rows) => (rows ? ck.readRows(name, rows[0], rows[1]) : ck.read(name));
     close = () => ck.close();
     if (existsSync(join(src, 'tokenizer.json'))) tokenizer = loadTokenizer(src);
     const tc = join(src, 'tokenizer_config.json');
