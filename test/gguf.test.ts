@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { intTensor, loadBackend, noGrad } from '../src/index.js';
 import { generateGreedy } from '../src/infer/generate.js';
-import { GgufError, GgufFile, str, writeGguf, type GgufTensorOut, type GgufValue, type GgmlType } from '../src/io/gguf.js';
+import { GgufError, GgufFile, str, u32, writeGguf, type GgufTensorOut, type GgufValue, type GgmlType } from '../src/io/gguf.js';
 import { configFromGguf, ggufMetadata, ggufTensors, loadGgufModel, tokenizerFromGguf } from '../src/io/gguf-deepseek2.js';
 import { ConfigError, configToJson, parseConfig } from '../src/model/config.js';
 import { loadModel, saveModel } from '../src/model/load.js';
@@ -121,6 +121,38 @@ describe('GGUF files we write', () => {
         logitsOf(model, cases(name).input_ids),
       );
     }
+  });
+
+  it('the legacy layout (attn_kv_b unsplit, no *_mla keys: GGUFs made before llama.cpp’s MLA form) loads to the same model', () => {
+    const model = loadModel(`${G}/full`, { trainable: false, backend });
+    const c = model.config;
+    const H = c.num_attention_heads;
+    const path = join(tmp, 'legacy.gguf');
+    const md: [string, GgufValue][] = ggufMetadata(c, null, 'f32', 'legacy')
+      .filter(([k]) => !k.endsWith('_mla') && k !== 'dsv2.hf_config')
+      .map(([k, v]) => {
+        if (k === 'deepseek2.attention.key_length') return [k, u32(c.qk_nope_head_dim + c.qk_rope_head_dim)];
+        if (k === 'deepseek2.attention.value_length') return [k, u32(c.v_head_dim)];
+        if (k === 'deepseek2.attention.head_count_kv') return [k, u32(H)];
+        return [k, v];
+      });
+    const tensors = ggufTensors(c, (n) => model.params.get(n).f32(), 'f32').flatMap((t): GgufTensorOut[] => {
+      const m = /^blk\.(\d+)\.attn_(k|v)_b\.weight$/.exec(t.name);
+      if (!m) return [t];
+      if (m[2] === 'v') return [];
+      const w = model.params.get(`model.layers.${m[1]}.self_attn.kv_b_proj.weight`);
+      return [
+        {
+          name: `blk.${m[1]}.attn_kv_b.weight`,
+          ne: [...w.shape].reverse(),
+          type: 'f32',
+          chunks: () => [new Uint8Array(w.f32().slice().buffer)],
+        },
+      ];
+    });
+    writeGguf(path, md, tensors);
+    const ids = cases('full').input_ids;
+    assert.deepEqual(logitsOf(loadModel(path, { trainable: false, backend }), ids), logitsOf(model, ids));
   });
 
   it('the tokenizer comes back, from its HF JSON and from tokenizer.ggml.* alone', () => {
