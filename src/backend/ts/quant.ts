@@ -5,7 +5,8 @@
 // to 0.07 and changes greedy tokens, while int16 (relative error ≤ 1.5e-5 per value) keeps the product within float
 // rounding of the decoded weights, and its integer dot (vpmaddwd) is still cheaper than widening to float32.
 // K-quants take the same activation blocks (their 32-value sub-blocks line up with them); bf16 and f16 multiply
-// float32 activations by the decoded weights.
+// float32 activations by the decoded weights. Products of F32_ROWS rows or more (prefill) decode the weights and
+// multiply float32 activations, for every type.
 import type { F32, I32, QGemmParams } from '../backend.js';
 import { dequantizeRow, QUANT_FORMATS, roundEven, rowBytes, scaleMinK4, usesIntActivations, type QuantType } from '../../quant/formats.js';
 
@@ -135,12 +136,19 @@ function intDot(type: QuantType, w: Uint8Array, at: number, a: IntRow, nb: numbe
   return acc;
 }
 
+/**
+ * Rows of a product from which the weights are decoded to float32 and multiplied with float32 activations (a prefill
+ * chunk, a large batch): there the decode costs little against the product, and the float32 GEMM is faster than the
+ * integer kernels. Fewer rows (decode) take int16 activations.
+ */
+export const F32_ROWS = 32;
+
 /** y [M, N] (+)= x [M, K] · Wᵀ with W [N, K] stored as p.type (QGemmParams). */
 export function qgemm(p: QGemmParams): void {
   const { type, M, N, K, x, w, y } = p;
   const rb = rowBytes(type, K);
   if (w.length < N * rb) throw new Error(`qgemm: the ${type} weight holds ${w.length} bytes, needs ${N * rb}`);
-  if (usesIntActivations(type)) {
+  if (usesIntActivations(type) && M < F32_ROWS) {
     const nb = K / 32;
     for (let m = 0; m < M; m++) {
       const a = quantizeActivations(x, p.xOffset + m * K, K);

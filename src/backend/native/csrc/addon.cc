@@ -34,7 +34,7 @@ float* scratch(int slot, size_t floats) {
     size_t n = 0;
     ~Buf() { std::free(p); }
   };
-  thread_local Buf bufs[4];
+  thread_local Buf bufs[6];
   Buf& b = bufs[slot];
   if (b.n < floats) {
     std::free(b.p);

@@ -4,6 +4,7 @@
 //    (d = max|x|/32767, round half to even) and every block's dot product is an exact integer sum (vpmaddwd),
 //    scaled by d_w·d_x;
 //  - bf16 and f16 are widened in registers and multiplied with float32 activations (FMA);
+//  - a product of F32_ROWS rows or more (prefill) decodes 64 weight rows at a time and runs the float32 GEMM;
 //  - the K-quants (q4_k, q5_k, q6_k) take the same int16 activation blocks, which line up with their 32-value
 //    sub-blocks, and sum exact integer products under each sub-block's scale.
 // Work splits over output rows; several products (the routed experts of a layer) share one parallel region.
@@ -292,6 +293,28 @@ void kq_row1(const uint8_t* w, const ActBlock* a, i64 nsb, float* y, bool add) {
   *y = add ? *y + s : s;
 }
 
+/** dequant_row for the 32-value types in registers, value for value the same (products and sums round alike). */
+template <int T>
+void dequant_row_simd(const uint8_t* w, float* dst, i64 K) {
+  using B = Block<T>;
+  for (i64 b = 0; b < K / 32; b++) {
+    const uint8_t* p = w + b * B::BYTES;
+    __m256i lo, hi;
+    block_words<T>(p, lo, hi);
+    if (B::OFF) lo = _mm256_sub_epi16(lo, _mm256_set1_epi16(B::OFF)), hi = _mm256_sub_epi16(hi, _mm256_set1_epi16(B::OFF));
+    const __m256 d = _mm256_set1_ps(half_to_float(p));
+    const __m256 m = _mm256_set1_ps(B::MIN ? half_to_float(p + 2) : 0.f);
+    const __m256i parts[2] = {lo, hi};
+    for (int h = 0; h < 2; h++)
+      for (int q = 0; q < 2; q++) {
+        const __m128i half = q ? _mm256_extracti128_si256(parts[h], 1) : _mm256_castsi256_si128(parts[h]);
+        __m256 v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(half)));
+        if (B::MIN) v = _mm256_add_ps(v, m);
+        _mm256_storeu_ps(dst + b * 32 + 16 * h + 8 * q, v);
+      }
+  }
+}
+
 }  // namespace
 
 i64 quant_block_elems(int type) { return type <= 2 ? 1 : type <= 7 ? 32 : 256; }
@@ -399,7 +422,50 @@ namespace {
 bool int_type(int t) { return t >= 3 && t <= 10; }  // every block type takes int16 activations
 
 /** Rows [n0, n1) of product p, given its activation blocks (int8 types) for all M rows. */
+/** Rows of a product from which the weights are decoded to float32 and multiplied by the float32 GEMM instead. */
+constexpr i64 F32_ROWS = 32;
+
+/** Rows [n0, n1) of a product with M ≥ F32_ROWS: weight rows decoded 64 at a time, then the packed float32 GEMM. */
+void qgemm_rows_f32(const QGemmArgs& p, i64 n0, i64 n1) {
+  const i64 rb = quant_block_bytes(p.type) * (p.K / quant_block_elems(p.type));
+  constexpr i64 CH = 64;
+  float* wf = scratch(4, (size_t)(CH * p.K));  // slots 4 and 5: the GEMM below packs into 0–2
+  float* c = scratch(5, (size_t)(CH * p.M));
+  for (i64 n = n0; n < n1; n += CH) {
+    const i64 nc = std::min(CH, n1 - n);
+    for (i64 r = 0; r < nc; r++) {
+      const uint8_t* w = p.w + (n + r) * rb;
+      float* o = wf + r * p.K;
+      switch (p.type) {
+        case 3: dequant_row_simd<3>(w, o, p.K); break;
+        case 4: dequant_row_simd<4>(w, o, p.K); break;
+        case 5: dequant_row_simd<5>(w, o, p.K); break;
+        case 6: dequant_row_simd<6>(w, o, p.K); break;
+        case 7: dequant_row_simd<7>(w, o, p.K); break;
+        case 1:
+        case 2:
+          if (p.K % 8 == 0) {
+            for (i64 k = 0; k < p.K; k += 8) _mm256_storeu_ps(o + k, p.type == 1 ? widen8<1>(w + 2 * k) : widen8<2>(w + 2 * k));
+            break;
+          }
+          [[fallthrough]];
+        default: dequant_row(p.type, w, o, p.K);
+      }
+    }
+    // C [M, nc] = X [M, K] · Wcᵀ (B(k, j) = wf[j·K + k]), then into y's columns n … n + nc
+    GemmArgs g{1, p.M, nc, p.K, p.x, 0, 0, p.K, 1, wf, 0, 0, 1, p.K, c, 0, 0, 1.f, 0.f};
+    gemm(g);
+    for (i64 m = 0; m < p.M; m++) {
+      float* y = p.y + m * p.N + n;
+      const float* cr = c + m * nc;
+      if (p.beta) for (i64 j = 0; j < nc; j++) y[j] += cr[j];
+      else std::memcpy(y, cr, (size_t)nc * sizeof(float));
+    }
+  }
+}
+
 void qgemm_rows(const QGemmArgs& p, const ActBlock* act, i64 n0, i64 n1) {
+  if (p.M >= F32_ROWS) return qgemm_rows_f32(p, n0, n1);
   const i64 rb = quant_block_bytes(p.type) * (p.K / quant_block_elems(p.type));
   const i64 nb = p.K / 32;
   i64 n = n0;
@@ -459,19 +525,20 @@ void qgemm_many(const QGemmArgs* ps, i64 count) {
   // activation blocks of every int8 product first (one pass, split over threads), then the weight rows
   std::vector<i64> actAt((size_t)count + 1, 0);
   double work = 0;
+  auto quantized = [&](const QGemmArgs& p) { return int_type(p.type) && p.M < F32_ROWS; };
   for (i64 i = 0; i < count; i++) {
-    actAt[i + 1] = actAt[i] + (int_type(ps[i].type) ? ps[i].M * (ps[i].K / 32) : 0);
+    actAt[i + 1] = actAt[i] + (quantized(ps[i]) ? ps[i].M * (ps[i].K / 32) : 0);
     work += 2.0 * (double)ps[i].M * (double)ps[i].N * (double)ps[i].K;
   }
   thread_local std::vector<ActBlock> act;
   if (act.size() < (size_t)actAt[count]) act.resize((size_t)actAt[count]);
   i64 rowsToQuantize = 0;
-  for (i64 i = 0; i < count; i++) rowsToQuantize += int_type(ps[i].type) ? ps[i].M : 0;
+  for (i64 i = 0; i < count; i++) rowsToQuantize += quantized(ps[i]) ? ps[i].M : 0;
   if (rowsToQuantize) {
     std::vector<std::pair<i64, i64>> rows;  // (product, row)
     rows.reserve((size_t)rowsToQuantize);
     for (i64 i = 0; i < count; i++)
-      if (int_type(ps[i].type))
+      if (quantized(ps[i]))
         for (i64 m = 0; m < ps[i].M; m++) rows.push_back({i, m});
     ActBlock* base = act.data();
     parallel_rows((i64)rows.size(), (double)rowsToQuantize * (double)ps[0].K * 8, true, [&](i64 r0, i64 r1) {
