@@ -196,6 +196,77 @@ describe('trainer', () => {
     assert.throws(() => train({ ...tinyOptions(data, run), resume: true }), /trainer_state\.json is corrupt/);
   });
 
+  it('kills during two successive checkpoint swaps: --resume still continues from a complete checkpoint, with the same losses', () => {
+    // checkpoints every 2 steps; run 1 is killed at step 4's swap just after `checkpoint` moved to `checkpoint.old`
+    const run = join(root, 'two-kills');
+    const every2 = (extra: Partial<TrainOptions> = {}): TrainOptions => tinyOptions(data, run, { checkpointEvery: 2, ...extra });
+    const kill = (phase: string, atStep: number) => ({
+      onCheckpointPhase: (p: string, step: number) => {
+        if (p === phase && step === atStep) throw new Error(`killed at ${p} of step ${step}`);
+      },
+    });
+    assert.throws(() => train(every2(), kill('moved-old', 4)), /killed at moved-old of step 4/);
+    assert.deepEqual(
+      readdirSync(run)
+        .filter((f) => f.includes('checkpoint'))
+        .sort(),
+      ['.checkpoint-tmp-' + process.pid, 'checkpoint.old'],
+    );
+    // run 2 resumes from step 2 (checkpoint.old) and is killed in its own first swap, before the rename
+    assert.throws(() => train(every2({ resume: true }), kill('written', 4)), /killed at written of step 4/);
+    assert.equal(findCheckpoint(run), join(run, 'checkpoint.old'), 'the only complete checkpoint survived');
+    // run 3: killed after its rename, before checkpoint.old is removed
+    assert.throws(() => train(every2({ resume: true }), kill('renamed', 6)), /killed at renamed of step 6/);
+    const st = JSON.parse(readFileSync(join(run, 'checkpoint', 'trainer_state.json'), 'utf8')) as { step: number };
+    assert.equal(st.step, 6);
+    train(every2({ resume: true }));
+    const got = readMetrics(join(run, 'metrics.jsonl'));
+    const ref = join(root, 'two-kills-ref');
+    train(tinyOptions(data, ref, { checkpointEvery: 2 }));
+    const want = readMetrics(join(ref, 'metrics.jsonl'));
+    assert.deepEqual(
+      got.map((m) => m.step),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    assert.deepEqual(losses(got), losses(want), 'the loss sequence of an uninterrupted run');
+    assert.ok(!readdirSync(run).some((f) => f.includes('tmp') || f === 'checkpoint.old'), readdirSync(run).join(' '));
+  });
+
+  it('--resume refuses partial checkpoints, validates trainer_state.json, repairs a torn metrics line and resumes a moved run in place', () => {
+    const run = join(root, 'partial');
+    mkdirSync(join(run, '.checkpoint-tmp-12345'), { recursive: true });
+    writeFileSync(join(run, '.checkpoint-tmp-12345', 'config.json'), '{}');
+    mkdirSync(join(run, 'checkpoint'));
+    assert.throws(
+      () => train({ ...tinyOptions(data, run), resume: true }),
+      /holds no complete checkpoint, only partial ones \(\.checkpoint-tmp-12345, checkpoint\)|only partial ones \(checkpoint, \.checkpoint-tmp-12345\)/,
+    );
+    // a copy of a finished run, with a torn last metrics line and bad trainer states
+    const moved = join(root, 'moved');
+    cpSync(join(root, 'full'), moved, { recursive: true });
+    const state = join(moved, 'checkpoint', 'trainer_state.json');
+    const good = readFileSync(state, 'utf8');
+    writeFileSync(state, JSON.stringify({ ...JSON.parse(good), step: -5 }));
+    assert.throws(() => train({ ...tinyOptions(data, moved), resume: true }), /trainer_state\.json: "step" must be an integer ≥ 0, got -5/);
+    writeFileSync(state, '{}');
+    assert.throws(
+      () => train({ ...tinyOptions(data, moved), resume: true }),
+      /trainer_state\.json: "step" must be an integer ≥ 0, got undefined/,
+    );
+    writeFileSync(state, good);
+    const before = readFileSync(join(root, 'full', 'metrics.jsonl'), 'utf8');
+    writeFileSync(join(moved, 'metrics.jsonl'), before + '{"step": 9, "lo');
+    writeFileSync(join(moved, '.metrics.jsonl.999.123.tmp'), 'junk');
+    train({ ...tinyOptions(data, moved), resume: true, steps: 10 });
+    const m = readMetrics(join(moved, 'metrics.jsonl'));
+    assert.deepEqual(
+      m.map((x) => x.step),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    );
+    assert.equal(readFileSync(join(root, 'full', 'metrics.jsonl'), 'utf8'), before, 'the original run was not touched');
+    assert.ok(!existsSync(join(moved, '.metrics.jsonl.999.123.tmp')), 'stale temp files are removed');
+  });
+
   it('a --minutes run fixes its length after 6 steps and re-plans once at 30% from the time per step since then', () => {
     const run = join(root, 'minutes');
     // a virtual clock: steps up to 6 take 2 s (a busy machine), later ones 0.5 s

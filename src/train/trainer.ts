@@ -22,7 +22,15 @@ import { Rng, type RngState } from '../tensor/random.js';
 import { intTensor } from '../tensor/tensor.js';
 import { trainBpe } from '../tokenizer/train.js';
 import { Tokenizer, type TokenizerJson } from '../tokenizer/tokenizer.js';
-import { findCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.js';
+import {
+  cleanStaleTemps,
+  findCheckpoint,
+  partialCheckpoints,
+  readCheckpoint,
+  recoverCheckpoint,
+  writeCheckpoint,
+  type SwapPhase,
+} from './checkpoint.js';
 import { objective } from './objective.js';
 import { lrAt, makeSchedule, type Schedule } from './schedule.js';
 
@@ -147,6 +155,52 @@ export interface TrainHooks {
   onStatus?: (msg: string) => void;
   /** Milliseconds since an arbitrary origin (default performance.now); tests drive --minutes planning with it. */
   clock?: () => number;
+  /** Each moment of a checkpoint swap (tests interrupt it there: a throw is a kill at that instant). */
+  onCheckpointPhase?: (phase: SwapPhase, step: number) => void;
+}
+
+/** trainer_state.json as a resume needs it; one message naming the field and the value otherwise. */
+function checkTrainerState(s: unknown, where: string): TrainerState {
+  const bad = (what: string, v: unknown): never => {
+    throw new Error(`checkpoint ${where}: trainer_state.json: ${what}, got ${JSON.stringify(v)}`);
+  };
+  if (typeof s !== 'object' || s === null || Array.isArray(s)) return bad('not an object', s);
+  const o = s as Record<string, unknown>;
+  const count = (k: string): void => {
+    if (!Number.isInteger(o[k]) || (o[k] as number) < 0) bad(`"${k}" must be an integer ≥ 0`, o[k]);
+  };
+  count('step');
+  count('tokens');
+  count('totalSteps');
+  if (typeof o['elapsedS'] !== 'number' || !((o['elapsedS'] as number) >= 0)) bad('"elapsedS" must be a number ≥ 0', o['elapsedS']);
+  const d = o['data'] as Record<string, unknown> | undefined;
+  if (!d || !Number.isInteger(d['epoch']) || !Number.isInteger(d['index']) || (d['epoch'] as number) < 0 || (d['index'] as number) < 0)
+    bad('"data" must be {epoch, index} (integers ≥ 0)', d);
+  const r = o['rng'] as Record<string, unknown> | undefined;
+  if (!r || !Array.isArray(r['s']) || r['s'].length !== 4 || !r['s'].every((x) => Number.isInteger(x)))
+    bad('"rng" must hold 4 state words', r);
+  const op = o['options'] as Record<string, unknown> | undefined;
+  if (!op || typeof op !== 'object' || typeof op['preset'] !== 'string' || typeof op['data'] !== 'string')
+    bad('"options" must name the preset and data', op);
+  return o as unknown as TrainerState;
+}
+
+/** metrics.jsonl's lines of steps ≤ `step`: a torn last line (a kill mid-write) is dropped; any other broken line is named. */
+function metricsUpTo(file: string, step: number): string[] {
+  const lines = readFileSync(file, 'utf8').split('\n');
+  const kept: string[] = [];
+  lines.forEach((l, i) => {
+    if (!l.trim()) return;
+    let m: StepMetrics;
+    try {
+      m = JSON.parse(l) as StepMetrics;
+    } catch {
+      if (lines.slice(i + 1).every((r) => !r.trim())) return; // the torn last line
+      throw new Error(`${file}: line ${i + 1} is not valid JSON (${l.slice(0, 40)}…)`);
+    }
+    if (m.step <= step) kept.push(l);
+  });
+  return kept;
 }
 
 export class TrainingDiverged extends Error {}
@@ -219,14 +273,32 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
   mkdirSync(opts.out, { recursive: true });
   const backend = opts.backend ? loadBackend(opts.backend) : defaultBackend();
 
-  // resume: the saved options win (the run must continue as it started), except the length of the run
+  // resume: the saved options win (the run must continue as it started), except the length of the run and the
+  // folder: a copied or moved run resumes where it is now
+  if (opts.resume && recoverCheckpoint(opts.out)) say(`recovered a checkpoint written just before an interruption`);
   const ckDir = opts.resume ? findCheckpoint(opts.out) : null;
-  if (opts.resume && !ckDir) say(`no checkpoint in ${opts.out}: starting a new run`);
+  if (opts.resume && !ckDir) {
+    const partial = partialCheckpoints(opts.out);
+    if (partial.length)
+      throw new Error(
+        `--resume: ${opts.out} holds no complete checkpoint, only partial ones (${partial.join(', ')}); not starting a new run over them (move them away to start afresh)`,
+      );
+    say(`no checkpoint in ${opts.out}: starting a new run`);
+  }
   let saved: ReturnType<typeof readCheckpoint<TrainerState>> | null = null;
   if (ckDir) {
     saved = readCheckpoint<TrainerState>(ckDir, backend);
-    opts = { ...saved.state.options, resume: true, steps: opts.steps ?? saved.state.options.steps, backend: opts.backend };
+    saved.state = checkTrainerState(saved.state, ckDir);
+    opts = {
+      ...saved.state.options,
+      out: options.out,
+      resume: true,
+      steps: opts.steps ?? saved.state.options.steps,
+      backend: opts.backend,
+    };
   }
+  const stale = cleanStaleTemps(opts.out);
+  if (stale.length) say(`removed what an interrupted run left: ${stale.join(', ')}`);
 
   const corpus = loadCorpus(opts.data);
   const { train: trainDocs, val: valDocs } = splitDocs(corpus, opts.valFraction);
@@ -278,10 +350,12 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
   // metrics.jsonl: on resume keep only the lines of steps the checkpoint already includes
   const metricsFile = join(opts.out, 'metrics.jsonl');
   if (saved && existsSync(metricsFile)) {
-    const kept = readFileSync(metricsFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.trim() && (JSON.parse(l) as StepMetrics).step <= step);
-    writeFileAtomic(metricsFile, kept.map((l) => l + '\n').join(''));
+    writeFileAtomic(
+      metricsFile,
+      metricsUpTo(metricsFile, step)
+        .map((l) => l + '\n')
+        .join(''),
+    );
   } else if (!saved) writeFileSync(metricsFile, '');
   writeFileAtomic(join(opts.out, 'train_options.json'), JSON.stringify({ ...opts, resume: undefined }, null, 2) + '\n');
 
@@ -434,7 +508,9 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     last = m;
     hooks.onStep?.(m, info);
     if (step % opts.checkpointEvery === 0 || done)
-      checkpoint = writeCheckpoint(opts.out, model, tokenizer, opt, state() as unknown as Record<string, unknown>);
+      checkpoint = writeCheckpoint(opts.out, model, tokenizer, opt, state() as unknown as Record<string, unknown>, (p) =>
+        hooks.onCheckpointPhase?.(p, step),
+      );
   }
   return { ...info, model, last, lastValLoss: lastVal, checkpoint: checkpoint || join(opts.out, 'checkpoint') };
 }
