@@ -1,9 +1,11 @@
 // Atomic file writes: write a temp file beside the target, fsync it, rename over the target, fsync the directory.
 // A crash leaves either the old file or the new one, never a torn one.
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, lstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
 export function writeFileAtomic(path: string, chunks: readonly Uint8Array[] | Uint8Array | string): void {
+  // the rename would replace a device or FIFO (or fail on a folder) with a regular file: refuse instead
+  if (existsSync(path) && !lstatSync(path).isFile()) throw new Error(`${path} exists and is not a regular file; refusing to replace it`);
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
   const list = typeof chunks === 'string' ? [Buffer.from(chunks, 'utf8')] : chunks instanceof Uint8Array ? [chunks] : chunks;
   const fd = openSync(tmp, 'w');

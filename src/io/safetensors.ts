@@ -6,15 +6,18 @@ import {
   existsSync,
   fstatSync,
   fsyncSync,
+  lstatSync,
   openSync,
   readFileSync,
   readSync,
   readdirSync,
+  realpathSync,
   renameSync,
   rmSync,
+  statSync,
   writeSync,
 } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, sep } from 'node:path';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 import { writeFileAtomic } from './atomic.js';
 
@@ -56,6 +59,8 @@ export class SafetensorsFile {
 
   constructor(readonly path: string) {
     if (!existsSync(path)) throw new CheckpointError(`${path}: no such file`);
+    // a FIFO would block the open, a device read forever: regular files only
+    if (!statSync(path).isFile()) throw new CheckpointError(`${path}: not a regular file`);
     this.fd = openSync(path, 'r');
     try {
       this.parseHeader();
@@ -90,11 +95,14 @@ export class SafetensorsFile {
     const spans: [number, number, string][] = [];
     for (const [name, v] of Object.entries(header)) {
       if (name === '__metadata__') {
-        if (v && typeof v === 'object') Object.assign(this.metadata, v);
+        if (!v || typeof v !== 'object' || Array.isArray(v) || Object.values(v).some((x) => typeof x !== 'string'))
+          bad('__metadata__ must map strings to strings');
+        Object.assign(this.metadata, v);
         continue;
       }
       const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-      if (typeof e?.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) bad(`tensor '${name}': unknown dtype ${JSON.stringify(e?.dtype)}`);
+      if (typeof e?.dtype !== 'string' || !Object.prototype.hasOwnProperty.call(DTYPE_BYTES, e.dtype))
+        bad(`tensor '${name}': unknown dtype ${JSON.stringify(e?.dtype)}`);
       const dtype = e.dtype as StDType;
       if (!Array.isArray(e.shape) || e.shape.some((d) => !Number.isInteger(d) || d < 0)) bad(`tensor '${name}': invalid shape`);
       const shape = e.shape as number[];
@@ -113,6 +121,8 @@ export class SafetensorsFile {
     for (let i = 1; i < spans.length; i++) {
       if (spans[i]![0] < spans[i - 1]![1]) bad(`tensors '${spans[i - 1]![2]}' and '${spans[i]![2]}' overlap`);
     }
+    const end = spans.length ? spans[spans.length - 1]![1] : 0;
+    if (end !== dataLen) bad(`${dataLen - end} bytes after the last tensor (the header and the file do not agree)`);
   }
 
   /** Read one tensor as float32 (F32, BF16 and F16 are supported). */
@@ -189,6 +199,16 @@ export class Checkpoint {
   static open(path: string): Checkpoint {
     if (!existsSync(path)) throw new CheckpointError(`${path}: no such file or directory`);
     const ck = new Checkpoint();
+    try {
+      return ck.openPath(path);
+    } catch (e) {
+      ck.close(); // no file descriptor outlives a failed open
+      throw e;
+    }
+  }
+
+  private openPath(path: string): Checkpoint {
+    const ck = this;
     if (path.endsWith('.json')) {
       ck.openIndex(path);
       return ck;
@@ -221,7 +241,17 @@ export class Checkpoint {
     }
     if (!idx.weight_map || typeof idx.weight_map !== 'object') throw new CheckpointError(`${indexPath}: no "weight_map"`);
     const dir = dirname(indexPath);
-    for (const shard of new Set(Object.values(idx.weight_map))) this.add(join(dir, shard), false);
+    for (const [name, shard] of Object.entries(idx.weight_map)) {
+      // a shard is a plain file name beside the index: no folders, no '..', no absolute paths, no links out
+      if (typeof shard !== 'string' || !/^[^/\\\0]+$/.test(shard) || shard === '.' || shard === '..')
+        throw new CheckpointError(`${indexPath}: weight_map puts '${name}' in ${JSON.stringify(shard)}, which is not a file name in ${dir}`);
+    }
+    for (const shard of new Set(Object.values(idx.weight_map))) {
+      const p = join(dir, shard);
+      if (existsSync(p) && lstatSync(p).isSymbolicLink() && !realpathSync(p).startsWith(realpathSync(dir) + sep))
+        throw new CheckpointError(`${indexPath}: shard ${shard} is a link out of ${dir}`);
+      this.add(p, false);
+    }
     for (const [name, shard] of Object.entries(idx.weight_map)) {
       const info = this.files.get(join(dir, shard))!.tensors.get(name);
       if (!info) throw new CheckpointError(`${indexPath}: weight_map puts '${name}' in ${shard}, which does not hold it`);

@@ -251,7 +251,64 @@ export function parseConfig(json: unknown): DeepseekV2Config {
     // the baselines use one head dim for q, k and v (as the paper's MHA/GQA/MQA models do)
     fail(`attention_type ${c.attention_type} needs qk_nope_head_dim + qk_rope_head_dim == v_head_dim`);
   }
+  checkLimits(c);
   return c;
+}
+
+/**
+ * Sizes a real model can have, checked before anything is built from them: every width and count within a bound
+ * far above the released models (DeepSeek-V2: 236 B parameters, 160 experts, 60 layers, a 102,400 vocabulary), no
+ * single tensor over 2³¹ − 1 values (typed-array lengths), token ids inside the vocabulary, and YaRN's parameters
+ * positive. A config of 10⁷ experts or 10⁸ layers is refused here at once instead of exhausting memory later.
+ */
+function checkLimits(c: DeepseekV2Config): void {
+  const limits: [keyof DeepseekV2Config, number][] = [
+    ['vocab_size', 1 << 22],
+    ['hidden_size', 1 << 16],
+    ['intermediate_size', 1 << 20],
+    ['moe_intermediate_size', 1 << 18],
+    ['num_hidden_layers', 1024],
+    ['num_attention_heads', 1024],
+    ['num_key_value_heads', 1024],
+    ['q_lora_rank', 1 << 16],
+    ['kv_lora_rank', 1 << 16],
+    ['qk_nope_head_dim', 4096],
+    ['qk_rope_head_dim', 4096],
+    ['v_head_dim', 4096],
+    ['n_routed_experts', 1 << 14],
+    ['n_shared_experts', 1024],
+    ['num_experts_per_tok', 1024],
+    ['n_group', 1 << 14],
+    ['max_position_embeddings', 1 << 24],
+  ];
+  for (const [k, max] of limits) {
+    const v = c[k];
+    if (typeof v === 'number' && v > max) fail(`${k} ${v} is larger than any model this implementation can hold (at most ${max})`);
+  }
+  const H = c.num_attention_heads;
+  const biggest: [string, number][] = [
+    ['the embedding', c.vocab_size * c.hidden_size],
+    ['the dense MLP', c.intermediate_size * c.hidden_size],
+    ['q_proj', H * (c.qk_nope_head_dim + c.qk_rope_head_dim) * Math.max(c.hidden_size, c.q_lora_rank ?? 0)],
+    ['kv_b_proj', H * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank],
+    ['o_proj', H * c.v_head_dim * c.hidden_size],
+    ['the shared experts', (c.n_shared_experts ?? 0) * c.moe_intermediate_size * c.hidden_size],
+  ];
+  for (const [what, n] of biggest)
+    if (n > 2 ** 31 - 1) fail(`${what} would hold ${n} values, more than one tensor can (2³¹ − 1); check the sizes`);
+  for (const k of ['bos_token_id', 'eos_token_id'] as const) {
+    const id = c[k];
+    if (id !== null && id >= c.vocab_size) fail(`${k} ${id} is outside the vocabulary (vocab_size ${c.vocab_size})`);
+  }
+  const rs = c.rope_scaling;
+  if (rs) {
+    for (const k of ['factor', 'beta_fast', 'beta_slow'] as const) if (!(rs[k] > 0)) fail(`rope_scaling.${k} must be > 0, got ${rs[k]}`);
+    for (const k of ['mscale', 'mscale_all_dim'] as const) if (!(rs[k] >= 0)) fail(`rope_scaling.${k} must be ≥ 0, got ${rs[k]}`);
+    if (rs.factor < 1) fail(`rope_scaling.factor must be ≥ 1, got ${rs.factor}`);
+    if (rs.beta_fast <= rs.beta_slow) fail(`rope_scaling.beta_fast (${rs.beta_fast}) must exceed beta_slow (${rs.beta_slow})`);
+  }
+  if (!(c.rms_norm_eps > 0)) fail(`rms_norm_eps must be > 0, got ${c.rms_norm_eps}`);
+  if (!(c.rope_theta > 0)) fail(`rope_theta must be > 0, got ${c.rope_theta}`);
 }
 
 /** Layer i uses DeepSeekMoE (spec §1). */

@@ -1,5 +1,5 @@
 // Load and save Hugging Face model directories: config.json + safetensors with HF tensor names, unchanged.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { defaultBackend } from '../backend/registry.js';
@@ -27,6 +27,10 @@ export function readConfig(dir: string): DeepseekV2Config {
   }
   const path = dir.endsWith('.json') ? dir : join(dir, 'config.json');
   if (!existsSync(path)) throw new ConfigError(`${path}: no such file`);
+  // never read a FIFO, a device or a huge file to its end: config.json is a few KB
+  const st = statSync(path);
+  if (!st.isFile()) throw new ConfigError(`${path}: not a regular file`);
+  if (st.size > 1 << 20) throw new ConfigError(`${path}: ${st.size} bytes; a config.json is a few KB`);
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(path, 'utf8'));
@@ -108,6 +112,8 @@ export function loadModel(dir: string, opts: LoadOptions = {}): DeepseekV2ForCau
       const data = ck.read(t.name);
       const buf = backend.alloc(data.length);
       buf.set(data);
+      if (!Number.isFinite(backend.sumsq(buf, buf.length)))
+        throw new CheckpointError(`${opts.weights ?? dir}: tensor '${t.name}' holds NaN or infinite values`);
       const tensor = wrap(backend, buf, t.shape);
       params.set(t.name, opts.trainable === false ? tensor : tensor.requireGrad());
     }

@@ -64,7 +64,8 @@ function splitBy(s: string, re: RegExp, behavior: string): string[] {
   re.lastIndex = 0;
   for (let m = re.exec(s); m; m = re.exec(s)) {
     if (m[0].length === 0) {
-      re.lastIndex++;
+      // step over a whole code point: one UTF-16 unit into an emoji would find the same empty match again
+      re.lastIndex = m.index + ((s.codePointAt(m.index) ?? 0) > 0xffff ? 2 : 1);
       continue;
     }
     if (m.index > last) out.push(s.slice(last, m.index));

@@ -75,7 +75,7 @@ export async function runBench(argv: string[]): Promise<number> {
   const backend = flags['backend'] ? loadBackend(flags['backend'] as string) : defaultBackend();
   if (flags['threads'] !== undefined) {
     const n = flags['threads'] as number;
-    if (n < 1) throw new UsageError('--threads must be at least 1');
+    if (n < 1 || n > 1024) throw new UsageError(`--threads must be in [1, 1024], got ${n}`);
     if (!backend.setThreads) {
       if (n !== 1) throw new UsageError(`the '${backend.name}' backend runs on one thread`);
     } else backend.setThreads(n);

@@ -17,16 +17,19 @@ namespace dsv2 {
 
 static int g_threads = 0;
 
+/** More threads than 8 per core only slow the kernels down, and libgomp fails on absurd counts (10⁵ segfaulted). */
+static int max_threads() { return std::max(1, 8 * omp_get_num_procs()); }
+
 int threads() {
   if (g_threads == 0) {
     const char* env = std::getenv("DSV2_THREADS");
     const int n = env ? std::atoi(env) : 0;
-    g_threads = n > 0 ? n : omp_get_num_procs();
+    g_threads = n > 0 ? std::min(n, max_threads()) : omp_get_num_procs();
   }
   return g_threads;
 }
 
-void set_threads(int n) { g_threads = n > 0 ? n : omp_get_num_procs(); }
+void set_threads(int n) { g_threads = n > 0 ? std::min(n, max_threads()) : omp_get_num_procs(); }
 
 float* scratch(int slot, size_t floats) {
   struct Buf {
