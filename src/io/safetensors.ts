@@ -1,6 +1,7 @@
 // safetensors reader and writer (spec §7.1). The header is validated against the file size (offsets in range,
 // non-overlapping, byte length = numel × dtype size); tensors are read lazily, one at a time, so a checkpoint
 // larger than memory can be opened and inspected. F32, BF16 and F16 are widened to float32 on read.
+import { brief } from './brief.js';
 import {
   closeSync,
   existsSync,
@@ -102,7 +103,7 @@ export class SafetensorsFile {
       }
       const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       if (typeof e?.dtype !== 'string' || !Object.prototype.hasOwnProperty.call(DTYPE_BYTES, e.dtype))
-        bad(`tensor '${name}': unknown dtype ${JSON.stringify(e?.dtype)}`);
+        bad(`tensor '${name}': unknown dtype ${brief(e?.dtype)}`);
       const dtype = e.dtype as StDType;
       if (!Array.isArray(e.shape) || e.shape.some((d) => !Number.isInteger(d) || d < 0)) bad(`tensor '${name}': invalid shape`);
       const shape = e.shape as number[];
@@ -208,18 +209,17 @@ export class Checkpoint {
   }
 
   private openPath(path: string): Checkpoint {
-    const ck = this;
     if (path.endsWith('.json')) {
-      ck.openIndex(path);
-      return ck;
+      this.openIndex(path);
+      return this;
     }
     if (path.endsWith('.safetensors')) {
-      ck.add(path);
-      return ck;
+      this.add(path);
+      return this;
     }
     const index = join(path, 'model.safetensors.index.json');
-    if (existsSync(index)) ck.openIndex(index);
-    else if (existsSync(join(path, 'model.safetensors'))) ck.add(join(path, 'model.safetensors'));
+    if (existsSync(index)) this.openIndex(index);
+    else if (existsSync(join(path, 'model.safetensors'))) this.add(join(path, 'model.safetensors'));
     else {
       const all = readdirSync(path).filter((f) => f.endsWith('.safetensors'));
       if (all.length !== 1) {
@@ -227,9 +227,9 @@ export class Checkpoint {
           `${path}: expected model.safetensors, model.safetensors.index.json or one *.safetensors file (found ${all.length})`,
         );
       }
-      ck.add(join(path, all[0]!));
+      this.add(join(path, all[0]!));
     }
-    return ck;
+    return this;
   }
 
   private openIndex(indexPath: string): void {
@@ -239,12 +239,13 @@ export class Checkpoint {
     } catch {
       throw new CheckpointError(`${indexPath}: not valid JSON`);
     }
-    if (!idx.weight_map || typeof idx.weight_map !== 'object') throw new CheckpointError(`${indexPath}: no "weight_map"`);
+    if (!idx || typeof idx !== 'object' || !idx.weight_map || typeof idx.weight_map !== 'object' || Array.isArray(idx.weight_map))
+      throw new CheckpointError(`${indexPath}: no "weight_map" object`);
     const dir = dirname(indexPath);
     for (const [name, shard] of Object.entries(idx.weight_map)) {
       // a shard is a plain file name beside the index: no folders, no '..', no absolute paths, no links out
-      if (typeof shard !== 'string' || !/^[^/\\\0]+$/.test(shard) || shard === '.' || shard === '..')
-        throw new CheckpointError(`${indexPath}: weight_map puts '${name}' in ${JSON.stringify(shard)}, which is not a file name in ${dir}`);
+      if (typeof shard !== 'string' || !/^[^/\\\0]{1,255}$/.test(shard) || shard === '.' || shard === '..')
+        throw new CheckpointError(`${indexPath}: weight_map puts '${name}' in ${brief(shard)}, which is not a file name in ${dir}`);
     }
     for (const shard of new Set(Object.values(idx.weight_map))) {
       const p = join(dir, shard);
@@ -254,7 +255,7 @@ export class Checkpoint {
     }
     for (const [name, shard] of Object.entries(idx.weight_map)) {
       const info = this.files.get(join(dir, shard))!.tensors.get(name);
-      if (!info) throw new CheckpointError(`${indexPath}: weight_map puts '${name}' in ${shard}, which does not hold it`);
+      if (!info) throw new CheckpointError(`${indexPath}: weight_map puts ${brief(name)} in ${brief(shard)}, which does not hold it`);
       this.tensors.set(name, info);
     }
   }

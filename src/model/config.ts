@@ -1,6 +1,7 @@
 // DeepseekV2Config: the Hugging Face config.json fields (spec §7.3), validated on construction, plus presets.
 // One extension: `attention_type` selects MLA (the default, what the checkpoints use) or a plain MHA/GQA/MQA
 // baseline for the paper's Fig. 3 comparison; GQA/MQA read `num_key_value_heads`.
+import { brief } from '../io/brief.js';
 
 export interface RopeScaling {
   type: 'yarn';
@@ -117,29 +118,28 @@ function fail(msg: string): never {
 function int(j: Json, key: keyof DeepseekV2Config, min: number, nullable = false): number | null {
   const v = j[key];
   if (v === null && nullable) return null;
-  if (typeof v !== 'number' || !Number.isInteger(v))
-    fail(`'${key}' must be an integer${nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v)) fail(`'${key}' must be an integer${nullable ? ' or null' : ''}, got ${brief(v)}`);
   if (v < min) fail(`'${key}' must be ≥ ${min}, got ${v}`);
   return v;
 }
 
 function num(j: Json, key: string, positive = false): number {
   const v = j[key];
-  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`'${key}' must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`'${key}' must be a number, got ${brief(v)}`);
   if (positive && v <= 0) fail(`'${key}' must be > 0, got ${v}`);
   return v;
 }
 
 function bool(j: Json, key: string): boolean {
   const v = j[key];
-  if (typeof v !== 'boolean') fail(`'${key}' must be true or false, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'boolean') fail(`'${key}' must be true or false, got ${brief(v)}`);
   return v;
 }
 
 function oneOf<T extends string>(j: Json, key: string, allowed: readonly T[]): T {
   const v = j[key];
   if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
-    fail(`unknown ${key} ${JSON.stringify(v)} (expected one of: ${allowed.join(', ')})`);
+    fail(`unknown ${key} ${brief(v)} (expected one of: ${allowed.join(', ')})`);
   }
   return v as T;
 }
@@ -149,7 +149,7 @@ function parseRopeScaling(v: unknown): RopeScaling | null {
   if (typeof v !== 'object' || Array.isArray(v)) fail(`'rope_scaling' must be an object or null`);
   const r = v as Json;
   const type = r['type'] ?? r['rope_type'];
-  if (type !== 'yarn') fail(`rope_scaling type ${JSON.stringify(type)} is not supported (DeepSeek-V2 uses "yarn")`);
+  if (type !== 'yarn') fail(`rope_scaling type ${brief(type)} is not supported (DeepSeek-V2 uses "yarn")`);
   const known = new Set([
     'type',
     'rope_type',
@@ -186,7 +186,7 @@ export function parseConfig(json: unknown): DeepseekV2Config {
     if (!(k in DEFAULTS) && !PASSIVE_FIELDS.has(k)) fail(`unknown field '${k}'`);
   }
   if (src['model_type'] !== undefined && src['model_type'] !== 'deepseek_v2') {
-    fail(`model_type ${JSON.stringify(src['model_type'])} is not "deepseek_v2"`);
+    fail(`model_type ${brief(src['model_type'])} is not "deepseek_v2"`);
   }
   const j: Json = { ...DEFAULTS, ...src };
   // DeepSeek's own configs write q_lora_rank 0 for "no query compression" (spec §2.1)

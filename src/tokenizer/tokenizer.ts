@@ -2,6 +2,7 @@
 // Pipeline, as HF runs it: split out special (added) tokens → pre-tokenize (regex Split steps, then ByteLevel's
 // byte→char map) → BPE merges by rank inside each piece → ids. Decoding maps ids back to byte-level characters and
 // the characters back to UTF-8 bytes, so encode/decode round-trips any text exactly.
+import { brief } from '../io/brief.js';
 import { byteLevelBytes, fromByteLevel, toByteLevel } from './bytes.js';
 
 /** GPT-2's pre-tokenizer pattern (contractions, letters, numbers, punctuation, whitespace runs). */
@@ -29,31 +30,48 @@ function bad(msg: string): never {
   throw new Error(`tokenizer.json: ${msg}`);
 }
 
-function parsePreTokenizer(pt: unknown): Step[] {
+function parsePreTokenizer(pt: unknown, depth = 0): Step[] {
   if (pt === null || pt === undefined) return [];
+  if (typeof pt !== 'object' || Array.isArray(pt) || depth > 8) bad(`pre_tokenizer ${brief(pt)} is not a pre-tokenizer object`);
   const o = pt as Record<string, unknown>;
   switch (o['type']) {
-    case 'Sequence':
-      return ((o['pretokenizers'] as unknown[]) ?? []).flatMap(parsePreTokenizer);
+    case 'Sequence': {
+      const list = o['pretokenizers'] ?? [];
+      if (!Array.isArray(list)) bad('a Sequence pre-tokenizer needs a "pretokenizers" list');
+      return list.flatMap((p) => parsePreTokenizer(p, depth + 1));
+    }
     case 'Split': {
-      const pat = o['pattern'] as { Regex?: string; String?: string } | undefined;
-      const src = pat?.Regex ?? (pat?.String !== undefined ? pat.String.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') : undefined);
+      const pat = o['pattern'] as { Regex?: unknown; String?: unknown } | undefined;
+      if (pat !== undefined && (typeof pat !== 'object' || pat === null))
+        bad(`Split pattern ${brief(pat)} is not {"Regex": …} or {"String": …}`);
+      const raw = pat?.Regex ?? pat?.String;
+      if (raw !== undefined && (typeof raw !== 'string' || raw.length > 10_000))
+        bad(`Split pattern ${brief(raw)} is not a string of at most 10,000 characters`);
+      const src =
+        typeof pat?.Regex === 'string'
+          ? pat.Regex
+          : typeof pat?.String === 'string'
+            ? pat.String.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+            : undefined;
       if (src === undefined) bad('a Split pre-tokenizer without a pattern');
       if (o['invert']) bad('inverted Split pre-tokenizers are not supported');
       let re: RegExp;
       try {
         re = new RegExp(src, 'gu');
       } catch (e) {
-        bad(`Split pattern ${JSON.stringify(src)} is not a valid regular expression here (${(e as Error).message})`);
+        bad(`Split pattern ${brief(src)} is not a valid regular expression here (${(e as Error).message})`);
       }
-      return [{ kind: 'split', re, behavior: String(o['behavior'] ?? 'Isolated') }];
+      const behavior = o['behavior'] ?? 'Isolated';
+      if (!['Isolated', 'Removed', 'MergedWithPrevious'].includes(behavior as string))
+        bad(`Split behavior ${brief(behavior)} is not supported (Isolated, Removed, MergedWithPrevious)`);
+      return [{ kind: 'split', re, behavior: behavior as string }];
     }
     case 'ByteLevel':
       return [{ kind: 'bytelevel', addPrefixSpace: o['add_prefix_space'] === true, useRegex: o['use_regex'] !== false }];
     case 'Digits':
       return [{ kind: 'split', re: o['individual_digits'] ? /\p{N}/gu : /\p{N}+/gu, behavior: 'Isolated' }];
     default:
-      return bad(`pre-tokenizer type ${JSON.stringify(o['type'])} is not supported (supported: Sequence, Split, ByteLevel, Digits)`);
+      return bad(`pre-tokenizer type ${brief(o['type'])} is not supported (supported: Sequence, Split, ByteLevel, Digits)`);
   }
 }
 
@@ -159,7 +177,7 @@ export class Tokenizer {
     }
     const ids = syms.map((s) => {
       const id = this.vocab.get(s);
-      if (id === undefined) throw new Error(`tokenizer: no id for symbol ${JSON.stringify(s)} (is the byte alphabet in the vocabulary?)`);
+      if (id === undefined) throw new Error(`tokenizer: no id for symbol ${brief(s)} (is the byte alphabet in the vocabulary?)`);
       return id;
     });
     if (this.cache.size < 200_000) this.cache.set(piece, ids);
@@ -278,24 +296,45 @@ export class Tokenizer {
   }
 
   static fromJSON(j: TokenizerJson): Tokenizer {
-    if (!j || typeof j !== 'object' || !j.model) bad('no "model" section');
+    if (!j || typeof j !== 'object' || !j.model || typeof j.model !== 'object') bad('no "model" section');
     const type = j.model.type ?? 'BPE';
-    if (type !== 'BPE') bad(`model type ${JSON.stringify(type)} is not supported (only BPE)`);
+    if (type !== 'BPE') bad(`model type ${brief(type)} is not supported (only BPE)`);
     if (j.normalizer) {
       const n = j.normalizer as { type?: string; normalizers?: unknown[] };
-      if (!(n.type === 'Sequence' && (n.normalizers ?? []).length === 0)) bad(`normalizer ${JSON.stringify(n.type)} is not supported`);
+      if (!(n.type === 'Sequence' && (n.normalizers ?? []).length === 0)) bad(`normalizer ${brief(n.type)} is not supported`);
     }
-    if (!j.model.vocab || typeof j.model.vocab !== 'object') bad('model.vocab is missing');
+    if (!j.model.vocab || typeof j.model.vocab !== 'object' || Array.isArray(j.model.vocab)) bad('model.vocab is missing');
     const vocab = new Map(Object.entries(j.model.vocab));
+    const ids = new Set<number>();
+    for (const [t, id] of vocab) {
+      // ids index arrays: integers in a plausible range, each used once
+      if (!Number.isInteger(id) || id < 0 || id >= 1 << 24) bad(`model.vocab[${brief(t)}] is ${brief(id)}, not a token id`);
+      if (ids.has(id)) bad(`model.vocab gives id ${id} to two tokens`);
+      ids.add(id);
+    }
+    if (j.model.merges !== undefined && !Array.isArray(j.model.merges)) bad('model.merges must be a list');
     const merges = (j.model.merges ?? []).map((m, i): [string, string] => {
       if (Array.isArray(m) && m.length === 2) return [m[0], m[1]];
       if (typeof m === 'string') {
         const sp = m.indexOf(' ', 1);
         if (sp > 0) return [m.slice(0, sp), m.slice(sp + 1)];
       }
-      return bad(`merge ${i} is malformed: ${JSON.stringify(m)}`);
+      return bad(`merge ${i} is malformed: ${brief(m)}`);
     });
-    const specials = (j.added_tokens ?? []).map((t) => ({ id: t.id, content: t.content }));
+    if (j.added_tokens !== undefined && j.added_tokens !== null && !Array.isArray(j.added_tokens)) bad('added_tokens must be a list');
+    const specials = (j.added_tokens ?? []).map((t, i) => {
+      if (!t || typeof t !== 'object') bad(`added_tokens[${i}] is not an object`);
+      if (!Number.isInteger(t.id) || t.id < 0 || t.id >= 1 << 24) bad(`added_tokens[${i}].id is ${brief(t.id)}, not a token id`);
+      if (typeof t.content !== 'string' || t.content.length === 0 || t.content.length > 256)
+        bad(`added_tokens[${i}].content must be a string of 1 to 256 characters, got ${brief(t.content)}`);
+      const clash = vocab.get(t.content);
+      if (ids.has(t.id) && clash !== t.id)
+        bad(`added_tokens[${i}] (${brief(t.content)}) takes id ${t.id}, which the vocabulary gives another token`);
+      return { id: t.id, content: t.content };
+    });
+    for (const [a, b] of merges)
+      if (!vocab.has(a) || !vocab.has(b) || !vocab.has(a + b))
+        bad(`merge ${brief(`${a} ${b}`)} joins symbols the vocabulary does not hold`);
     return new Tokenizer(vocab, merges, specials, parsePreTokenizer(j.pre_tokenizer));
   }
 }

@@ -1,0 +1,172 @@
+// Seeded mutation fuzzing of every parser that reads a user's files: safetensors headers, config.json,
+// tokenizer.json and model.safetensors.index.json (GGUF has its own in gguf.test.ts). Each mutant must load or be
+// refused with one error of the parser's own kind — never a TypeError/RangeError from deep inside, never a hang,
+// never a file opened outside the model folder. Bounded: a few hundred inputs each, a few seconds in all.
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { Checkpoint, CheckpointError, SafetensorsFile } from '../src/io/safetensors.js';
+import { ConfigError, parseConfig } from '../src/model/config.js';
+import { Rng } from '../src/tensor/random.js';
+import { Tokenizer, type TokenizerJson } from '../src/tokenizer/tokenizer.js';
+import { trainBpe } from '../src/tokenizer/train.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'dsv2-fuzz-'));
+const G = 'test/golden';
+
+/** Crashes are errors whose class says a parser did not check something: TypeError, RangeError, SyntaxError… */
+function assertClean(e: unknown, kinds: (abstract new (...a: never[]) => Error)[], what: string): void {
+  if (e === null) return;
+  const ok = kinds.some((k) => e instanceof k) || (e instanceof Error && e.constructor === Error);
+  assert.ok(ok, `${what}: ${(e as Error).constructor?.name}: ${(e as Error).message}`);
+  assert.ok((e as Error).message.length > 0 && (e as Error).message.length < 600, `${what}: message length`);
+}
+
+function attempt(f: () => unknown): unknown {
+  try {
+    f();
+    return null;
+  } catch (e) {
+    return e;
+  }
+}
+
+/** A JSON value mutated: a random path replaced by a hostile value, deleted, or duplicated under another key. */
+function mutateJson(v: unknown, rng: Rng, depth = 0): unknown {
+  const hostile = [
+    null,
+    -1,
+    0,
+    1e300,
+    -1e300,
+    2 ** 31,
+    2 ** 53,
+    1.5,
+    NaN,
+    '',
+    '__proto__',
+    'x'.repeat(5000),
+    [],
+    {},
+    true,
+    [1, 2],
+    { a: 1 },
+  ];
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng.uniform() * xs.length)]!;
+  if (depth > 4 || v === null || typeof v !== 'object' || rng.uniform() < 0.25) return pick(hostile);
+  if (Array.isArray(v)) {
+    if (!v.length) return [pick(hostile)];
+    const out = v.slice();
+    const i = Math.floor(rng.uniform() * out.length);
+    if (rng.uniform() < 0.2) out.splice(i, 1);
+    else out[i] = mutateJson(out[i], rng, depth + 1);
+    return out;
+  }
+  const o = { ...(v as Record<string, unknown>) };
+  const keys = Object.keys(o);
+  if (!keys.length) return { [pick(['__proto__', 'constructor', 'x'])]: pick(hostile) };
+  const k = pick(keys);
+  const r = rng.uniform();
+  if (r < 0.15) delete o[k];
+  else if (r < 0.25) o[pick(['__proto__', 'constructor', 'toString', k + '_'])] = o[k];
+  else o[k] = mutateJson(o[k], rng, depth + 1);
+  return o;
+}
+
+describe('parser fuzzing', () => {
+  it('config.json: 1,500 mutants of the golden configs parse or give one ConfigError', () => {
+    const rng = new Rng(1);
+    const bases = ['lite', 'full'].map((n) => JSON.parse(readFileSync(`${G}/${n}/config.json`, 'utf8')) as unknown);
+    const t0 = Date.now();
+    for (let i = 0; i < 1500; i++) {
+      const j = mutateJson(bases[i % 2], rng);
+      assertClean(
+        attempt(() => parseConfig(j)),
+        [ConfigError],
+        `mutant ${i}`,
+      );
+    }
+    assert.ok(Date.now() - t0 < 10_000, 'no mutant is slow');
+  });
+
+  it('safetensors headers: 600 byte and JSON mutants load or give one CheckpointError', () => {
+    const rng = new Rng(2);
+    const file = readFileSync(`${G}/lite/model.safetensors`);
+    const n = Number(file.readBigUInt64LE(0));
+    const header = JSON.parse(file.subarray(8, 8 + n).toString('utf8')) as unknown;
+    const path = join(tmp, 'm.safetensors');
+    for (let i = 0; i < 600; i++) {
+      let bytes: Buffer;
+      if (i % 2 === 0) {
+        // raw bytes of the header region changed
+        bytes = Buffer.from(file);
+        for (let k = 0; k < 1 + Math.floor(rng.uniform() * 6); k++)
+          bytes[Math.floor(rng.uniform() * (8 + n))] = Math.floor(rng.uniform() * 256);
+      } else {
+        const h = Buffer.from(JSON.stringify(mutateJson(header, rng)), 'utf8');
+        const len = Buffer.alloc(8);
+        len.writeBigUInt64LE(BigInt(h.length));
+        bytes = Buffer.concat([len, h, file.subarray(8 + n)]);
+      }
+      writeFileSync(path, bytes);
+      assertClean(
+        attempt(() => {
+          const f = new SafetensorsFile(path);
+          for (const t of f.tensors.keys()) f.read(t);
+          f.close();
+        }),
+        [CheckpointError],
+        `mutant ${i}`,
+      );
+    }
+  });
+
+  it('index.json: 400 mutants never open a file outside the model folder and give one CheckpointError', () => {
+    const rng = new Rng(3);
+    const dir = join(tmp, 'sharded');
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(`${G}/lite/model.safetensors`, join(dir, 'model-00001-of-00001.safetensors'));
+    const names = Object.keys(
+      JSON.parse(
+        readFileSync(`${G}/lite/model.safetensors`)
+          .subarray(8, 8 + Number(readFileSync(`${G}/lite/model.safetensors`).readBigUInt64LE(0)))
+          .toString(),
+      ) as object,
+    ).filter((k) => k !== '__metadata__');
+    const base = { metadata: {}, weight_map: Object.fromEntries(names.map((k) => [k, 'model-00001-of-00001.safetensors'])) };
+    const outside = ['../lite/model.safetensors', '/etc/passwd', `${process.cwd()}/${G}/lite/model.safetensors`, 'sub/../../x', '..'];
+    for (let i = 0; i < 400; i++) {
+      const j = mutateJson(base, rng) as { weight_map?: Record<string, unknown> };
+      if (i % 3 === 0 && j && typeof j === 'object' && j.weight_map && typeof j.weight_map === 'object') {
+        const wm = { ...j.weight_map };
+        wm[names[i % names.length]!] = outside[i % outside.length];
+        j.weight_map = wm;
+      }
+      writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify(j));
+      const e = attempt(() => Checkpoint.open(join(dir, 'model.safetensors.index.json')).close());
+      assertClean(e, [CheckpointError], `mutant ${i}`);
+      if (i % 3 === 0 && e === null) assert.fail(`mutant ${i}: a shard outside the folder was accepted`);
+    }
+  });
+
+  it('tokenizer.json: 800 mutants load or give one error, and a loaded one encodes and decodes', () => {
+    const rng = new Rng(4);
+    const tok = trainBpe(['Call me Ishmael. Some years ago — never mind how long precisely 🐋 — having little money.'.repeat(4)], {
+      vocabSize: 300,
+      specials: ['<|bos|>', '<|eos|>'],
+    });
+    const base = tok.toJSON();
+    const t0 = Date.now();
+    for (let i = 0; i < 800; i++) {
+      const j = mutateJson(base, rng) as TokenizerJson;
+      const e = attempt(() => {
+        const t = Tokenizer.fromJSON(j);
+        t.decode(t.encode('Call me 🐋 ok <|eos|>'));
+      });
+      assertClean(e, [], `mutant ${i}`);
+    }
+    assert.ok(Date.now() - t0 < 20_000, `no mutant hangs (${Date.now() - t0} ms)`);
+  });
+});
