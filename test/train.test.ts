@@ -373,6 +373,34 @@ describe('trainer', () => {
       [['train', '--out', out, '--data', data, '--steps', '2', '--bogus', '1'], /unknown flag --bogus/],
       [['train', '--out', out, '--data', data], /--steps N, --tokens N or --minutes M/],
       [['sample', '--model', join(root, 'nope')], /neither a model directory/],
+      [['train', '--out', out, '--data', data, '--steps', '-1'], /--steps must be at least 1, got -1/],
+      [['train', '--out', out, '--data', data, '--steps', '2', '--beta1', '1.5'], /--beta1 must be in \[0, 1\), got 1.5/],
+      [['train', '--out', out, '--data', data, '--steps', '2', '--lr', '-1'], /--lr is out of range: -1/],
+      [['train', '--out', out, '--data', data, '--steps', '2', '--threads', '100000'], /--threads must be in \[1, 1024\]/],
+      [
+        ['train', '--out', out, '--resume', '--lr', '0.01', '--batch', '8'],
+        /--resume continues with the run's saved options; drop --batch, --lr/,
+      ],
+      [
+        [
+          'train',
+          '--preset',
+          'tiny',
+          '--vocab_size=300',
+          '--max_position_embeddings=64',
+          '--data',
+          data,
+          '--out',
+          join(root, 'long'),
+          '--steps',
+          '2',
+          '--seq',
+          '100',
+          '--cache-dir',
+          join(root, 'cache'),
+        ],
+        /--seq 100 is longer than max_position_embeddings 64/,
+      ],
     ] as [string[], RegExp][]) {
       const e = dsv2(...args);
       assert.notEqual(e.status, 0, args.join(' '));

@@ -311,6 +311,10 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
   const eosId = tokenizer.idOf(EOS);
   if (eosId === undefined || bosId === undefined) throw new Error('the tokenizer has no BOS/EOS special tokens');
   const config = parseConfig({ ...configToJson(base), bos_token_id: bosId, eos_token_id: eosId });
+  if (opts.seq > config.max_position_embeddings)
+    throw new Error(
+      `--seq ${opts.seq} is longer than max_position_embeddings ${config.max_position_embeddings}: the model has no positions for it`,
+    );
   if (tokenizer.vocabSize > config.vocab_size) {
     throw new Error(`the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}`);
   }
@@ -346,6 +350,8 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     totalSteps = opts.steps ?? saved.state.totalSteps;
   }
   if (!totalSteps && !opts.minutes) throw new Error('say how long to train: steps, tokens or minutes');
+  if (!(totalSteps >= 0) || !Number.isInteger(totalSteps))
+    throw new Error(`the number of steps must be a whole number ≥ 1, got ${totalSteps}`);
 
   // metrics.jsonl: on resume keep only the lines of steps the checkpoint already includes
   const metricsFile = join(opts.out, 'metrics.jsonl');

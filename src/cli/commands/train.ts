@@ -102,6 +102,11 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
   };
   for (const k of ['steps', 'tokens', 'minutes', 'backend', 'threads'] as const)
     if (flags[k] !== undefined) (o as unknown as Record<string, unknown>)[k] = flags[k];
+  for (const k of ['steps', 'tokens'] as const)
+    if (o[k] !== undefined && !((o[k] as number) >= 1)) throw new UsageError(`--${k} must be at least 1, got ${o[k]}`);
+  if (o.minutes !== undefined && !(o.minutes > 0)) throw new UsageError(`--minutes must be > 0, got ${o.minutes}`);
+  if (o.threads !== undefined && !(o.threads >= 1 && o.threads <= 1024))
+    throw new UsageError(`--threads must be in [1, 1024], got ${o.threads}`);
   for (const k of Object.keys(TRAIN_DEFAULTS)) {
     const v = flags[kebab(k)];
     if (v === undefined) continue;
@@ -114,8 +119,27 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
       if ((v as number) < 0 || (COUNTS.includes(k) && (v as number) < 1)) {
         throw new UsageError(`--${kebab(k)} is out of range: ${v}`);
       }
+      const open01 = ['beta1', 'beta2'];
+      const unit = ['warmup', 'protectedFraction', 'valFraction'];
+      if (open01.includes(k) && !((v as number) < 1)) throw new UsageError(`--${kebab(k)} must be in [0, 1), got ${v}`);
+      if (unit.includes(k) && !((v as number) < 1)) throw new UsageError(`--${kebab(k)} must be in [0, 1), got ${v}`);
+      if (k === 'lr' && !((v as number) > 0)) throw new UsageError(`--lr must be > 0, got ${v}`);
       (o as unknown as Record<string, unknown>)[k] = v;
     }
+  }
+  // a resumed run continues with its saved options: refuse to pretend it takes new ones
+  if (o.resume) {
+    const given = [
+      ...Object.keys(TRAIN_DEFAULTS)
+        .filter((k) => flags[kebab(k)] !== undefined)
+        .map((k) => `--${kebab(k)}`),
+      ...Object.keys(config).map((k) => `--${k}`),
+      ...['preset', 'data'].filter((f) => argv.some((a) => a === `--${f}` || a.startsWith(`--${f}=`))).map((f) => `--${f}`),
+    ];
+    if (given.length)
+      throw new UsageError(
+        `--resume continues with the run's saved options; drop ${given.join(', ')} (only --steps, --tokens, --minutes, --backend and --threads may change)`,
+      );
   }
   if (!o.out) throw new UsageError('--out DIR is required (the run folder)');
   if (!o.resume && o.steps === undefined && o.tokens === undefined && o.minutes === undefined) {
