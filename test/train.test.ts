@@ -414,3 +414,47 @@ describe('trainer', () => {
     rmSync(data, { recursive: true, force: true });
   });
 });
+
+describe('AdamW as torch.optim.AdamW', () => {
+  it('skips a parameter without a gradient (an idle expert): no moment or weight decay, its own step count — PyTorch 2.13’s numbers', () => {
+    // test/fixtures/adamw-idle.json: scripts/make-adamw-fixture.py ran torch.optim.AdamW + clip_grad_norm_
+    const fx = JSON.parse(readFileSync(new URL('../../test/fixtures/adamw-idle.json', import.meta.url), 'utf8')) as {
+      lr: number;
+      betas: [number, number];
+      eps: number;
+      weight_decay: number;
+      max_grad_norm: number;
+      shapes: Record<string, number[]>;
+      init: Record<string, number[]>;
+      steps: { grads: Record<string, number[]>; grad_norm: number; params: Record<string, number[]> }[];
+    };
+    for (const backend of testBackends()) {
+      const ps = Object.fromEntries(
+        Object.entries(fx.shapes).map(([k, shape]) => [k, T.tensor(fx.init[k]!, shape, { backend }).requireGrad()]),
+      );
+      const opt = new T.AdamW(Object.values(ps), {
+        lr: fx.lr,
+        beta1: fx.betas[0],
+        beta2: fx.betas[1],
+        eps: fx.eps,
+        weightDecay: fx.weight_decay,
+        maxGradNorm: fx.max_grad_norm,
+      });
+      for (const [s, st] of fx.steps.entries()) {
+        opt.zeroGrad();
+        for (const [k, g] of Object.entries(st.grads)) ps[k]!.grad = T.tensor(g, fx.shapes[k], { backend });
+        const norm = opt.step();
+        assert.ok(
+          Math.abs(norm - st.grad_norm) <= 1e-5 * st.grad_norm,
+          `[${backend.name}] step ${s + 1} grad norm ${norm} vs ${st.grad_norm}`,
+        );
+        for (const [k, want] of Object.entries(st.params)) {
+          const got = ps[k]!.toArray();
+          got.forEach((v, i) =>
+            assert.ok(Math.abs(v - want[i]!) <= 1e-6, `[${backend.name}] step ${s + 1} ${k}[${i}]: ${v} vs ${want[i]}`),
+          );
+        }
+      }
+    }
+  });
+});

@@ -8,9 +8,15 @@ export function zeroGrad(params: readonly Tensor[]): void {
   for (const p of params) p.zeroGrad();
 }
 
-/** sqrt(Σ over all gradients of g²), accumulated in float64. */
+/** Whether a parameter received a gradient since its last zeroGrad (PyTorch: `.grad is not None`). */
+export function hasGrad(p: Tensor): boolean {
+  const g = p.gradBuffer();
+  return g !== null && !g.zero;
+}
+
+/** sqrt(Σ over the gradients of this step of g²), accumulated in float64 (parameters without one are skipped). */
 export function globalGradNorm(params: readonly Tensor[]): number {
-  const grads = params.flatMap((p) => (p.grad ? [p.grad] : []));
+  const grads = params.filter(hasGrad).map((p) => p.grad!);
   let ss = 0;
   for (const b of new Set(grads.map((g) => g.backend))) {
     const mine = grads.filter((g) => g.backend === b); // one call per backend: all its tensors in one parallel region
@@ -57,12 +63,19 @@ export interface AdamWOptions {
   decays?: (p: Tensor) => boolean;
 }
 
-/** AdamW with decoupled weight decay, bias correction, optional global-norm clipping (PyTorch semantics). */
+/**
+ * AdamW with decoupled weight decay, bias correction, optional global-norm clipping, as torch.optim.AdamW: a
+ * parameter that received no gradient in a step (an expert no token was routed to; `.grad is None` in PyTorch) is
+ * skipped entirely — no moment decay, no weight decay — and its own step count, which its bias correction uses,
+ * stands still.
+ */
 export class AdamW {
   private m: F32[];
   private v: F32[];
+  /** Optimizer steps taken. */
   step_ = 0;
-  lastGradNorm = 0;
+  /** Each parameter's own update count (PyTorch's state['step']). */
+  private steps: number[];
   readonly opts: Required<Omit<AdamWOptions, 'maxGradNorm'>> & { maxGradNorm: number | undefined };
 
   constructor(
@@ -80,15 +93,18 @@ export class AdamW {
     };
     this.m = params.map((p) => p.backend.alloc(p.size));
     this.v = params.map((p) => p.backend.alloc(p.size));
+    this.steps = params.map(() => 0);
   }
 
-  /** Moments and step count, for checkpoints (the arrays are the live buffers, not copies). */
-  state(): { step: number; m: readonly F32[]; v: readonly F32[] } {
-    return { step: this.step_, m: this.m, v: this.v };
+  /** Moments and step counts, for checkpoints (the arrays are the live buffers, not copies). */
+  state(): { step: number; steps: readonly number[]; m: readonly F32[]; v: readonly F32[] } {
+    return { step: this.step_, steps: this.steps, m: this.m, v: this.v };
   }
 
-  /** Restore moments and step count saved by state(). */
-  loadState(st: { step: number; m: readonly Float32Array[]; v: readonly Float32Array[] }): void {
+  /** Restore moments and step counts saved by state() (without per-parameter counts: every one at `step`). */
+  loadState(st: { step: number; steps?: readonly number[]; m: readonly Float32Array[]; v: readonly Float32Array[] }): void {
+    if (st.steps && st.steps.length !== this.m.length)
+      throw new Error(`optimizer state has ${st.steps.length} step counts, the model ${this.m.length} tensors`);
     if (st.m.length !== this.m.length || st.v.length !== this.v.length) {
       throw new Error(`optimizer state holds ${st.m.length} tensors, the model has ${this.m.length}`);
     }
@@ -99,6 +115,7 @@ export class AdamW {
       this.v[i]!.set(st.v[i]!);
     });
     this.step_ = st.step;
+    this.steps = st.steps ? [...st.steps] : this.params.map(() => st.step);
   }
 
   /** One update; returns the pre-clip global gradient norm. */
@@ -106,25 +123,36 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay, maxGradNorm, decays } = this.opts;
     this.step_++;
     const norm = globalGradNorm(this.params);
-    this.lastGradNorm = norm;
     const gradScale = maxGradNorm !== undefined ? Math.min(1, maxGradNorm / (norm + 1e-6)) : 1;
     noGrad(() => {
-      const updates = this.params.map((p, i) => ({
-        n: p.size,
-        param: p.f32(),
-        grad: p.grad ? p.grad.f32() : p.backend.alloc(p.size),
-        m: this.m[i]!,
-        v: this.v[i]!,
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weightDecay: decays(p) ? weightDecay : 0,
-        step: this.step_,
-        gradScale,
-      }));
-      // one call per backend: every tensor's update in one parallel region
-      for (const b of new Set(this.params.map((p) => p.backend))) b.adamwMany(updates.filter((_, i) => this.params[i]!.backend === b));
+      const updates = this.params.flatMap((p, i) => {
+        if (!hasGrad(p)) return [];
+        this.steps[i]!++;
+        const u = {
+          n: p.size,
+          param: p.f32(),
+          grad: p.grad!.f32(),
+          m: this.m[i]!,
+          v: this.v[i]!,
+          lr,
+          beta1,
+          beta2,
+          eps,
+          weightDecay: decays(p) ? weightDecay : 0,
+          step: this.steps[i]!,
+          gradScale,
+        };
+        return [{ u, backend: p.backend }];
+      });
+      // one call per backend and step count (almost always one): every tensor's update in one parallel region
+      const groups = new Map<string, typeof updates>();
+      for (const x of updates) {
+        const key = `${x.backend.name}:${x.u.step}`;
+        const g = groups.get(key);
+        if (g) g.push(x);
+        else groups.set(key, [x]);
+      }
+      for (const g of groups.values()) g[0]!.backend.adamwMany(g.map((x) => x.u));
     });
     return norm;
   }

@@ -61,7 +61,7 @@ export function writeCheckpoint(
       { name: `${name}.exp_avg_sq`, shape: [st.v[i]!.length], data: st.v[i]! },
     ]),
     'F32',
-    { format: 'dsv2-adamw', step: String(st.step) },
+    { format: 'dsv2-adamw', step: String(st.step), steps: JSON.stringify(st.steps) },
   );
   writeFileAtomic(join(tmp, 'trainer_state.json'), JSON.stringify(trainerState, null, 2) + '\n'); // last: the mark
   fsyncDir(tmp);
@@ -156,7 +156,19 @@ export function readCheckpoint<S>(dir: string, backend: Backend): LoadedCheckpoi
       const names = model.params.names();
       const step = Number(f.metadata?.['step'] ?? NaN);
       if (!Number.isInteger(step)) throw new Error(`checkpoint ${dir}: optimizer.safetensors has no step count`);
-      opt.loadState({ step, m: names.map((n) => f.read(`${n}.exp_avg`)), v: names.map((n) => f.read(`${n}.exp_avg_sq`)) });
+      // each tensor's own update count (AdamW skips a tensor without a gradient); older checkpoints have only `step`
+      let steps: number[] | undefined;
+      const raw = f.metadata?.['steps'];
+      if (raw !== undefined) {
+        try {
+          steps = JSON.parse(raw) as number[];
+        } catch {
+          steps = undefined;
+        }
+        if (!Array.isArray(steps) || steps.length !== names.length || !steps.every((x) => Number.isInteger(x) && x >= 0 && x <= step))
+          throw new Error(`checkpoint ${dir}: optimizer.safetensors has malformed per-tensor step counts`);
+      }
+      opt.loadState({ step, steps, m: names.map((n) => f.read(`${n}.exp_avg`)), v: names.map((n) => f.read(`${n}.exp_avg_sq`)) });
     } finally {
       f.close();
     }
