@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -406,6 +406,59 @@ describe('trainer', () => {
       assert.notEqual(e.status, 0, args.join(' '));
       assert.match(e.stderr, msg);
       assert.ok(!/\n\s+at /.test(e.stderr), 'no stack trace');
+    }
+  });
+
+  it('CLI: SIGINT and SIGTERM end training after the current step with a last checkpoint; --resume continues from it', async (t) => {
+    if (!T.defaultBackend().watchStopSignals) return t.skip('the backend cannot record signals during the training loop');
+    for (const [signal, code] of [
+      ['SIGINT', 130],
+      ['SIGTERM', 143],
+    ] as const) {
+      const out = join(root, `signal-${signal}`);
+      const args = [
+        'train',
+        '--preset',
+        'tiny',
+        '--vocab_size=300',
+        '--data',
+        data,
+        '--out',
+        out,
+        '--steps',
+        '2000',
+        '--batch',
+        '2',
+        '--seq',
+        '16',
+        '--cache-dir',
+        join(root, 'cache'),
+      ];
+      const child = spawn(process.execPath, [BIN, ...args], {
+        env: { ...process.env, DSV2_QUIET: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      const metrics = join(out, 'metrics.jsonl');
+      const deadline = Date.now() + 60_000;
+      while (!(existsSync(metrics) && readFileSync(metrics, 'utf8').split('\n').length > 4)) {
+        assert.ok(Date.now() < deadline, 'training did not start');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      child.kill(signal);
+      const exit = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+      assert.equal(exit, code, `${signal}: ${stdout}`);
+      assert.match(stdout, new RegExp(`stopped by ${signal} after step (\\d+); checkpoint: `));
+      const last = readMetrics(metrics).at(-1)!.step;
+      assert.equal(
+        JSON.parse(readFileSync(join(out, 'checkpoint', 'trainer_state.json'), 'utf8')).step,
+        last,
+        'the checkpoint holds the last step',
+      );
+      const r = dsv2('train', '--out', out, '--resume', '--steps', String(last + 2));
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(readMetrics(metrics).at(-1)!.step, last + 2);
     }
   });
 

@@ -198,6 +198,12 @@ export interface Backend {
    * drop them again), or null where the backend cannot map files. Writing into it is an error.
    */
   mapFile?(path: string): Uint8Array | null;
+  /**
+   * Record SIGINT/SIGTERM instead of dying, readable during a synchronous loop (JavaScript's listeners wait for the
+   * event loop): returns a function giving the signal received so far (0: none) and a function that restores the
+   * previous handling. Absent where the backend cannot.
+   */
+  watchStopSignals?(): { received: () => number; restore: () => void };
   /** Hand a buffer back early; the backend may reuse it. Using it afterwards is an error. */
   free(buf: F32 | I32): void;
 

@@ -33,7 +33,7 @@ const PRESETS: Record<string, Record<string, unknown>> = {
     n_group: 2,
     topk_group: 1,
     first_k_dense_replace: 1,
-    max_position_embeddings: 128,
+    max_position_embeddings: 256, // the trainer's default --seq
     bos_token_id: 0,
     eos_token_id: 1,
   },

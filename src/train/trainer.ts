@@ -144,6 +144,8 @@ export interface RunInfo {
 
 export interface TrainResult extends RunInfo {
   model: DeepseekV2ForCausalLM;
+  /** The run ended early because shouldStop said so (its last step is checkpointed). */
+  stopped: boolean;
   last: StepMetrics | null;
   lastValLoss: number | null;
   checkpoint: string;
@@ -155,6 +157,8 @@ export interface TrainHooks {
   onStatus?: (msg: string) => void;
   /** Milliseconds since an arbitrary origin (default performance.now); tests drive --minutes planning with it. */
   clock?: () => number;
+  /** Asked after every step: true ends the run there with a last checkpoint (SIGINT/SIGTERM in the CLI). */
+  shouldStop?: () => boolean;
   /** Each moment of a checkpoint swap (tests interrupt it there: a throw is a kill at that instant). */
   onCheckpointPhase?: (phase: SwapPhase, step: number) => void;
 }
@@ -386,6 +390,7 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
   let last: StepMetrics | null = null;
   let lastVal: number | null = null;
   let checkpoint = ckDir ?? '';
+  let stopped = false;
   let afterFirst = 0; // when step 1 ended: the first step is slow (caches, JIT) and stays out of the plan
   const state = (): TrainerState => ({
     step,
@@ -513,10 +518,15 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     appendFileSync(metricsFile, JSON.stringify(m) + '\n');
     last = m;
     hooks.onStep?.(m, info);
-    if (step % opts.checkpointEvery === 0 || done)
+    const stop = !done && hooks.shouldStop?.() === true;
+    if (step % opts.checkpointEvery === 0 || done || stop)
       checkpoint = writeCheckpoint(opts.out, model, tokenizer, opt, state() as unknown as Record<string, unknown>, (p) =>
         hooks.onCheckpointPhase?.(p, step),
       );
+    if (stop) {
+      stopped = true;
+      break;
+    }
   }
-  return { ...info, model, last, lastValLoss: lastVal, checkpoint: checkpoint || join(opts.out, 'checkpoint') };
+  return { ...info, model, last, lastValLoss: lastVal, checkpoint: checkpoint || join(opts.out, 'checkpoint'), stopped };
 }

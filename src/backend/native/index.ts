@@ -111,6 +111,10 @@ export function createNativeBackend(): Backend | null {
       len < 4096 ? new Float32Array(len) : new Float32Array(Buffer.allocUnsafeSlow(len * 4).buffer, 0, len),
     adviseHugePages: (collapse: boolean): number => n['adviseHugePages']!(collapse ? 1 : 0) as number,
     lowerPriority: (nice: number) => n['lowerPriority']?.(nice),
+    watchStopSignals: () => {
+      n['watchStop']!();
+      return { received: () => n['stopSignal']!() as number, restore: () => n['unwatchStop']!() };
+    },
     mapFile: (path: string): Uint8Array | null => {
       const ab = n['mapFile']?.(path) as ArrayBuffer | null | undefined;
       return ab ? new Uint8Array(ab) : null;

@@ -3,7 +3,7 @@
 // then print samples and where the checkpoint and the report are.
 import { join } from 'node:path';
 import { UsageError } from '../args.js';
-import { parseTrainArgs, runTraining } from './train.js';
+import { parseTrainArgs, runTraining, stoppedExit } from './train.js';
 
 export function runStart(argv: string[]): number {
   if (argv.includes('--resume')) throw new UsageError('start always begins a fresh run; use dsv2 train --resume to continue one');
@@ -29,7 +29,9 @@ export function runStart(argv: string[]): number {
     `deepseek-v2-ts: training the '${o.preset}' DeepSeek-V2 preset on ${o.data} → ${o.out}\n` +
       `(tokenizer, then ${o.minutes ? `~${o.minutes} minutes` : o.steps ? `${o.steps} steps` : `${o.tokens} tokens`} of training; Ctrl-C stops, 'dsv2 train --out ${o.out} --resume' continues)\n`,
   );
-  const { result, report, samples } = runTraining(o, 80);
+  const outcome = runTraining(o, 80);
+  if (outcome.signal) return stoppedExit(o, outcome);
+  const { result, report, samples } = outcome;
   const last = result.last;
   console.log(
     `\nTrained ${last?.step ?? 0} steps (${(last?.tokens ?? 0).toLocaleString('en-US')} tokens) in ${((last?.elapsed_s ?? 0) / 60).toFixed(1)} min: ` +

@@ -131,7 +131,7 @@ export function parseTrainArgs(argv: string[], base: Partial<TrainOptions> = {})
   if (o.resume) {
     const given = [
       ...Object.keys(TRAIN_DEFAULTS)
-        .filter((k) => flags[kebab(k)] !== undefined)
+        .filter((k) => k !== 'resume' && flags[kebab(k)] !== undefined)
         .map((k) => `--${kebab(k)}`),
       ...Object.keys(config).map((k) => `--${k}`),
       ...['preset', 'data'].filter((f) => argv.some((a) => a === `--${f}` || a.startsWith(`--${f}=`))).map((f) => `--${f}`),
@@ -158,16 +158,14 @@ export interface RunOutcome {
   result: TrainResult;
   report: string;
   samples: { prompt: string; text: string }[];
+  /** The signal that stopped the run early (SIGINT 2, SIGTERM 15), or 0. */
+  signal: number;
 }
 
 export const SAMPLE_PROMPTS = ['Call me', 'The whale', 'It was'];
 
-/** Train with the live view, write the report with samples; shared by `dsv2 train` and `npm start`. */
-export function runTraining(o: TrainOptions & { threads?: number }, sampleTokensCount = 60): RunOutcome {
-  const backend = o.backend ? loadBackend(o.backend) : defaultBackend();
-  if (o.threads !== undefined) backend.setThreads?.(o.threads);
-  const view = new LiveView();
-  const result = train(o, {
+function trainWithView(o: TrainOptions, view: LiveView, shouldStop: () => boolean): TrainResult {
+  return train(o, {
     onStatus: (msg) => view.note(msg),
     onStart: (info) =>
       view.note(
@@ -178,18 +176,11 @@ export function runTraining(o: TrainOptions & { threads?: number }, sampleTokens
           `${info.resumedFrom ? `resuming at step ${info.resumedFrom}` : 'starting'} (${info.totalSteps || '?'} steps planned)`,
       ),
     onStep: (m, info) => view.update(m, info),
+    shouldStop,
   });
-  const tok = result.tokenizer;
-  const bos = tok.idOf(BOS)!;
-  const samples = SAMPLE_PROMPTS.map((prompt) => {
-    const [ids] = generate(result.model, [tok.encode(prompt, { addBos: true, bosId: bos })], {
-      maxNewTokens: sampleTokensCount,
-      params: { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 },
-      stopAtEos: true,
-      eosTokenIds: [tok.idOf(EOS)!],
-    });
-    return { prompt, text: tok.decode(ids!, { skipSpecial: true }) };
-  });
+}
+
+function writeRunReport(o: TrainOptions, result: TrainResult, samples: { prompt: string; text: string }[]): string {
   const metrics = readMetrics(join(o.out, 'metrics.jsonl'));
   const last = result.last;
   const report = join(o.out, 'report.html');
@@ -212,12 +203,55 @@ export function runTraining(o: TrainOptions & { threads?: number }, sampleTokens
     },
     samples,
   });
-  return { result, report, samples };
+  return report;
+}
+
+/** Train with the live view, write the report with samples; shared by `dsv2 train` and `npm start`. */
+export function runTraining(o: TrainOptions & { threads?: number }, sampleTokensCount = 60): RunOutcome {
+  const backend = o.backend ? loadBackend(o.backend) : defaultBackend();
+  if (o.threads !== undefined) backend.setThreads?.(o.threads);
+  const view = new LiveView();
+  // Ctrl-C / SIGTERM end the run after the current step with a last checkpoint (the native backend records the
+  // signal during the synchronous loop; without it the default handling stands and the last periodic checkpoint
+  // is what remains)
+  const watch = backend.watchStopSignals?.();
+  let result: TrainResult;
+  try {
+    result = trainWithView(o, view, () => (watch?.received() ?? 0) !== 0);
+  } finally {
+    watch?.restore();
+  }
+  const signal = result.stopped ? (watch?.received() ?? 0) : 0;
+  if (result.stopped) return { result, report: writeRunReport(o, result, []), samples: [], signal };
+  const tok = result.tokenizer;
+  const bos = tok.idOf(BOS)!;
+  const samples = SAMPLE_PROMPTS.map((prompt) => {
+    const [ids] = generate(result.model, [tok.encode(prompt, { addBos: true, bosId: bos })], {
+      maxNewTokens: sampleTokensCount,
+      params: { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 },
+      stopAtEos: true,
+      eosTokenIds: [tok.idOf(EOS)!],
+    });
+    return { prompt, text: tok.decode(ids!, { skipSpecial: true }) };
+  });
+  return { result, report: writeRunReport(o, result, samples), samples, signal: 0 };
+}
+
+/** The exit line and code of a run a signal stopped (128 + the signal, as a shell reports it). */
+export function stoppedExit(o: TrainOptions, out: RunOutcome): number {
+  const step = out.result.last?.step ?? 0;
+  console.log(
+    `\nstopped by ${out.signal === 15 ? 'SIGTERM' : 'SIGINT'} after step ${step}; checkpoint: ${out.result.checkpoint} ` +
+      `(continue with: dsv2 train --out ${o.out} --resume)`,
+  );
+  return 128 + (out.signal || 2);
 }
 
 export function runTrain(argv: string[]): number {
   const o = parseTrainArgs(argv);
-  const { result, report, samples } = runTraining(o);
+  const outcome = runTraining(o);
+  if (outcome.signal) return stoppedExit(o, outcome);
+  const { result, report, samples } = outcome;
   const last = result.last;
   console.log(
     `\ndone: ${last?.step ?? 0} steps, train loss ${last?.loss.toFixed(3)}, validation loss ${result.lastValLoss?.toFixed(3) ?? '—'} ` +

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <csignal>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -692,6 +693,36 @@ FN(AdviseHugePages) {
   });
 }
 
+// Stop signals during a synchronous loop (training): JavaScript's signal listeners run only when the event loop
+// turns, which a training loop never lets it do. watchStop() installs C handlers for SIGINT and SIGTERM that only
+// record the signal; stopSignal() reads it (0: none); unwatchStop() puts the previous handlers back.
+static volatile sig_atomic_t g_stop = 0;
+static struct sigaction g_old_int, g_old_term;
+static bool g_watching = false;
+static void on_stop(int sig) { g_stop = sig; }
+FN(WatchStop) {
+  if (!g_watching) {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &g_old_int);
+    sigaction(SIGTERM, &sa, &g_old_term);
+    g_watching = true;
+  }
+  g_stop = 0;
+  return undef(env);
+}
+FN(StopSignal) { return number(env, (double)g_stop); }
+FN(UnwatchStop) {
+  if (g_watching) {
+    sigaction(SIGINT, &g_old_int, nullptr);
+    sigaction(SIGTERM, &g_old_term, nullptr);
+    g_watching = false;
+  }
+  return undef(env);
+}
+
 // mapFile(path) → ArrayBuffer over a read-only private mapping of the whole file (unmapped when the buffer is
 // collected), or null when the file cannot be mapped. Pages are read from disk when first touched.
 FN(MapFile) {
@@ -734,6 +765,9 @@ napi_value Init(napi_env env, napi_value exports) {
       P("lowerPriority", LowerPriority),
       P("avx2", Avx2),
       P("mapFile", MapFile),
+      P("watchStop", WatchStop),
+      P("stopSignal", StopSignal),
+      P("unwatchStop", UnwatchStop),
       P("copy", Copy),
       P("fill", Fill),
       P("binary", Binary),
