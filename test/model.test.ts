@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as T from '../src/index.js';
-import { parseConfig } from '../src/model/config.js';
+import { kvHeads, parseConfig } from '../src/model/config.js';
 import { DeepseekV2ForCausalLM } from '../src/model/model.js';
 import { route } from '../src/model/moe.js';
 import { Params } from '../src/model/params.js';
@@ -207,7 +207,11 @@ for (const backend of testBackends()) {
             steps.push(...m.forward(ids([[seq[0]![t]!]]), { cache, absorb: attention_type === 'mla' }).logits.toArray());
         });
         assertClose(steps, full.toArray(), 1e-5, 1e-5, 'cached decode vs recompute');
-        assert.equal(cache.bytesUsed(), 4 * cache.width * m.config.num_hidden_layers * 8);
+        // spec §4.1/§8.3: MLA caches kv_lora_rank + qk_rope_head_dim floats per token per layer; the baselines K and V
+        const c = m.config;
+        const perLayer =
+          attention_type === 'mla' ? c.kv_lora_rank + c.qk_rope_head_dim : 2 * kvHeads(c) * (c.qk_nope_head_dim + c.qk_rope_head_dim);
+        assert.equal(cache.bytesUsed(), 4 * perLayer * c.num_hidden_layers * 8);
       });
     }
 

@@ -1,5 +1,5 @@
-// The backend contract: buffer allocation plus a fixed list of kernels. Every loop of the engine lives behind
-// this interface; `src/model/` never sees it. Buffers are plain typed arrays (Float32Array for values, Int32Array
+// The backend contract: buffer allocation plus a fixed list of kernels. The loops over tensor elements live behind
+// this interface (docs/engine.md lists the few cheap ones that do not); `src/model/` never sees it. Buffers are plain typed arrays (Float32Array for values, Int32Array
 // for indices) so that a native addon can read and write them in place, without copies at the boundary.
 //
 // Conventions: unless a parameter says otherwise, a buffer holds a contiguous row-major tensor starting at

@@ -15,41 +15,77 @@ export interface RopeScaling {
 
 export type AttentionType = 'mla' | 'mha' | 'gqa' | 'mqa';
 
+/** The Hugging Face config.json fields of a DeepSeek-V2 checkpoint (spec §7.3), one line each. */
 export interface DeepseekV2Config {
+  /** Tokens in the vocabulary: rows of the embedding and the LM head (§7.2). */
   vocab_size: number;
+  /** d, the model width: the residual stream, every norm (§1). */
   hidden_size: number;
+  /** Width of the dense SwiGLU MLP of the first_k_dense_replace layers (§5.8). */
   intermediate_size: number;
+  /** Width of one expert's SwiGLU MLP, routed or shared (§5.2, §5.3). */
   moe_intermediate_size: number;
+  /** Decoder layers (§1). */
   num_hidden_layers: number;
+  /** n_h, attention heads (§2). */
   num_attention_heads: number;
+  /** K/V heads of the GQA baseline (attention_type 'gqa'); MLA and MHA ignore it (the released configs set n_h). */
   num_key_value_heads: number;
+  /** d'_c, the query latent (q_a_proj → q_a_layernorm → q_b_proj); null: a plain q_proj, as V2-Lite (§2.1). */
   q_lora_rank: number | null;
+  /** d_c, the joint KV latent that is cached (§2.2, §4.1). */
   kv_lora_rank: number;
+  /** d_h, each head's key/query part without RoPE (§2.1, §2.2). */
   qk_nope_head_dim: number;
+  /** d^R_h, the decoupled RoPE part of each query and the one shared RoPE key (§2.3). */
   qk_rope_head_dim: number;
+  /** Each head's value width (§2.2). */
   v_head_dim: number;
+  /** N_r, routed experts per MoE layer; null: no MoE (§5.3). */
   n_routed_experts: number | null;
+  /** N_s, shared experts, always applied, run as one MLP n_shared × wide (§5.2). */
   n_shared_experts: number | null;
+  /** K_r, routed experts per token (§5.5). */
   num_experts_per_tok: number | null;
+  /** 'greedy' top-k over all experts, or 'group_limited_greedy': the best topk_group groups only (§5.5, §6.2). */
   topk_method: 'greedy' | 'group_limited_greedy';
+  /** D, expert groups (devices) for group-limited routing; a group's score is its best expert (§5.5). */
   n_group: number;
+  /** M, groups a token may reach under group-limited routing (§6.2). */
   topk_group: number;
+  /** The gate's scoring: softmax over all routed experts in float32 (§5.4). */
   scoring_func: 'softmax';
+  /** Renormalise the top-k gate values to sum to 1 (§5.6; false in V2). */
   norm_topk_prob: boolean;
+  /** Factor on the routed experts' gate values (§5.6; V2 16, V2-Lite 1). */
   routed_scaling_factor: number;
+  /** Leading layers with a dense MLP instead of MoE (§5.8). */
   first_k_dense_replace: number;
+  /** Every moe_layer_freq-th layer after those is MoE (§5.8; 1 in the released models). */
   moe_layer_freq: number;
+  /** α1, the expert-level balance loss weight of the HF code (§6.1; training only). */
   aux_loss_alpha: number;
+  /** Sequence-wise balance loss (the HF code's seq_aux; §6.1; training only). */
   seq_aux: boolean;
+  /** The MLPs' activation: SiLU in SwiGLU (§1). */
   hidden_act: 'silu';
+  /** ε of the layer RMSNorms (the latent norms use 1e-6 always, §10.6). */
   rms_norm_eps: number;
+  /** RoPE base θ (§3.2). */
   rope_theta: number;
+  /** YaRN context extension: factor, original length, β_fast/β_slow, both mscales; null: plain RoPE (§3.3). */
   rope_scaling: RopeScaling | null;
+  /** Positions the model has: prompts, training sequences and generations are held to it. */
   max_position_embeddings: number;
+  /** Must be false: DeepSeek-V2 has a separate lm_head (§10.14). */
   tie_word_embeddings: boolean;
+  /** Std of the normal initialisation of the linear weights (training from scratch). */
   initializer_range: number;
+  /** Begin-of-sequence token id, or null. */
   bos_token_id: number | null;
+  /** End-of-sequence token id (generation stops there), or null. */
   eos_token_id: number | null;
+  /** Our extension: 'mla' (the checkpoints) or an MHA/GQA/MQA baseline for the paper's Fig. 3 comparison. */
   attention_type: AttentionType;
 }
 
@@ -316,7 +352,10 @@ export function isMoeLayer(c: DeepseekV2Config, i: number): boolean {
   return c.n_routed_experts !== null && i >= c.first_k_dense_replace && i % c.moe_layer_freq === 0;
 }
 
-/** KV heads of the attention variant (MLA: 1 shared latent "head"; MHA: all; MQA: 1). */
+/**
+ * K/V heads as attention() sees them: MHA and MLA's naive path all H (MLA decompresses its latent per head; only the
+ * absorbed decode reads one shared latent), GQA num_key_value_heads, MQA 1.
+ */
 export function kvHeads(c: DeepseekV2Config): number {
   switch (c.attention_type) {
     case 'mha':

@@ -31,11 +31,12 @@ function peakRssMiB(): number {
 
 /** dsv2 quantize --model DIR|FILE.gguf --type T --out FILE.gguf */
 export function runQuantize(argv: string[]): number {
-  const { flags } = parseFlags(argv, {
+  const { flags, positional } = parseFlags(argv, {
     model: { type: 'string', help: 'a Hugging Face model directory (F32/BF16/F16 safetensors, sharded or not) or a GGUF file' },
     type: { type: 'string', help: `storage type of the projections: ${WRITABLE.join(', ')}` },
     out: { type: 'string', help: 'the GGUF file to write (llama.cpp’s deepseek2 layout)' },
   });
+  if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
   const src = resolveModelDir(required(flags['model'] as string | undefined, 'model'));
   const type = required(flags['type'] as string | undefined, 'type') as GgmlType;
   if (!WRITABLE.includes(type)) throw new UsageError(`--type must be one of ${WRITABLE.join(', ')}, got '${type}'`);
@@ -101,12 +102,13 @@ export function runQuantize(argv: string[]): number {
 
 /** dsv2 convert --to hf --model FILE.gguf --out DIR [--dtype bf16|f16|f32] */
 export function runConvert(argv: string[]): number {
-  const { flags } = parseFlags(argv, {
+  const { flags, positional } = parseFlags(argv, {
     to: { type: 'string', help: 'hf (the only target: a Hugging Face model directory)' },
     model: { type: 'string', help: 'a deepseek2 GGUF file' },
     out: { type: 'string', help: 'the directory to write (config.json, model.safetensors, tokenizer files)' },
     dtype: { type: 'string', help: 'safetensors dtype: bf16 (default), f16 or f32' },
   });
+  if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
   if (flags['to'] !== 'hf') throw new UsageError(`--to must be 'hf', got ${flags['to'] === undefined ? 'nothing' : `'${flags['to']}'`}`);
   const src = required(flags['model'] as string | undefined, 'model');
   if (!isGgufFile(src)) throw new UsageError(`--model ${src} is not a GGUF file`);

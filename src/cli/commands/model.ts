@@ -63,12 +63,13 @@ export function runInspect(argv: string[]): number {
 
 /** dsv2 logits --model DIR --input ids.json --output out.json */
 export function runLogits(argv: string[]): number {
-  const { flags } = parseFlags(argv, {
+  const { flags, positional } = parseFlags(argv, {
     model: MODEL,
     weights: WEIGHTS,
     input: { type: 'string', help: 'ids.json' },
     output: { type: 'string', help: 'out.json' },
   });
+  if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
   const { dir, weights, input, output } = modelFlags(flags, ['input', 'output'] as const);
   const model = loadModel(dir, { weights, trainable: false });
   const j = readJson(input, 'input') as { input_ids?: unknown };
@@ -81,13 +82,13 @@ export function runLogits(argv: string[]): number {
 
 /** dsv2 generate --model DIR --input ids.json --max-new-tokens N [--greedy | --temperature T …] --output out.json */
 export function runGenerate(argv: string[]): number {
-  const { flags } = parseFlags(argv, {
+  const { flags, positional } = parseFlags(argv, {
     model: MODEL,
     weights: WEIGHTS,
     input: { type: 'string', help: 'ids.json with "input_ids" (prompts of any lengths)' },
     output: { type: 'string', help: 'out.json' },
     'max-new-tokens': { type: 'int', help: 'tokens to generate' },
-    greedy: { type: 'bool', help: 'argmax decoding (the default)' },
+    greedy: { type: 'bool', help: 'argmax decoding (the default when --temperature is not given)' },
     temperature: { type: 'number', help: 'sample at this temperature instead of greedy' },
     'top-k': { type: 'int', help: 'with --temperature: keep the k most likely tokens' },
     'top-p': { type: 'number', help: 'with --temperature: nucleus mass' },
@@ -95,6 +96,7 @@ export function runGenerate(argv: string[]): number {
     'stop-at-eos': { type: 'bool', help: 'end a sequence at the config’s eos_token_id (default: exactly N tokens)' },
     naive: { type: 'bool', help: 'decode without weight absorption' },
   });
+  if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
   const { dir, weights, input, output } = modelFlags(flags, ['input', 'output'] as const);
   const n = required(flags['max-new-tokens'] as number | undefined, 'max-new-tokens');
   if (n < 1) throw new UsageError(`--max-new-tokens must be ≥ 1, got ${n}`);
@@ -143,12 +145,13 @@ function numberField(obj: Record<string, unknown> | undefined, key: string, wher
 
 /** dsv2 step --model DIR --batch batch.json --output DIR: one verification training step (golden `train` layout). */
 export function runStep(argv: string[]): number {
-  const { flags } = parseFlags(argv, {
+  const { flags, positional } = parseFlags(argv, {
     model: MODEL,
     weights: WEIGHTS,
     batch: { type: 'string', help: 'batch.json' },
     output: { type: 'string', help: 'output directory' },
   });
+  if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
   const { dir, weights, batch: batchPath, output: out } = modelFlags(flags, ['batch', 'output'] as const);
   const model = loadModel(dir, { weights });
   const batch = readJson(batchPath, 'batch') as StepBatch;
