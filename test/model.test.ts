@@ -263,6 +263,7 @@ for (const backend of testBackends()) {
         layer: 1,
         scores: T.full([4, 4], 0.25, { backend }),
         indices: T.intTensor([[0], [1], [2], [3]], undefined, { backend }),
+        chosen: [0, 1, 2, 3],
         weights: T.zeros([4, 1], { backend }),
         dropped: 0,
         load: [],
@@ -278,6 +279,7 @@ for (const backend of testBackends()) {
           { backend },
         ),
         indices: T.intTensor([[0], [0], [0], [0]], undefined, { backend }),
+        chosen: [0, 0, 0, 0],
       };
       assertClose([balanceLosses(c, collapsed, 1, 4, coef).L_exp.item()], [4 / 1], 1e-6, 1e-6);
       // gradient check with the selection held fixed: differentiate through the scores only
@@ -287,7 +289,15 @@ for (const backend of testBackends()) {
         (l) => {
           const b = balanceLosses(
             c,
-            { layer: 1, scores: T.softmax(l!), indices: idx, weights: T.zeros([6, 1], { backend }), dropped: 0, load: [] },
+            {
+              layer: 1,
+              scores: T.softmax(l!),
+              indices: idx,
+              chosen: idx.toArray(),
+              weights: T.zeros([6, 1], { backend }),
+              dropped: 0,
+              load: [],
+            },
             2,
             3,
             {

@@ -37,6 +37,9 @@ export interface RouterOutput {
   scores: Tensor;
   /** Chosen experts [N, K_r] (int32), in descending order of weight. */
   indices: Tensor;
+  /** The same expert ids read to the host once, row-major [N·K_r]: the dispatch, the balance losses and the trainer's
+   * load counts all use this copy. */
+  chosen: readonly number[];
   /** Weights applied to the chosen experts' outputs, [N, K_r]: score · routed_scaling_factor. */
   weights: Tensor;
   /** Assignments dropped by device-level token dropping (0 when dropping is off). */
@@ -58,7 +61,7 @@ export interface TokenDropping {
  * expert groups. Protected rows are admitted first; on an over-full device the unprotected assignments with the
  * lowest affinity (softmax score) are dropped until the device is at capacity.
  */
-export function dropMask(c: DeepseekV2Config, indices: number[], affinity: number[], T: number, drop: TokenDropping): boolean[] {
+export function dropMask(c: DeepseekV2Config, indices: readonly number[], affinity: number[], T: number, drop: TokenDropping): boolean[] {
   const K = c.num_experts_per_tok!;
   const D = c.n_group;
   const perDevice = c.n_routed_experts! / D;
@@ -96,7 +99,7 @@ export function route(c: DeepseekV2Config, w: Params, prefix: string, layer: num
   let weights = gather(scores, indices); // [N, K]: raw softmax probabilities (§5.6)
   if (c.norm_topk_prob && K > 1) weights = div(weights, add(sum(weights, -1, true), 1e-20)); // normalise, then scale
   weights = scale(weights, c.routed_scaling_factor);
-  return { layer, scores, indices, weights, dropped: 0, load: [] };
+  return { layer, scores, indices, chosen: indices.toArray(), weights, dropped: 0, load: [] };
 }
 
 /**
@@ -147,7 +150,7 @@ export function moe(
   const xf = reshape(x, [N, d]);
   const router = route(c, w, prefix, layer, xf);
   const K = c.num_experts_per_tok!;
-  const idx = router.indices.toArray(); // read once: the drop mask and the dispatch plan both use it
+  const idx = router.chosen;
   const keep = drop ? dropMask(c, idx, noGrad(() => gather(router.scores, router.indices)).toArray(), T, drop) : null;
   const { tokens, assignments, counts, kept } = dispatchPlan(idx, K, c.n_routed_experts!, keep, { backend: x.backend });
   router.dropped = N * K - kept;

@@ -43,7 +43,7 @@ export function balanceLosses(c: DeepseekV2Config, r: RouterOutput, B: number, T
   const D = c.n_group;
   const M = c.topk_group;
   const G = Nr / D;
-  const idx = r.indices.toArray(); // [B·T·K]
+  const idx = r.chosen; // [B·T·K]
   const f = new Float64Array(B * Nr);
   const fComm = new Float64Array(B * D);
   for (let b = 0; b < B; b++) {

@@ -446,7 +446,7 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
         }
         o.router.forEach((r, li) => {
           const counts = (layerCounts[li] ??= new Array<number>(Nr).fill(0));
-          for (const e of r.indices.toArray()) counts[e]!++;
+          for (const e of r.chosen) counts[e]!++;
           dropped += r.dropped;
           assignments += r.indices.size;
         });
