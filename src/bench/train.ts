@@ -5,8 +5,10 @@ import type { Backend } from '../backend/backend.js';
 import { DeepseekV2ForCausalLM } from '../model/model.js';
 import { preset } from '../model/presets.js';
 import { AdamW } from '../optim/optimizer.js';
-import { objective } from '../train/objective.js';
-import { BufferArena, withArena } from '../tensor/arena.js';
+import { trainStep, type StepTimes } from '../train/step.js';
+
+export type { StepTimes };
+import { BufferArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import { intTensor } from '../tensor/tensor.js';
 import { threadsOf, type BenchRecord } from './kernels.js';
@@ -25,12 +27,6 @@ export interface TrainBenchRecord extends BenchRecord {
 }
 
 /** One training step of the benchmark, timed by phase (milliseconds). */
-export interface StepTimes {
-  forward: number;
-  backward: number;
-  optimizer: number;
-}
-
 /** A model, optimizer and fixed random batch at the benchmark's shape; `step()` runs and times one step. */
 export interface TrainStepper {
   preset: string;
@@ -68,21 +64,7 @@ export function trainStepper(b: Backend, presetName: string, opts: { batch?: num
       b.adviseHugePages?.(true);
     },
     step(): StepTimes {
-      const t0 = performance.now();
-      arena?.reset(params.map((p) => p.gradBuffer()?.buf ?? null));
-      let t1 = 0;
-      const run = (): void => {
-        opt.zeroGrad();
-        const { lossTotal } = objective(model, x, y, coef);
-        t1 = performance.now();
-        lossTotal.backward();
-      };
-      if (arena) withArena(arena, run);
-      else run();
-      const t2 = performance.now();
-      opt.step();
-      const t3 = performance.now();
-      return { forward: t1 - t0, backward: t2 - t1, optimizer: t3 - t2 };
+      return trainStep(model, opt, () => ({ x, y }), { coef, arena }).times;
     },
   };
   return stepper;

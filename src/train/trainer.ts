@@ -6,7 +6,6 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { noGrad } from '../autograd/graph.js';
-import { scale } from '../autograd/ops/index.js';
 import type { Backend } from '../backend/backend.js';
 import { defaultBackend, loadBackend } from '../backend/registry.js';
 import { corpusHash, loadCorpus, splitDocs } from '../data/corpus.js';
@@ -17,7 +16,7 @@ import { DeepseekV2ForCausalLM } from '../model/model.js';
 import type { TokenDropping } from '../model/moe.js';
 import { preset } from '../model/presets.js';
 import { AdamW } from '../optim/optimizer.js';
-import { BufferArena, withArena } from '../tensor/arena.js';
+import { BufferArena } from '../tensor/arena.js';
 import { Rng, type RngState } from '../tensor/random.js';
 import { intTensor } from '../tensor/tensor.js';
 import { trainBpe } from '../tokenizer/train.js';
@@ -32,6 +31,7 @@ import {
   type SwapPhase,
 } from './checkpoint.js';
 import { objective } from './objective.js';
+import { trainStep } from './step.js';
 import { lrAt, makeSchedule, type Schedule } from './schedule.js';
 
 export const BOS = '<｜begin▁of▁sentence｜>';
@@ -418,41 +418,45 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     let dropped = 0;
     let assignments = 0;
     const layerCounts: number[][] = [];
-    opt.zeroGrad();
-    for (let micro = 0; micro < opts.gradAccum; micro++) {
-      // The previous micro-batch's activations and gradients are dead: reuse their memory (tensor/arena.ts).
-      arena.reset(params.map((p) => p.gradBuffer()?.buf ?? null));
-      withArena(arena, () => {
+    const { gradNorm } = trainStep(
+      model,
+      opt,
+      () => {
         const { x, y } = toBatch(backend, stream.next(), opts.batch, opts.seq);
         const protectedRows = new Set<number>();
         for (let r = 0; r < opts.batch; r++) if (rng.uniform() < opts.protectedFraction) protectedRows.add(r);
         const drop: TokenDropping | undefined =
           opts.capacityFactor > 0 ? { capacityFactor: opts.capacityFactor, protectedRows } : undefined;
-        const o = objective(model, x, y, coef, { drop });
-        const scaled = opts.gradAccum > 1 ? scale(o.lossTotal, 1 / opts.gradAccum) : o.lossTotal;
-        const ce = o.lossCe.item();
-        if (!Number.isFinite(ce)) {
-          throw new TrainingDiverged(
-            `the loss became ${ce} at step ${step + 1}; stopping. The last good checkpoint is ${checkpoint || '(none yet)'}; lower --lr or raise --warmup`,
-          );
-        }
-        scaled.backward();
-        lossCe += ce / opts.gradAccum;
-        lossTotal += o.lossTotal.item() / opts.gradAccum;
-        for (const b of o.balance) {
-          lb.exp += b.L_exp.item() / opts.gradAccum;
-          lb.dev += b.L_dev.item() / opts.gradAccum;
-          lb.comm += b.L_comm.item() / opts.gradAccum;
-        }
-        o.router.forEach((r, li) => {
-          const counts = (layerCounts[li] ??= new Array<number>(Nr).fill(0));
-          for (const e of r.chosen) counts[e]!++;
-          dropped += r.dropped;
-          assignments += r.indices.size;
-        });
-      });
-    }
-    const gradNorm = opt.step(lr);
+        return { x, y, drop };
+      },
+      {
+        coef,
+        micro: opts.gradAccum,
+        arena,
+        lr,
+        onMicro: (o) => {
+          const ce = o.lossCe.item();
+          if (!Number.isFinite(ce)) {
+            throw new TrainingDiverged(
+              `the loss became ${ce} at step ${step + 1}; stopping. The last good checkpoint is ${checkpoint || '(none yet)'}; lower --lr or raise --warmup`,
+            );
+          }
+          lossCe += ce / opts.gradAccum;
+          lossTotal += o.lossTotal.item() / opts.gradAccum;
+          for (const b of o.balance) {
+            lb.exp += b.L_exp.item() / opts.gradAccum;
+            lb.dev += b.L_dev.item() / opts.gradAccum;
+            lb.comm += b.L_comm.item() / opts.gradAccum;
+          }
+          o.router.forEach((r, li) => {
+            const counts = (layerCounts[li] ??= new Array<number>(Nr).fill(0));
+            for (const e of r.chosen) counts[e]!++;
+            dropped += r.dropped;
+            assignments += r.indices.size;
+          });
+        },
+      },
+    );
     if (!Number.isFinite(gradNorm)) {
       throw new TrainingDiverged(
         `the gradient norm became ${gradNorm} at step ${step + 1}; stopping. The last good checkpoint is ${checkpoint || '(none yet)'}`,

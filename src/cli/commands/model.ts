@@ -8,9 +8,10 @@ import { Checkpoint, writeSafetensors } from '../../io/safetensors.js';
 import { checkInventory, loadModel, readConfig, saveModel } from '../../model/load.js';
 import { preset } from '../../model/presets.js';
 import { kvCacheElementsPerToken, paramCounts } from '../../model/weights.js';
-import { AdamW } from '../../optim/optimizer.js';
+import { AdamW, hasGrad } from '../../optim/optimizer.js';
 import { intTensor } from '../../tensor/tensor.js';
-import { objective } from '../../train/objective.js';
+import type { Objective } from '../../train/objective.js';
+import { trainStep } from '../../train/step.js';
 import { parseFlags, UsageError } from '../args.js';
 import { readJson, required, tokenMatrix, writeJson } from '../io.js';
 
@@ -171,8 +172,6 @@ export function runStep(argv: string[]): number {
   };
   const a = (k: string): number => numberField(batch.adamw, k, `${batchPath} adamw`);
   const be = { backend: model.backend };
-  const o = objective(model, intTensor(ids, undefined, be), intTensor(labels, undefined, be), coef);
-  o.lossTotal.backward();
   const opt = new AdamW(model.parameters(), {
     lr: a('lr'),
     beta1: a('beta1'),
@@ -182,21 +181,30 @@ export function runStep(argv: string[]): number {
     maxGradNorm: a('max_grad_norm'),
   });
   mkdirSync(out, { recursive: true });
-  writeSafetensors(
-    join(out, 'grads.safetensors'),
-    model.params.names().map((name) => {
-      const p = model.params.get(name);
-      return { name, shape: p.shape, data: p.grad ? p.grad.f32() : new Float32Array(p.size) };
-    }),
-  );
-  const gradNorm = opt.step();
+  let o: Objective | null = null;
+  const { gradNorm } = trainStep(model, opt, () => ({ x: intTensor(ids, undefined, be), y: intTensor(labels, undefined, be) }), {
+    coef,
+    arena: null,
+    onMicro: (obj) => (o = obj),
+    // the gradients of the step, before the update
+    beforeUpdate: () =>
+      writeSafetensors(
+        join(out, 'grads.safetensors'),
+        model.params.names().map((name) => {
+          const p = model.params.get(name);
+          // read without p.grad's getter, which would turn "no gradient" into a zero one that AdamW then applies
+          return { name, shape: p.shape, data: hasGrad(p) ? p.gradBuffer()!.buf.f32() : new Float32Array(p.size) };
+        }),
+      ),
+  });
+  const obj = o as unknown as Objective;
   saveModel(model, out);
   if (existsSync(join(dir, 'tokenizer.json'))) copyFileSync(join(dir, 'tokenizer.json'), join(out, 'tokenizer.json'));
   writeJson(join(out, 'losses.json'), {
-    loss_ce: o.lossCe.item(),
-    loss_total: o.lossTotal.item(),
+    loss_ce: obj.lossCe.item(),
+    loss_total: obj.lossTotal.item(),
     grad_norm: gradNorm,
-    aux: { layers: o.balance.map((l) => ({ layer: l.layer, L_exp: l.L_exp.item(), L_dev: l.L_dev.item(), L_comm: l.L_comm.item() })) },
+    aux: { layers: obj.balance.map((l) => ({ layer: l.layer, L_exp: l.L_exp.item(), L_dev: l.L_dev.item(), L_comm: l.L_comm.item() })) },
   });
   return 0;
 }
