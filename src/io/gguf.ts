@@ -4,7 +4,8 @@
 // every count, length, type and offset against the file before it allocates anything, and names the file and the
 // field in its one error. The writer streams: tensor infos first (sizes are known from shapes and types), then each
 // tensor's bytes as its producer yields them, into a temporary file renamed over the target at the end.
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { writeStreamAtomic } from './atomic.js';
 import { QUANT_FORMATS, type QuantType } from '../quant/formats.js';
 
 export class GgufError extends Error {}
@@ -392,7 +393,7 @@ class ByteWriter {
 
 /**
  * Write a GGUF (version 3, alignment 32): metadata in the given order, then the tensors, each padded to the
- * alignment. Written to `path`.tmp-<pid>, synced and renamed over `path`, so a reader never sees a partial file.
+ * alignment, streamed into a temporary file renamed over `path` (writeStreamAtomic): a reader never sees a partial file.
  */
 export function writeGguf(path: string, metadata: readonly [string, GgufValue][], tensors: readonly GgufTensorOut[]): void {
   const align = 32;
@@ -428,33 +429,19 @@ export function writeGguf(path: string, metadata: readonly [string, GgufValue][]
     rel += Math.ceil(bytes / align) * align;
   }
   h.pad(align);
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  let done = false;
-  try {
-    const header = h.bytes();
-    writeAll(fd, header);
+  writeStreamAtomic(path, (put) => {
+    put(h.bytes());
     tensors.forEach((t, i) => {
       let n = 0;
       for (const chunk of t.chunks()) {
-        writeAll(fd, chunk);
+        put(chunk);
         n += chunk.length;
       }
       if (n !== sizes[i]) throw new GgufError(`${path}: tensor '${t.name}' produced ${n} bytes, its info says ${sizes[i]}`);
       const pad = (align - (n % align)) % align;
-      if (pad) writeAll(fd, new Uint8Array(pad));
+      if (pad) put(new Uint8Array(pad));
     });
-    fsyncSync(fd);
-    done = true;
-  } finally {
-    closeSync(fd);
-    if (!done) rmSync(tmp, { force: true });
-  }
-  renameSync(tmp, path);
-}
-
-function writeAll(fd: number, b: Uint8Array): void {
-  for (let at = 0; at < b.length;) at += writeSync(fd, b, at, b.length - at);
+  });
 }
 
 // ---- metadata helpers -----------------------------------------------------------------------------------------

@@ -6,21 +6,17 @@ import {
   closeSync,
   existsSync,
   fstatSync,
-  fsyncSync,
   lstatSync,
   openSync,
   readFileSync,
   readSync,
   readdirSync,
   realpathSync,
-  renameSync,
-  rmSync,
   statSync,
-  writeSync,
 } from 'node:fs';
 import { basename, dirname, join, sep } from 'node:path';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
-import { writeFileAtomic } from './atomic.js';
+import { writeStreamAtomic } from './atomic.js';
 
 export type StDType = 'F32' | 'BF16' | 'F16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
 const DTYPE_BYTES: Record<string, number> = {
@@ -307,27 +303,12 @@ export function writeSafetensors(
   dtype: 'F32' | 'BF16' | 'F16' = 'F32',
   metadata: Record<string, string> = { format: 'pt' },
 ): void {
-  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  const chunks: Uint8Array[] = [];
-  let off = 0;
-  for (const t of sorted) {
-    const numel = t.shape.reduce((p, d) => p * d, 1);
-    if (numel !== t.data.length) throw new Error(`writeSafetensors: '${t.name}' has ${t.data.length} values for shape [${t.shape}]`);
-    const bytes =
-      dtype === 'F32'
-        ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
-        : new Uint8Array((dtype === 'BF16' ? f32ToBf16(t.data) : f32ToF16(t.data)).buffer);
-    header[t.name] = { dtype, shape: [...t.shape], data_offsets: [off, off + bytes.length] };
-    chunks.push(bytes);
-    off += bytes.length;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
-  const hb = Buffer.from(json, 'utf8');
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(hb.length));
-  writeFileAtomic(path, [len, hb, ...chunks]);
+  writeSafetensorsStreaming(
+    path,
+    tensors.map((t) => ({ name: t.name, shape: t.shape, read: () => t.data })),
+    dtype,
+    metadata,
+  );
 }
 
 /** A tensor to stream into a safetensors file: its shape and a reader called only when the writer reaches it. */
@@ -361,13 +342,7 @@ export function writeSafetensorsStreaming(
   const hb = Buffer.from(json, 'utf8');
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hb.length));
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  let ok = false;
-  const put = (b: Uint8Array): void => {
-    for (let at = 0; at < b.length;) at += writeSync(fd, b, at, b.length - at);
-  };
-  try {
+  writeStreamAtomic(path, (put) => {
     put(len);
     put(hb);
     for (const t of sorted) {
@@ -380,11 +355,5 @@ export function writeSafetensorsStreaming(
           : new Uint8Array((dtype === 'BF16' ? f32ToBf16(data) : f32ToF16(data)).buffer),
       );
     }
-    fsyncSync(fd);
-    ok = true;
-  } finally {
-    closeSync(fd);
-    if (!ok) rmSync(tmp, { force: true });
-  }
-  renameSync(tmp, path);
+  });
 }
