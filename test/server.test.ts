@@ -3,6 +3,7 @@
 // client that disconnects (its blocks free again in /metrics), bad requests that leave the server serving, and a
 // clean exit on SIGTERM. Expected tokens come from generating each prompt alone in this process.
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -53,12 +54,40 @@ async function raw(
   body: string,
   headers: Record<string, string> = {},
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  const r = await fetch(`${base}${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, ...headers },
-    body,
+  // node:http rather than fetch: the server may answer (413) before a big body is sent, and close; the response must
+  // still be read, and the request's EPIPE that follows ignored, as a robust client does
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}${path}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        authorization: `Bearer ${KEY}`,
+        'content-length': Buffer.byteLength(body),
+        ...headers,
+      },
+    });
+    let answered = false;
+    req.on('response', (res) => {
+      answered = true;
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> });
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      if (!(answered || e.code === 'EPIPE' || e.code === 'ECONNRESET')) reject(e);
+    });
+    req.on('close', () => {
+      if (!answered) reject(new Error(`${path}: the connection closed without a response`));
+    });
+    req.end(body);
   });
-  return { status: r.status, json: (await r.json()) as Record<string, unknown> };
 }
 
 before(async () => {

@@ -95,15 +95,24 @@ export class DsvServer {
       else if (err instanceof SamplingError) e = new ApiError(400, err.message, SAMPLING_PARAM[err.param] ?? err.param, 'invalid_value');
       else if (err instanceof EngineError) e = new ApiError(400, err.message, err.param, 'invalid_value');
       else if (err instanceof EngineUnavailable) e = new ApiError(503, err.message, null, 'engine_unavailable');
-      else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
         e = new ApiError(413, `the request body exceeds ${this.app.initialConfig.bodyLimit} bytes`, null, 'body_too_large');
-      else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+      } else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
         e = new ApiError(415, 'the request body must be application/json', null, 'unsupported_media_type');
       else if (err.statusCode === 400 || err instanceof SyntaxError)
         e = new ApiError(400, `the request body is not valid JSON: ${err.message}`, null, 'invalid_json');
       else e = new ApiError(500, `internal error: ${err.message}`);
       this.metrics.request(req.routeOptions.url ?? 'unmatched', e.status); // route patterns only: a bounded label set
-      void reply.code(e.status).send(e.body());
+      const send = (): void => void reply.code(e.status).send(e.body());
+      if (e.status !== 413 || req.raw.complete) return send();
+      // a body refused for its size is still arriving: read and drop it (up to 64 MiB), then answer, so that the
+      // client, still sending, reads the 413 instead of a connection reset; a bigger upload is cut off
+      let seen = 0;
+      req.raw.on('data', (c: Buffer) => {
+        if ((seen += c.length) > 64 * 2 ** 20) req.raw.destroy();
+      });
+      req.raw.once('end', send);
+      req.raw.resume();
     });
     app.setNotFoundHandler((req, reply) => {
       const e = new ApiError(404, `no route ${req.method} ${req.url.split('?')[0]}`, null, 'not_found');
