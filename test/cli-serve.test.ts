@@ -53,6 +53,11 @@ describe('dsv2 chat', () => {
       [['serve', '--model', join(dir, 'nowhere')], 1, /neither a model directory/],
       [['serve', '--model', dir, '--backend', 'gpu'], 1, /unknown backend 'gpu'/],
       [['serve', '--model', dir, '--kv-cache-mib', '-1'], 2, /--kv-cache-mib must be in/],
+      [
+        ['serve', '--model', dir, '--kv-cache-mib', '1000000'],
+        2,
+        /--kv-cache-mib 1000000 needs 976.6 GiB of memory; this machine has .* available/,
+      ],
       [['serve'], 2, /--model DIR is required/],
       [['chat', '--model', dir, '--temperature', '-2'], 2, /--temperature: must be a number ≥ 0, got -2/],
       [['chat', '--model', dir, '--top-p', '2'], 2, /--top-p: must be in \(0, 1\], got 2/],

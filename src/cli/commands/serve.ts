@@ -1,5 +1,6 @@
 // `dsv2 serve`: the OpenAI-compatible server on a checkpoint; `dsv2 chat`: an interactive terminal chat that
 // streams tokens. Both run on the inference engine (continuous batching over the paged latent cache).
+import { checkFits } from '../../io/memory.js';
 import { basename, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
@@ -30,8 +31,17 @@ function engineOptions(flags: Record<string, unknown>): EngineOptions {
     if (v !== undefined && !(v >= min && v <= max)) throw new UsageError(`--${name} must be in [${min}, ${max}], got ${v}`);
     return v;
   };
+  const kv = pos('kv-cache-mib', 0.001, 2 ** 20);
+  // refused here, with what the machine has, rather than as an allocation failure inside the engine
+  if (kv !== undefined) {
+    try {
+      checkFits(kv * 2 ** 20, `--kv-cache-mib ${kv}`);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
   return {
-    kvCacheMiB: pos('kv-cache-mib', 0.001, 2 ** 20),
+    kvCacheMiB: kv,
     maxNumSeqs: pos('max-num-seqs', 1, 4096),
     maxBatchedTokens: pos('max-batched-tokens', 1, 65536),
     blockSize: pos('block-size', 1, 1024),
