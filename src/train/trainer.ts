@@ -32,6 +32,7 @@ import {
 } from './checkpoint.js';
 import { objective } from './objective.js';
 import { trainStep } from './step.js';
+import { MinutesPlanner } from './planner.js';
 import { lrAt, makeSchedule, type Schedule } from './schedule.js';
 
 export const BOS = '<｜begin▁of▁sentence｜>';
@@ -391,7 +392,6 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
   let lastVal: number | null = null;
   let checkpoint = ckDir ?? '';
   let stopped = false;
-  let afterFirst = 0; // when step 1 ended: the first step is slow (caches, JIT) and stays out of the plan
   const state = (): TrainerState => ({
     step,
     tokens,
@@ -402,11 +402,9 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     options: { ...opts, resume: undefined } as unknown as TrainerState['options'],
   });
 
-  // a --minutes run: where its length was fixed (this process only), and whether it has been re-planned since
-  let plan: { step: number; t: number } | null = null;
-  let replanned = false;
-  const firstDecay = Math.min(1, ...opts.decayAt);
-  const replanAt = Math.min(0.3, firstDecay / 2); // a fraction of the run: after warm-up, before the first decay
+  const planner = opts.minutes
+    ? new MinutesPlanner({ minutes: opts.minutes, elapsedBefore, warmup: opts.warmup, decayAt: opts.decayAt }, now, started)
+    : null;
   while (!schedule || step < schedule.totalSteps) {
     const t0 = now();
     // While the length of a --minutes run is being measured (6 steps), ramp as a 100-step warm-up would, so the
@@ -469,31 +467,12 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
       // Step 1 grew the heap to its working size: put it in huge pages now (a one-time collapse of a second or
       // two for `small`), so that no later step, and not the --minutes plan from steps 2–6, pays for it.
       backend.adviseHugePages?.(true);
-      afterFirst = now();
     }
-    if (!schedule && opts.minutes && step >= 6) {
-      // fix the run length from the wall-clock time per step of steps 2–6, then re-plan once below
-      const typical = (now() - afterFirst) / 1000 / (step - 1);
-      const left = opts.minutes * 60 - (elapsedBefore + (now() - started) / 1000);
-      totalSteps = Math.max(step + 1, step + Math.floor(left / Math.max(typical, 1e-6)));
+    const planned = planner?.afterStep(step, totalSteps, schedule !== null) ?? null;
+    if (planned !== null) {
+      totalSteps = planned;
       info.totalSteps = totalSteps;
       schedule = makeSchedule(opts.lr, totalSteps, opts.warmup, opts.decayAt);
-      plan = { step, t: now() };
-    } else if (plan && opts.minutes && !replanned && step - plan.step >= 5 && step >= Math.round(replanAt * totalSteps)) {
-      // Re-plan once from the wall-clock time per step since the plan (evaluations and checkpoints included): a
-      // machine busy during the first steps would otherwise leave the run far shorter, or longer, than asked.
-      // Warm-up is over and the first decay (60%) not yet reached, so the rate goes on without a jump; the bounds
-      // keep it that way (the new warm-up must end before this step, the first decay must lie after it).
-      replanned = true;
-      const perStep = Math.max((now() - plan.t) / 1000 / (step - plan.step), 1e-6);
-      const left = opts.minutes * 60 - (elapsedBefore + (now() - started) / 1000);
-      const want = step + Math.floor(left / perStep);
-      const bounded = Math.min(Math.max(want, Math.floor(step / firstDecay) + 1, step + 1), Math.floor(step / Math.max(opts.warmup, 1e-6)));
-      if (Math.abs(bounded - totalSteps) > 0.1 * totalSteps) {
-        totalSteps = bounded;
-        info.totalSteps = totalSteps;
-        schedule = makeSchedule(opts.lr, totalSteps, opts.warmup, opts.decayAt);
-      }
     }
     const m: StepMetrics = {
       step,
