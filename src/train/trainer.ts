@@ -272,14 +272,19 @@ export function evaluate(model: DeepseekV2ForCausalLM, batches: Int32Array[], T:
   return sum / batches.length;
 }
 
-export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResult {
-  const say = hooks.onStatus ?? (() => {});
-  let opts = options;
-  mkdirSync(opts.out, { recursive: true });
-  const backend = opts.backend ? loadBackend(opts.backend) : defaultBackend();
+type SavedRun = ReturnType<typeof readCheckpoint<TrainerState>>;
 
-  // resume: the saved options win (the run must continue as it started), except the length of the run and the
-  // folder: a copied or moved run resumes where it is now
+/**
+ * A run's start: a new one, or a resume from the folder's last complete checkpoint. The saved options win (the run
+ * must continue as it started), except the length of the run and the folder: a copied or moved run resumes where it
+ * is now.
+ */
+function resumeOrStart(
+  options: TrainOptions,
+  backend: Backend,
+  say: (m: string) => void,
+): { opts: TrainOptions; saved: SavedRun | null; ckDir: string | null } {
+  let opts = options;
   if (opts.resume && recoverCheckpoint(opts.out)) say(`recovered a checkpoint written just before an interruption`);
   const ckDir = opts.resume ? findCheckpoint(opts.out) : null;
   if (opts.resume && !ckDir) {
@@ -290,7 +295,7 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
       );
     say(`no checkpoint in ${opts.out}: starting a new run`);
   }
-  let saved: ReturnType<typeof readCheckpoint<TrainerState>> | null = null;
+  let saved: SavedRun | null = null;
   if (ckDir) {
     saved = readCheckpoint<TrainerState>(ckDir, backend);
     saved.state = checkTrainerState(saved.state, ckDir);
@@ -302,9 +307,11 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
       backend: opts.backend,
     };
   }
-  const stale = cleanStaleTemps(opts.out);
-  if (stale.length) say(`removed what an interrupted run left: ${stale.join(', ')}`);
+  return { opts, saved, ckDir };
+}
 
+/** The run's data: corpus, tokenizer (the checkpoint's on resume), config, token streams and the validation set. */
+function prepareData(opts: TrainOptions, saved: SavedRun | null, say: (m: string) => void) {
   const corpus = loadCorpus(opts.data);
   const { train: trainDocs, val: valDocs } = splitDocs(corpus, opts.valFraction);
   const base = preset(opts.preset, opts.config);
@@ -328,6 +335,19 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
   const valTokens = tokenizeDocs(tokenizer, valDocs, eosId, opts.cacheDir);
   const stream = new BatchStream(trainTokens, opts.batch, opts.seq, opts.seed);
   const evalSet = evalBatches(valTokens, opts.batch, opts.seq, opts.evalBatches);
+
+  return { tokenizer, config, trainTokens, valTokens, stream, evalSet };
+}
+
+export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResult {
+  const say = hooks.onStatus ?? (() => {});
+  mkdirSync(options.out, { recursive: true });
+  const backend = options.backend ? loadBackend(options.backend) : defaultBackend();
+  const { opts, saved, ckDir } = resumeOrStart(options, backend, say);
+  const stale = cleanStaleTemps(opts.out);
+  if (stale.length) say(`removed what an interrupted run left: ${stale.join(', ')}`);
+
+  const { tokenizer, config, trainTokens, valTokens, stream, evalSet } = prepareData(opts, saved, say);
 
   const model = saved ? saved.model : DeepseekV2ForCausalLM.init(config, { seed: opts.seed, backend });
   const params = model.parameters();
