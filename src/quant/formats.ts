@@ -108,39 +108,26 @@ export function dequantizeRow(type: QuantType, src: Uint8Array, at: number, dst:
       }
       return;
     case 'q4_0':
-    case 'q4_1': {
-      const hasMin = type === 'q4_1';
-      for (let b = 0; b < nb; b++) {
-        const p = at + b * bs;
-        const d = half(src, p);
-        const m = hasMin ? half(src, p + 2) : 0;
-        const qs = p + (hasMin ? 4 : 2);
-        const o = dOff + b * 32;
-        for (let j = 0; j < 16; j++) {
-          const lo = src[qs + j]! & 0xf;
-          const hi = src[qs + j]! >> 4;
-          dst[o + j] = hasMin ? f32(f32(d * lo) + m) : f32(d * (lo - 8));
-          dst[o + j + 16] = hasMin ? f32(f32(d * hi) + m) : f32(d * (hi - 8));
-        }
-      }
-      return;
-    }
+    case 'q4_1':
     case 'q5_0':
     case 'q5_1': {
-      const hasMin = type === 'q5_1';
+      // d (f16), [m (f16)], [qh: the 5th bits, u32], 16 bytes of nibbles: low ones are values 0–15, high ones 16–31
+      const hasMin = type === 'q4_1' || type === 'q5_1';
+      const five = type === 'q5_0' || type === 'q5_1';
+      const off = hasMin ? 0 : five ? 16 : 8;
       for (let b = 0; b < nb; b++) {
         const p = at + b * bs;
         const d = half(src, p);
         const m = hasMin ? half(src, p + 2) : 0;
         const hp = p + (hasMin ? 4 : 2);
-        const qh = (src[hp]! | (src[hp + 1]! << 8) | (src[hp + 2]! << 16) | (src[hp + 3]! << 24)) >>> 0;
-        const qs = hp + 4;
+        const qh = five ? (src[hp]! | (src[hp + 1]! << 8) | (src[hp + 2]! << 16) | (src[hp + 3]! << 24)) >>> 0 : 0;
+        const qs = hp + (five ? 4 : 0);
         const o = dOff + b * 32;
         for (let j = 0; j < 16; j++) {
           const lo = (src[qs + j]! & 0xf) | (((qh >>> j) & 1) << 4);
           const hi = (src[qs + j]! >> 4) | (((qh >>> (j + 16)) & 1) << 4);
-          dst[o + j] = hasMin ? f32(f32(d * lo) + m) : f32(d * (lo - 16));
-          dst[o + j + 16] = hasMin ? f32(f32(d * hi) + m) : f32(d * (hi - 16));
+          dst[o + j] = hasMin ? f32(f32(d * lo) + m) : f32(d * (lo - off));
+          dst[o + j + 16] = hasMin ? f32(f32(d * hi) + m) : f32(d * (hi - off));
         }
       }
       return;
