@@ -442,18 +442,12 @@ export function loadGgufModel(path: string, opts: GgufLoadOptions): { model: Dee
         throw new GgufError(`${path}: tensor '${name}' has dims [${t.ne}], the config needs [${ne}]`);
       return { type: t.type, bytes: g.data(name) };
     };
-    const asF32 = (type: GgmlType, bytes: Uint8Array, rows: number, K: number): Float32Array => {
-      if (type !== 'f32') return dequantize(type, bytes, rows, K);
-      const out = backend.alloc(rows * K);
-      out.set(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
-      return out;
-    };
     const put = (hf: string, shape: readonly number[], type: GgmlType, bytes: Uint8Array): void => {
       const rows = shape.length === 2 ? shape[0]! : 1;
       const K = shape[shape.length - 1]!;
       // stored types stay stored where the model may multiply from them; everything else becomes float32
       if (type !== 'f32' && shape.length === 2 && isQuantizable(hf, shape)) params.set(hf, storedWeight(backend, type, bytes, shape));
-      else params.set(hf, wrap(backend, asF32(type, bytes, rows, K), [...shape]));
+      else params.set(hf, wrap(backend, decodeF32(type, bytes, rows, K), [...shape]));
     };
     const shapes = new Map(expectedTensors(c).map((t) => [t.name, t.shape]));
     for (const [hf, shape] of shapes) {
@@ -518,9 +512,12 @@ function kvBFromGguf(g: GgufFile, layer: number, c: DeepseekV2Config): Float32Ar
   return w;
 }
 
+/** A tensor's values as a new float32 array: f32 bytes copied (a mapping is read-only), anything else decoded. */
+function decodeF32(type: GgmlType, bytes: Uint8Array, rows: number, K: number): Float32Array {
+  if (type !== 'f32') return dequantize(type, bytes, rows, K);
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
 function dequantOrCopy(g: GgufFile, name: string, rows: number, K: number): Float32Array {
-  const t = g.tensors.get(name)!;
-  const b = g.data(name);
-  if (t.type === 'f32') return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-  return dequantize(t.type, b, rows, K);
+  return decodeF32(g.tensors.get(name)!.type, g.data(name), rows, K);
 }

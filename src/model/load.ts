@@ -7,7 +7,6 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { Checkpoint, CheckpointError, writeSafetensors } from '../io/safetensors.js';
 import { storedWeight, wrap } from '../tensor/tensor.js';
 import { checkFits } from '../io/memory.js';
-import { dequantize, type QuantType } from '../quant/formats.js';
 import { isQuantizable } from '../quant/model.js';
 import { GgufFile, isGgufFile } from '../io/gguf.js';
 import { configFromGguf, loadGgufModel } from '../io/gguf-deepseek2.js';
@@ -130,7 +129,7 @@ export function saveModel(model: DeepseekV2ForCausalLM, dir: string, dtype: 'F32
     join(dir, 'model.safetensors'),
     model.params.names().map((name) => {
       const t = model.params.get(name);
-      return { name, shape: t.shape, data: t.isStored() ? dequantize(t.dtype as QuantType, t.bytes(), t.shape[0]!, t.shape[1]!) : t.f32() };
+      return { name, shape: t.shape, data: t.floats() };
     }),
     dtype,
   );

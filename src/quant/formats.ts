@@ -65,7 +65,8 @@ export function fitsRow(type: QuantType, K: number): boolean {
 
 const h16 = new Uint16Array(1);
 const hf = new Float32Array(1);
-function half(b: Uint8Array, at: number): number {
+/** The IEEE half stored little-endian at b[at], as a number. */
+export function halfAt(b: Uint8Array, at: number): number {
   h16[0] = b[at]! | (b[at + 1]! << 8);
   return f16ToF32(h16, hf)[0]!;
 }
@@ -98,12 +99,12 @@ export function dequantizeRow(type: QuantType, src: Uint8Array, at: number, dst:
       return;
     }
     case 'f16':
-      for (let i = 0; i < K; i++) dst[dOff + i] = half(src, at + 2 * i);
+      for (let i = 0; i < K; i++) dst[dOff + i] = halfAt(src, at + 2 * i);
       return;
     case 'q8_0':
       for (let b = 0; b < nb; b++) {
         const p = at + b * bs;
-        const d = half(src, p);
+        const d = halfAt(src, p);
         for (let j = 0; j < 32; j++) dst[dOff + b * 32 + j] = f32(d * ((src[p + 2 + j]! << 24) >> 24));
       }
       return;
@@ -117,8 +118,8 @@ export function dequantizeRow(type: QuantType, src: Uint8Array, at: number, dst:
       const off = hasMin ? 0 : five ? 16 : 8;
       for (let b = 0; b < nb; b++) {
         const p = at + b * bs;
-        const d = half(src, p);
-        const m = hasMin ? half(src, p + 2) : 0;
+        const d = halfAt(src, p);
+        const m = hasMin ? halfAt(src, p + 2) : 0;
         const hp = p + (hasMin ? 4 : 2);
         const qh = five ? (src[hp]! | (src[hp + 1]! << 8) | (src[hp + 2]! << 16) | (src[hp + 3]! << 24)) >>> 0 : 0;
         const qs = hp + (five ? 4 : 0);
@@ -137,8 +138,8 @@ export function dequantizeRow(type: QuantType, src: Uint8Array, at: number, dst:
       const five = type === 'q5_k';
       for (let b = 0; b < nb; b++) {
         const p = at + b * bs;
-        const d = half(src, p);
-        const dmin = half(src, p + 2);
+        const d = halfAt(src, p);
+        const dmin = halfAt(src, p + 2);
         const sc = p + 4;
         const qh = p + 16; // q5_k: 32 bytes of high bits
         let ql = five ? p + 48 : p + 16;
@@ -165,7 +166,7 @@ export function dequantizeRow(type: QuantType, src: Uint8Array, at: number, dst:
     case 'q6_k':
       for (let b = 0; b < nb; b++) {
         const p = at + b * bs;
-        const d = half(src, p + 208);
+        const d = halfAt(src, p + 208);
         for (let n = 0; n < 2; n++) {
           const ql = p + 64 * n;
           const qh = p + 128 + 32 * n;
@@ -199,6 +200,22 @@ export function roundEven(x: number): number {
 /** C's roundf: half away from zero (ggml's reference quantizers use it). */
 function roundAway(x: number): number {
   return x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5);
+}
+
+/**
+ * A 32-value block's codes q(x) (0–15, or 0–31) into 16 nibble bytes at `qs` (values 0–15 in the low nibbles, 16–31
+ * in the high ones) and, when `qhAt` ≥ 0, their 5th bits as a little-endian u32 at `qhAt` (bit i: value i).
+ */
+function packCodes(q: (v: number) => number, x: Float32Array, o: number, dst: Uint8Array, qs: number, qhAt: number): void {
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    const a = q(x[o + j]!);
+    const c = q(x[o + j + 16]!);
+    dst[qs + j] = (a & 0xf) | ((c & 0xf) << 4);
+    qh |= ((a >> 4) & 1) << j;
+    qh |= ((c >> 4) & 1) << (j + 16);
+  }
+  if (qhAt >= 0) for (let k = 0; k < 4; k++) dst[qhAt + k] = (qh >>> (8 * k)) & 0xff;
 }
 
 /** Quantize one row of K floats into dst[at …] with ggml's reference quantizer for `type`. */
@@ -240,16 +257,7 @@ export function quantizeRow(type: QuantType, x: Float32Array, xOff: number, K: n
       const lim = five ? 31 : 15;
       const bias = five ? 16.5 : 8.5;
       const q = (v: number): number => Math.min(lim, Math.trunc(f32(f32(v * id) + bias)));
-      const qs = p + (five ? 6 : 2);
-      let qh = 0;
-      for (let j = 0; j < 16; j++) {
-        const a = q(x[o + j]!);
-        const c = q(x[o + j + 16]!);
-        dst[qs + j] = (a & 0xf) | ((c & 0xf) << 4);
-        qh |= ((a >> 4) & 1) << j;
-        qh |= ((c >> 4) & 1) << (j + 16);
-      }
-      if (five) for (let k = 0; k < 4; k++) dst[p + 2 + k] = (qh >>> (8 * k)) & 0xff;
+      packCodes(q, x, o, dst, p + (five ? 6 : 2), five ? p + 2 : -1);
     } else {
       // q4_1 / q5_1: x ≈ d·q + min
       let min = Infinity;
@@ -265,16 +273,7 @@ export function quantizeRow(type: QuantType, x: Float32Array, xOff: number, K: n
       putHalf(dst, p + 2, min);
       const lim = five ? 31 : 15;
       const q = (v: number): number => Math.min(lim, Math.trunc(f32(f32(f32(v - min) * id) + 0.5)));
-      const qs = p + (five ? 8 : 4);
-      let qh = 0;
-      for (let j = 0; j < 16; j++) {
-        const a = q(x[o + j]!);
-        const c = q(x[o + j + 16]!);
-        dst[qs + j] = (a & 0xf) | ((c & 0xf) << 4);
-        qh |= ((a >> 4) & 1) << j;
-        qh |= ((c >> 4) & 1) << (j + 16);
-      }
-      if (five) for (let k = 0; k < 4; k++) dst[p + 4 + k] = (qh >>> (8 * k)) & 0xff;
+      packCodes(q, x, o, dst, p + (five ? 8 : 4), five ? p + 4 : -1);
     }
   }
 }

@@ -140,9 +140,16 @@ export class Tensor {
     }
   }
 
+  /** The float values of a float32 tensor (its contiguous data) or of a stored weight (decoded into a new array). */
+  floats(): F32 {
+    return this.isStored()
+      ? dequantize(this.dtype as QuantType, this.bytes(), this.shape[0]!, this.shape[1]!)
+      : views.contiguous(this).f32();
+  }
+
   /** Values in row-major order as a plain array (a stored weight's decoded values). */
   toArray(): number[] {
-    if (this.isStored()) return Array.from(dequantize(this.dtype as QuantType, this.bytes(), this.shape[0]!, this.shape[1]!));
+    if (this.isStored()) return Array.from(this.floats());
     const c = views.contiguous(this);
     return Array.from(c.dtype === 'i32' ? c.i32() : c.f32());
   }

@@ -8,7 +8,16 @@
 // float32 activations by the decoded weights. Products of F32_ROWS rows or more (prefill) decode the weights and
 // multiply float32 activations, for every type.
 import type { F32, I32, QGemmParams } from '../backend.js';
-import { dequantizeRow, QUANT_FORMATS, roundEven, rowBytes, scaleMinK4, usesIntActivations, type QuantType } from '../../quant/formats.js';
+import {
+  dequantizeRow,
+  halfAt,
+  QUANT_FORMATS,
+  roundEven,
+  rowBytes,
+  scaleMinK4,
+  usesIntActivations,
+  type QuantType,
+} from '../../quant/formats.js';
 
 /** The scale of activation blocks: int16 values in [−32767, 32767]. */
 export const ACT_MAX = 32767;
@@ -40,16 +49,6 @@ export function quantizeActivations(x: F32, off: number, K: number): IntRow {
   return r;
 }
 
-const h16 = new Uint16Array(1);
-function half(w: Uint8Array, at: number): number {
-  h16[0] = w[at]! | (w[at + 1]! << 8);
-  const h = h16[0]!;
-  const e = (h >>> 10) & 0x1f;
-  const f = h & 0x3ff;
-  const s = h & 0x8000 ? -1 : 1;
-  return e === 0 ? s * f * 2 ** -24 : e === 31 ? (f ? NaN : s * Infinity) : s * (1 + f / 1024) * 2 ** (e - 15);
-}
-
 /**
  * A K-quant row · an integer activation row: per 32-value sub-block s, d·sc_s·d_x·Σ q·q_x − dmin·m_s·d_x·Σ q_x
  * (q4_k, q5_k), or per super-block d·d_x·Σ_h sc_h·Σ (q − 32)·q_x over its 16-value halves (q6_k).
@@ -62,7 +61,7 @@ function kquantDot(type: QuantType, w: Uint8Array, at: number, a: IntRow, K: num
     const p = at + sb * bs;
     const o = sb * 256;
     if (type === 'q6_k') {
-      const d = half(w, p + 208);
+      const d = halfAt(w, p + 208);
       for (let n = 0; n < 2; n++) {
         const ql = p + 64 * n;
         const qh = p + 128 + 32 * n;
@@ -81,8 +80,8 @@ function kquantDot(type: QuantType, w: Uint8Array, at: number, a: IntRow, K: num
       continue;
     }
     const five = type === 'q5_k';
-    const d = half(w, p);
-    const dmin = half(w, p + 2);
+    const d = halfAt(w, p);
+    const dmin = halfAt(w, p + 2);
     const qs = p + (five ? 48 : 16);
     for (let sub = 0; sub < 8; sub++) {
       const j = sub >> 1;
@@ -110,7 +109,7 @@ function intDot(type: QuantType, w: Uint8Array, at: number, a: IntRow, nb: numbe
     const p = at + b * bs;
     const q = a.q;
     const o = b * 32;
-    const dw = half(w, p);
+    const dw = halfAt(w, p);
     let isum = 0;
     let extra = 0; // the q4_1/q5_1 min term: m · d_x · Σ q_x
     if (type === 'q8_0') {
@@ -119,7 +118,7 @@ function intDot(type: QuantType, w: Uint8Array, at: number, a: IntRow, nb: numbe
       const qs = p + (type === 'q4_1' ? 4 : 2);
       for (let j = 0; j < 16; j++) isum += (w[qs + j]! & 0xf) * q[o + j]! + (w[qs + j]! >> 4) * q[o + j + 16]!;
       if (type === 'q4_0') isum -= 8 * a.sum[b]!;
-      else extra = Math.fround(Math.fround(half(w, p + 2) * a.d[b]!) * a.sum[b]!);
+      else extra = Math.fround(Math.fround(halfAt(w, p + 2) * a.d[b]!) * a.sum[b]!);
     } else {
       const hp = p + (type === 'q5_1' ? 4 : 2);
       const qh = (w[hp]! | (w[hp + 1]! << 8) | (w[hp + 2]! << 16) | (w[hp + 3]! << 24)) >>> 0;
@@ -129,7 +128,7 @@ function intDot(type: QuantType, w: Uint8Array, at: number, a: IntRow, nb: numbe
         isum += ((w[qs + j]! >> 4) | (((qh >>> (j + 16)) & 1) << 4)) * q[o + j + 16]!;
       }
       if (type === 'q5_0') isum -= 16 * a.sum[b]!;
-      else extra = Math.fround(Math.fround(half(w, p + 2) * a.d[b]!) * a.sum[b]!);
+      else extra = Math.fround(Math.fround(halfAt(w, p + 2) * a.d[b]!) * a.sum[b]!);
     }
     acc += Math.fround(dw * a.d[b]!) * isum + extra;
   }

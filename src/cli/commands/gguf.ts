@@ -129,7 +129,7 @@ export function runConvert(argv: string[]): number {
         shape: s.shape,
         read: () => {
           const t = model.params.get(s.name);
-          return t.isStored() ? dequantize(t.dtype as never, t.bytes(), t.shape[0]!, t.shape[1]!) : t.f32();
+          return t.floats();
         },
       })),
       dtype,
