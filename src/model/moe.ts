@@ -46,6 +46,9 @@ export interface RouterOutput {
   dropped: number;
   /** Assignments per routed expert that actually ran, after dropping [N_r]. */
   load: number[];
+  /** With ForwardOptions.moeParts: per token, the L2 norms of the shared experts' output and of the weighted sum of
+   * the routed experts' outputs (how much of the layer's update each part carries) [N]. */
+  parts?: { shared: Float32Array; routed: Float32Array };
 }
 
 /** Device-level token dropping (spec §6.3), training only. */
@@ -144,6 +147,7 @@ export function moe(
   layer: number,
   x: Tensor,
   drop?: TokenDropping,
+  parts = false,
 ): { out: Tensor; router: RouterOutput } {
   const [B, T, d] = x.shape as [number, number, number];
   const N = B * T;
@@ -164,5 +168,25 @@ export function moe(
   // shared experts' output + Σ_k g_k · FFN_k(x), the weighted scatter in one pass
   const base = c.n_shared_experts ? mlp(w, `${prefix}.shared_experts`, xf) : zeros([N, d], { backend: x.backend });
   const out = kept ? indexAdd(base, tokens, ys, ws) : base; // [N, d]
+  if (parts) router.parts = partNorms(base, out, N, d);
   return { out: reshape(out, [B, T, d]), router };
+}
+
+/** Row norms of the shared part and of the routed part (out − shared), read to the host. */
+function partNorms(shared: Tensor, out: Tensor, N: number, d: number): { shared: Float32Array; routed: Float32Array } {
+  const s = shared.floats();
+  const o = out.floats();
+  const sn = new Float32Array(N);
+  const rn = new Float32Array(N);
+  for (let i = 0; i < N; i++) {
+    let a = 0;
+    let b = 0;
+    for (let j = i * d; j < (i + 1) * d; j++) {
+      a += s[j]! * s[j]!;
+      b += (o[j]! - s[j]!) ** 2;
+    }
+    sn[i] = Math.sqrt(a);
+    rn[i] = Math.sqrt(b);
+  }
+  return { shared: sn, routed: rn };
 }
