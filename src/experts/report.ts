@@ -22,7 +22,7 @@ export function visibleToken(s: string): string {
     .replace(/ /g, '·')
     .replace(/\n/g, '⏎')
     .replace(/\t/g, '⇥')
-    .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    .replace(/[^ -~\u0080-\u{10ffff}]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`); // control characters
 }
 
 const pct = (v: number, digits = 1): string => `${(100 * v).toFixed(digits)}%`;
