@@ -4,6 +4,7 @@ import { availableBackends, defaultBackend } from '../backend/registry.js';
 import { HelpRequest, UsageError } from './args.js';
 import { runBench } from './commands/bench.js';
 import { runExperts } from './commands/experts.js';
+import { runExperimentCommand } from './commands/experiment.js';
 import { runConvert, runQuantize } from './commands/gguf.js';
 import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js';
 import { runChat, runServe } from './commands/serve.js';
@@ -29,9 +30,13 @@ const commands: Record<string, Command> = {
     run: runSample,
   },
   experts: {
-    summary:
-      'experts --model runs/NAME [--data mix] [--out DIR]: which expert takes which domain, per MoE layer (JSON + HTML report)',
+    summary: 'experts --model runs/NAME [--data mix] [--out DIR]: which expert takes which domain, per MoE layer (JSON + HTML report)',
     run: runExperts,
+  },
+  experiment: {
+    summary:
+      'experiment attention|ffn|balance|devices [--scale small|micro] [--tokens N] [--seeds 0,1]: an ablation at equal budget, resumable, with its report',
+    run: runExperimentCommand,
   },
   serve: {
     summary:

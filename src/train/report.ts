@@ -8,7 +8,7 @@ import type { StepMetrics } from './trainer.js';
 
 const require = createRequire(import.meta.url);
 
-function uplotAssets(): { js: string; css: string } {
+export function uplotAssets(): { js: string; css: string } {
   const dir = join(dirname(require.resolve('uplot/package.json')), 'dist');
   return { js: readFileSync(join(dir, 'uPlot.iife.min.js'), 'utf8'), css: readFileSync(join(dir, 'uPlot.min.css'), 'utf8') };
 }

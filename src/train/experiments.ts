@@ -1,0 +1,352 @@
+// `dsv2 experiment NAME`: the paper's claims as ablations in miniature. Every variant of an experiment trains on the
+// same data (the mixed corpus), with the same tokenizer, token budget, schedule and seeds; only the named part of
+// the model or of the objective changes, and the FFN variants keep the activated parameters equal. Each run is a
+// normal training run folder (resumable), and its result.json is written once it has finished, so an interrupted
+// experiment continues where it stopped.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../io/atomic.js';
+import { configToJson, isMoeLayer, parseConfig, type DeepseekV2Config } from '../model/config.js';
+import { cacheWidth } from '../model/attention.js';
+import { preset } from '../model/presets.js';
+import { paramCounts } from '../model/weights.js';
+import { readMetrics } from './report.js';
+import { train, TRAIN_DEFAULTS, type StepMetrics, type TrainOptions, type TrainResult } from './trainer.js';
+
+export const EXPERIMENT_NAMES = ['attention', 'ffn', 'balance', 'devices'] as const;
+export type ExperimentName = (typeof EXPERIMENT_NAMES)[number];
+
+/** What every variant shares at one scale: the preset and overrides, data, budget, batch shape and seeds. */
+export interface Scale {
+  name: string;
+  preset: string;
+  config: Record<string, unknown>;
+  data: string;
+  tokens: number;
+  batch: number;
+  seq: number;
+  seeds: number[];
+  evalBatches: number;
+  /** Tokens of each domain routed for the specialisation score. */
+  expertTokens: number;
+}
+
+export const SCALES: Record<string, Scale> = {
+  // a `small` DeepSeek-V2 (4 layers, d 256, 32 routed + 2 shared experts, top-4 of 4 groups) on the mixed corpus
+  small: {
+    name: 'small',
+    preset: 'small',
+    config: { initializer_range: 0.02 },
+    data: 'mix',
+    tokens: 2_000_000,
+    batch: 8,
+    seq: 256,
+    seeds: [0, 1],
+    evalBatches: 24,
+    expertTokens: 16384,
+  },
+  // seconds per variant: the test suite runs every experiment end to end at this size
+  micro: {
+    name: 'micro',
+    preset: 'tiny',
+    config: { vocab_size: 300, max_position_embeddings: 64 },
+    data: 'mix:6k',
+    tokens: 4 * 4 * 32,
+    batch: 4,
+    seq: 32,
+    seeds: [0],
+    evalBatches: 2,
+    expertTokens: 256,
+  },
+};
+
+export interface Variant {
+  name: string;
+  about: string;
+  /** Config fields over the scale's. */
+  config: Record<string, unknown>;
+  /** Training fields over the experiment's. */
+  train: Partial<TrainOptions>;
+}
+
+export interface Experiment {
+  name: ExperimentName;
+  about: string;
+  /** The columns of its table beyond validation loss. */
+  columns: (keyof RunResult)[];
+  variants: Variant[];
+  /** Training fields every variant shares. */
+  train: Partial<TrainOptions>;
+}
+
+/** What the experiments hold fixed unless a variant changes it: a moderate α1, no token dropping. */
+const COMMON: Partial<TrainOptions> = { alpha1: 0.01, alpha2: 0.05, alpha3: 0.02, capacityFactor: 0 };
+
+/** The experiments over a base config (the scale's), with the variants' fields derived from it. */
+export function experiment(name: ExperimentName, base: DeepseekV2Config): Experiment {
+  const L = base.num_hidden_layers;
+  const Nr = base.n_routed_experts ?? 0;
+  const K = base.num_experts_per_tok ?? 0;
+  const Ns = base.n_shared_experts ?? 0;
+  const I = base.moe_intermediate_size;
+  switch (name) {
+    case 'attention': {
+      // The baselines use one head dim for q, k and v (qk_nope + qk_rope = v_head_dim, the RoPE half of it as MLA's
+      // decoupled key has); MLA keeps the preset's shapes.
+      const dv = base.v_head_dim;
+      const dr = Math.min(base.qk_rope_head_dim, dv / 2);
+      const heads = { qk_nope_head_dim: dv - dr, qk_rope_head_dim: dr };
+      const groups = Math.max(1, Math.min(base.num_attention_heads, 2));
+      return {
+        name,
+        about: 'MLA against MHA, GQA and MQA: validation loss and the KV cache per token',
+        columns: ['kvElementsPerToken', 'kvBytesPerToken', 'totalParams', 'activatedParams', 'tokS'],
+        train: COMMON,
+        variants: [
+          { name: 'mla', about: `MLA (d_c ${base.kv_lora_rank}, d_rope ${base.qk_rope_head_dim})`, config: {}, train: {} },
+          { name: 'mha', about: `MHA, ${base.num_attention_heads} K/V heads`, config: { attention_type: 'mha', ...heads }, train: {} },
+          {
+            name: 'gqa',
+            about: `GQA, ${groups} K/V groups`,
+            config: { attention_type: 'gqa', num_key_value_heads: groups, ...heads },
+            train: {},
+          },
+          { name: 'mqa', about: 'MQA, one K/V head', config: { attention_type: 'mqa', ...heads }, train: {} },
+        ],
+      };
+    }
+    case 'ffn': {
+      // equal activated FFN width: GShard's two experts together are as wide as DeepSeekMoE's shared + top-K
+      // experts; its expert count keeps the total expert parameters (as in the DeepSeekMoE paper's comparison);
+      // the dense model's every layer has the mean activated width of the MoE model's layers
+      const active = (Ns + K) * I;
+      const gshardI = active / 2;
+      const gshardN = Math.max(2, Math.floor(((Nr + Ns) * I) / gshardI));
+      let denseWidth = 0;
+      for (let i = 0; i < L; i++) denseWidth += isMoeLayer(base, i) ? active : base.intermediate_size;
+      return {
+        name,
+        about: 'DeepSeekMoE (fine-grained + shared experts) against GShard-style top-2 and a dense FFN, at equal activated parameters',
+        columns: ['nmi', 'activatedParams', 'totalParams', 'loadMaxOverMean', 'tokS'],
+        train: COMMON,
+        variants: [
+          { name: 'deepseekmoe', about: `${Nr} routed × ${I} + ${Ns} shared, top-${K}`, config: {}, train: {} },
+          {
+            name: 'gshard',
+            about: `${gshardN} experts × ${gshardI}, top-2, no shared experts`,
+            config: {
+              n_routed_experts: gshardN,
+              moe_intermediate_size: gshardI,
+              n_shared_experts: 0,
+              num_experts_per_tok: 2,
+              topk_method: 'greedy',
+              n_group: 1,
+              topk_group: 1,
+            },
+            train: {},
+          },
+          {
+            name: 'dense',
+            about: `dense SwiGLU FFN, width ${Math.round(denseWidth / L)} in every layer`,
+            config: { first_k_dense_replace: L, intermediate_size: Math.round(denseWidth / L) },
+            train: {},
+          },
+        ],
+      };
+    }
+    case 'balance': {
+      const sweep = [0.001, 0.003, 0.01, 0.03, 0.1];
+      return {
+        name,
+        about: 'the three balance losses on and off, and a sweep of α1, with device-level token dropping (capacity 1.0)',
+        columns: ['loadMaxOverMean', 'droppedFrac', 'lExp'],
+        train: { ...COMMON, capacityFactor: 1.0 },
+        variants: [
+          { name: 'off', about: 'no balance losses', config: {}, train: { alpha1: 0, alpha2: 0, alpha3: 0 } },
+          ...sweep.map((a) => ({ name: `a1=${a}`, about: `α1 ${a}, α2 0.05, α3 0.02`, config: {}, train: { alpha1: a } })),
+        ],
+      };
+    }
+    case 'devices': {
+      const D = base.n_group;
+      return {
+        name,
+        about: `device-limited routing: each token's experts on at most M of ${D} devices, against unrestricted top-${K}`,
+        columns: ['loadMaxOverMean', 'lDev', 'tokS'],
+        train: COMMON,
+        variants: [
+          ...Array.from({ length: Math.max(0, D - 1) }, (_, m) => ({
+            name: `M=${m + 1}`,
+            about: `top-${K} within the best ${m + 1} of ${D} devices`,
+            config: { topk_method: 'group_limited_greedy', n_group: D, topk_group: m + 1 },
+            train: {},
+          })).filter((v) => (v.config.topk_group * Nr) / D >= K),
+          { name: 'unrestricted', about: `plain top-${K} over all ${Nr} experts`, config: { topk_method: 'greedy' }, train: {} },
+        ],
+      };
+    }
+  }
+}
+
+/** One finished run's numbers. */
+export interface RunResult {
+  variant: string;
+  seed: number;
+  steps: number;
+  tokens: number;
+  valLoss: number;
+  /** Mean training cross-entropy over the last 10% of steps. */
+  trainLoss: number;
+  tokS: number;
+  seconds: number;
+  totalParams: number;
+  activatedParams: number;
+  kvElementsPerToken: number;
+  /** At bf16, as the released checkpoints are served. */
+  kvBytesPerToken: number;
+  /** max/mean expert load, averaged over MoE layers and the last 10% of steps; null without MoE layers. */
+  loadMaxOverMean: number | null;
+  droppedFrac: number;
+  lExp: number;
+  lDev: number;
+  /** Mean NMI between expert choice and domain over the MoE layers (dsv2 experts); null without MoE layers. */
+  nmi: number | null;
+}
+
+export interface ExperimentOptions {
+  name: ExperimentName;
+  scale: Scale;
+  out: string;
+  /** Override the scale's budget or seeds. */
+  tokens?: number;
+  seeds?: number[];
+  /** Only these variants (names). */
+  only?: string[];
+  backend?: string;
+  cacheDir?: string;
+  onStatus?: (msg: string) => void;
+  onStep?: (run: string, m: StepMetrics, totalSteps: number) => void;
+  /** Checked after every step: true stops the run there (its checkpoint stays; a rerun resumes it). */
+  shouldStop?: () => boolean;
+  /** Computes a finished model's specialisation score (dsv2 experts); injected to keep this module off the CLI. */
+  specialisation?: (r: TrainResult, scale: Scale) => number | null;
+}
+
+const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+
+/** The config a variant trains, as the trainer will build it (for counts before training). */
+export function variantConfig(scale: Scale, v: Variant): DeepseekV2Config {
+  return parseConfig({ ...configToJson(preset(scale.preset, scale.config)), ...v.config });
+}
+
+function resultOf(v: Variant, seed: number, r: TrainResult, metrics: StepMetrics[], nmi: number | null): RunResult {
+  const c = r.config;
+  const counts = paramCounts(c);
+  const tail = metrics.slice(-Math.max(1, Math.round(metrics.length / 10)));
+  const moe = tail[0]?.load_max_over_mean.length ? tail.map((m) => mean(m.load_max_over_mean)) : [];
+  const kvElements = cacheWidth(c) * c.num_hidden_layers;
+  const last = metrics[metrics.length - 1];
+  return {
+    variant: v.name,
+    seed,
+    steps: last?.step ?? 0,
+    tokens: last?.tokens ?? 0,
+    valLoss: r.lastValLoss ?? NaN,
+    trainLoss: mean(tail.map((m) => m.loss)),
+    tokS: mean(metrics.slice(1).map((m) => m.tok_s)),
+    seconds: last?.elapsed_s ?? 0,
+    totalParams: counts.total_params,
+    activatedParams: counts.activated_params,
+    kvElementsPerToken: kvElements,
+    kvBytesPerToken: 2 * kvElements,
+    loadMaxOverMean: moe.length ? mean(moe) : null,
+    droppedFrac: mean(tail.map((m) => m.dropped_frac)),
+    lExp: mean(tail.map((m) => m.l_exp)),
+    lDev: mean(tail.map((m) => m.l_dev)),
+    nmi,
+  };
+}
+
+/** The run folder of one (variant, seed). */
+export function runDir(out: string, variant: string, seed: number): string {
+  return join(out, `${variant.replace(/[^A-Za-z0-9._=-]/g, '_')}-seed${seed}`);
+}
+
+/** Runs (or resumes) every variant × seed; returns every finished run's result, in order. */
+export function runExperiment(o: ExperimentOptions): { experiment: Experiment; results: RunResult[]; stopped: boolean } {
+  const base = preset(o.scale.preset, o.scale.config);
+  const ex = experiment(o.name, base);
+  const variants = o.only?.length ? ex.variants.filter((v) => o.only!.includes(v.name)) : ex.variants;
+  if (o.only?.length) {
+    const unknown = o.only.filter((n) => !ex.variants.some((v) => v.name === n));
+    if (unknown.length)
+      throw new Error(`experiment ${o.name} has no variant ${unknown.join(', ')} (it has ${ex.variants.map((v) => v.name).join(', ')})`);
+  }
+  for (const v of variants) variantConfig(o.scale, v); // every config is valid before anything trains
+  const seeds = o.seeds ?? o.scale.seeds;
+  const tokens = o.tokens ?? o.scale.tokens;
+  mkdirSync(o.out, { recursive: true });
+  const results: RunResult[] = [];
+  for (const v of variants) {
+    for (const seed of seeds) {
+      const dir = runDir(o.out, v.name, seed);
+      const resultFile = join(dir, 'result.json');
+      if (existsSync(resultFile)) {
+        results.push(JSON.parse(readFileSync(resultFile, 'utf8')) as RunResult);
+        o.onStatus?.(`${v.name} seed ${seed}: done before, kept`);
+        continue;
+      }
+      const opts: TrainOptions = {
+        ...TRAIN_DEFAULTS,
+        ...ex.train,
+        ...v.train,
+        preset: o.scale.preset,
+        config: { ...o.scale.config, ...v.config },
+        data: o.scale.data,
+        out: dir,
+        tokens,
+        batch: o.scale.batch,
+        seq: o.scale.seq,
+        seed,
+        evalEvery: 1_000_000, // once, at the end, on the same evaluation batches for every variant
+        evalBatches: o.scale.evalBatches,
+        checkpointEvery: 100,
+        resume: existsSync(dir),
+        ...(o.backend ? { backend: o.backend } : {}),
+        ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
+      };
+      o.onStatus?.(`${v.name} seed ${seed}: ${v.about}`);
+      const r = train(opts, {
+        onStatus: o.onStatus,
+        onStep: (m, info) => o.onStep?.(`${v.name} seed ${seed}`, m, info.totalSteps),
+        shouldStop: o.shouldStop,
+      });
+      if (r.stopped) return { experiment: ex, results, stopped: true };
+      const metrics = readMetrics(join(dir, 'metrics.jsonl'));
+      const nmi = r.config.n_routed_experts && o.specialisation ? o.specialisation(r, o.scale) : null;
+      const res = resultOf(v, seed, r, metrics, nmi);
+      writeFileAtomic(resultFile, JSON.stringify(res, null, 2) + '\n');
+      results.push(res);
+    }
+  }
+  return { experiment: ex, results, stopped: false };
+}
+
+/** Per variant: the mean and the spread (max − min) over seeds of each numeric field. */
+export function summarise(
+  results: RunResult[],
+): { variant: string; seeds: number; mean: Record<string, number | null>; spread: Record<string, number | null> }[] {
+  const names = [...new Set(results.map((r) => r.variant))];
+  return names.map((variant) => {
+    const rs = results.filter((r) => r.variant === variant);
+    const meanOut: Record<string, number | null> = {};
+    const spread: Record<string, number | null> = {};
+    for (const k of Object.keys(rs[0]!) as (keyof RunResult)[]) {
+      if (k === 'variant' || k === 'seed') continue;
+      const xs = rs.map((r) => r[k]).filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+      meanOut[k] = xs.length ? mean(xs) : null;
+      spread[k] = xs.length ? Math.max(...xs) - Math.min(...xs) : null;
+    }
+    return { variant, seeds: rs.length, mean: meanOut, spread };
+  });
+}
