@@ -18,7 +18,7 @@ interface Command {
 
 const commands: Record<string, Command> = {
   start: {
-    summary: 'the main job (npm start): train small on Moby-Dick for 7 minutes with a live view, then print samples',
+    summary: 'the main job (npm start): train small on the mixed corpus for 7 minutes with a live view, then samples and the experts report',
     run: runStart,
   },
   train: {

@@ -117,30 +117,53 @@ export function runExperts(argv: string[]): number {
   if (o.seq > model.config.max_position_embeddings)
     throw new UsageError(`--seq ${o.seq} is longer than the model's max_position_embeddings ${model.config.max_position_embeddings}`);
   const tok = loadTokenizer(dir);
-  const t0 = performance.now();
   const tty = process.stderr.isTTY;
-  const rep = expertsOf(model, tok, o, (done, total) => {
-    if (tty) process.stderr.write(`\rrouting ${done.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} tokens…`);
+  const { json, html } = reportExperts(model, tok, o, {
+    out,
+    title: `Which expert does what — ${basename(run ?? dir)} on ${data}`,
+    model: resolve(dir),
+    onProgress: (done, total) => {
+      if (tty) process.stderr.write(`\rrouting ${done.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} tokens…`);
+    },
   });
   if (tty) process.stderr.write('\n');
+  const rep = json;
+  if (flags['json']) {
+    console.log(JSON.stringify(json));
+    return 0;
+  }
+  console.log(summaryText(rep, (id) => rep.tokenTexts[id] ?? String(id)));
+  console.log(`\nReport: ${html}\nJSON:   ${join(out, 'experts.json')}`);
+  return 0;
+}
+
+/** Route, compute, and write OUT/experts.json and OUT/report.html; shared by dsv2 experts and npm start. */
+export function reportExperts(
+  model: DeepseekV2ForCausalLM,
+  tok: Tokenizer,
+  o: ExpertsOptions,
+  w: { out: string; title: string; model: string; onProgress?: (done: number, total: number) => void },
+): { json: ReturnType<typeof expertsOf> & Record<string, unknown>; html: string } {
+  const t0 = performance.now();
+  const rep = expertsOf(model, tok, o, w.onProgress);
   const seconds = (performance.now() - t0) / 1000;
   const json = {
-    model: resolve(dir),
-    data,
-    val_fraction: valFraction,
+    model: w.model,
+    data: o.data,
+    val_fraction: o.valFraction,
     seq: o.seq,
     tokens: rep.domainTokens.reduce((a, b) => a + b, 0),
     seconds: Number(seconds.toFixed(2)),
     ...rep,
   };
-  mkdirSync(out, { recursive: true });
-  writeFileAtomic(join(out, 'experts.json'), JSON.stringify(json) + '\n');
-  const html = join(out, 'report.html');
+  mkdirSync(w.out, { recursive: true });
+  writeFileAtomic(join(w.out, 'experts.json'), JSON.stringify(json) + '\n');
+  const html = join(w.out, 'report.html');
   writeExpertsReport(html, {
-    title: `Which expert does what — ${basename(run ?? dir)} on ${data}`,
+    title: w.title,
     summary: {
-      model: resolve(dir),
-      data: `${data} (held-out documents, val fraction ${valFraction})`,
+      model: w.model,
+      data: `${o.data} (held-out documents, val fraction ${o.valFraction})`,
       'tokens routed': json.tokens.toLocaleString('en-US'),
       'routed experts / layer': `${rep.experts} (top-${rep.topK})`,
       'shared experts / layer': model.config.n_shared_experts ?? 0,
@@ -150,13 +173,7 @@ export function runExperts(argv: string[]): number {
     report: rep,
     tokenText: (id) => rep.tokenTexts[id] ?? tokenText(tok, id),
   });
-  if (flags['json']) {
-    console.log(JSON.stringify(json));
-    return 0;
-  }
-  console.log(summaryText(rep, (id) => rep.tokenTexts[id] ?? String(id)));
-  console.log(`\nReport: ${html}\nJSON:   ${join(out, 'experts.json')}`);
-  return 0;
+  return { json, html };
 }
 
 /** A few lines per layer: the scores, the shared carry, and each domain's most specialised experts. */

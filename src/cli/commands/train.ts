@@ -164,6 +164,14 @@ export interface RunOutcome {
 
 export const SAMPLE_PROMPTS = ['Call me', 'The whale', 'It was'];
 
+/** One prompt per domain of the mixed corpus, in each domain's own form (a Tang poem starts with title and poet). */
+export const MIX_PROMPTS = ['Call me Ishmael.', '春望\n杜甫\n', 'export function ', 'Solve 3x - 7 = 11.\n'];
+
+/** The sample prompts of a corpus. */
+export function samplePrompts(data: string): string[] {
+  return data === 'mix' || data.startsWith('mix:') ? MIX_PROMPTS : SAMPLE_PROMPTS;
+}
+
 function trainWithView(o: TrainOptions, view: LiveView, shouldStop: () => boolean): TrainResult {
   return train(o, {
     onStatus: (msg) => view.note(msg),
@@ -225,7 +233,7 @@ export function runTraining(o: TrainOptions & { threads?: number }, sampleTokens
   if (result.stopped) return { result, report: writeRunReport(o, result, []), samples: [], signal };
   const tok = result.tokenizer;
   const bos = tok.idOf(BOS)!;
-  const samples = SAMPLE_PROMPTS.map((prompt) => {
+  const samples = samplePrompts(o.data).map((prompt) => {
     const [ids] = generate(result.model, [tok.encode(prompt, { addBos: true, bosId: bos })], {
       maxNewTokens: sampleTokensCount,
       params: { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 },
