@@ -135,6 +135,11 @@ describe('dsv2 experiment (micro scale, end to end)', () => {
       res.results.map((x) => x.variant),
       ['M=1', 'unrestricted'],
     );
+    // another budget over the same folder is refused, not mixed in
+    const other = dsv2('experiment', 'devices', '--scale', 'micro', '--out', out, '--cache-dir', cache, '--tokens', '1024');
+    assert.notEqual(other.status, 0);
+    assert.match(other.stderr, /M=1-seed0 was trained with tokens 512, this experiment asks for 1024/);
+    assert.equal(readFileSync(file, 'utf8'), before);
   });
 
   it('refuses an unknown experiment, scale, variant or seed list with one message', () => {

@@ -272,6 +272,32 @@ export function runDir(out: string, variant: string, seed: number): string {
   return join(out, `${variant.replace(/[^A-Za-z0-9._=-]/g, '_')}-seed${seed}`);
 }
 
+/**
+ * A run folder made with another budget, scale or variant must not be continued or reused as if it were this one
+ * (a resume keeps the saved options): one message naming the field and both values.
+ */
+function checkSameRun(dir: string, want: { tokens: number; preset: string; data: string; config: Record<string, unknown> }): void {
+  const file = join(dir, 'train_options.json');
+  if (!existsSync(file)) return;
+  let had: Partial<TrainOptions>;
+  try {
+    had = JSON.parse(readFileSync(file, 'utf8')) as Partial<TrainOptions>;
+  } catch {
+    throw new Error(`${file} is not valid JSON: move ${dir} away to train that run afresh`);
+  }
+  const fields: [string, unknown, unknown][] = [
+    ['tokens', had.tokens, want.tokens],
+    ['preset', had.preset, want.preset],
+    ['data', had.data, want.data],
+    ['config', JSON.stringify(had.config ?? {}), JSON.stringify(want.config)],
+  ];
+  for (const [k, a, b] of fields)
+    if (a !== b)
+      throw new Error(
+        `${dir} was trained with ${k} ${String(a)}, this experiment asks for ${String(b)}: rerun with the same settings, or give another --out`,
+      );
+}
+
 /** Runs (or resumes) every variant × seed; returns every finished run's result, in order. */
 export function runExperiment(o: ExperimentOptions): { experiment: Experiment; results: RunResult[]; stopped: boolean } {
   const base = preset(o.scale.preset, o.scale.config);
@@ -291,6 +317,7 @@ export function runExperiment(o: ExperimentOptions): { experiment: Experiment; r
     for (const seed of seeds) {
       const dir = runDir(o.out, v.name, seed);
       const resultFile = join(dir, 'result.json');
+      checkSameRun(dir, { tokens, preset: o.scale.preset, data: o.scale.data, config: { ...o.scale.config, ...v.config } });
       if (existsSync(resultFile)) {
         results.push(JSON.parse(readFileSync(resultFile, 'utf8')) as RunResult);
         o.onStatus?.(`${v.name} seed ${seed}: done before, kept`);
