@@ -35,3 +35,25 @@ export {
 export { makeSchedule, lrAt, type Schedule } from './train/schedule.js';
 export { balanceLosses, type BalanceCoefficients } from './train/losses.js';
 export { objective } from './train/objective.js';
+export { mixCorpus, interleaveByDomain, MIX_DOMAINS, MIX_DOMAIN_BYTES, type MixDomain } from './data/mix.js';
+export { mathProblems, MATH_KINDS, type MathKind, type MathProblem } from './data/math.js';
+export {
+  specialisation,
+  mutualInformation,
+  type TokenRouting,
+  type SpecialisationReport,
+  type LayerSpecialisation,
+  type ExpertProfile,
+} from './experts/stats.js';
+export { routeDomains, domainsOf, type RouteOptions } from './experts/route.js';
+export {
+  runExperiment,
+  experiment,
+  summarise,
+  SCALES,
+  EXPERIMENT_NAMES,
+  type ExperimentName,
+  type Experiment,
+  type RunResult,
+  type Scale,
+} from './train/experiments.js';
