@@ -103,9 +103,13 @@ describe('dsv2 experiment (micro scale, end to end)', () => {
         assert.ok(existsSync(join(out, `${x.variant.replace(/[^A-Za-z0-9._=-]/g, '_')}-seed0`, 'checkpoint', 'config.json')));
       }
       if (name === 'ffn') {
-        const nmi = Object.fromEntries(res.results.map((x) => [x.variant, x.nmi]));
-        assert.equal(nmi['dense'], null);
-        assert.ok(typeof nmi['deepseekmoe'] === 'number' && nmi['deepseekmoe'] >= 0 && nmi['deepseekmoe'] <= 1);
+        const by = Object.fromEntries(res.results.map((x) => [x.variant, x]));
+        assert.equal(by['dense']!.nmi, null);
+        assert.equal(by['dense']!.specialisation, null);
+        for (const v of ['deepseekmoe', 'gshard']) {
+          const s = by[v]!.specialisation;
+          assert.ok(typeof s === 'number' && s > 0 && s < 1, `${v}: I/H(domain) ${s}`);
+        }
       }
       if (name === 'balance') {
         const off = res.results.find((x) => x.variant === 'off')!;

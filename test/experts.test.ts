@@ -62,13 +62,13 @@ describe('specialisation numbers on hand-built routings', () => {
   });
 
   it('a choice independent of the domain scores 0, whatever the domain sizes', () => {
-    // both domains spread alike over experts 0 and 1 (A: 6 tokens, B: 2 tokens), top-2 = both experts
+    // one expert per token; A (6 tokens) and B (2 tokens) each split half and half over experts 0 and 1
     const rows: [number, number, number[]][] = [
-      ...Array.from({ length: 6 }, (_, i): [number, number, number[]] => [0, i, [0, 1]]),
-      [1, 7, [1, 0]],
-      [1, 8, [0, 1]],
+      ...Array.from({ length: 6 }, (_, i): [number, number, number[]] => [0, i, [i % 2]]),
+      [1, 7, [1]],
+      [1, 8, [0]],
     ];
-    const l = specialisation(routing(rows), ['A', 'B'], 2, 2).layers[0]!;
+    const l = specialisation(routing(rows), ['A', 'B'], 2, 1).layers[0]!;
     close(l.mutualInformation, 0, 'I');
     close(l.nmi, 0, 'NMI');
     for (const e of l.experts) {
@@ -95,6 +95,10 @@ describe('specialisation numbers on hand-built routings', () => {
     close(l.mutualInformation, I, 'I');
     close(l.nmi, I / Math.log(2), 'NMI');
     close(l.experts[0]!.concentration, 0.75, 'concentration');
+    // an expert no token chose has no domain
+    const unused = specialisation(routing(rows), ['A', 'B'], 3, 1).layers[0]!.experts[2]!;
+    assert.equal(unused.dominant, null);
+    assert.equal(unused.concentration, 0);
     // 9 tokens of A all to expert 1 except 3 to expert 0; 1 token of B, to expert 0: expert 0 takes 1/4 of A's
     // assignments and all of B's, so its domain is B although most of its tokens are A's
     const skew: [number, number, number[]][] = [
@@ -180,7 +184,7 @@ describe('dsv2 experts', () => {
     assert.equal(t.status, 0, t.stderr);
     const r = spawnSync(process.execPath, [BIN, 'experts', '--model', out, '--seq', '32'], { encoding: 'utf8', env });
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /MoE layer 1: NMI \d\.\d{3}/);
+    assert.match(r.stdout, /MoE layer 1: I\/H\(domain\) \d\.\d{3}, NMI \d\.\d{3}/);
     const j = JSON.parse(readFileSync(join(out, 'experts', 'experts.json'), 'utf8')) as {
       domains: string[];
       domainTokens: number[];
@@ -206,7 +210,7 @@ describe('dsv2 experts', () => {
       'tiny has a shared expert',
     );
     const html = readFileSync(join(out, 'experts', 'report.html'), 'utf8');
-    assert.match(html, /MoE layer 1 — NMI/);
+    assert.match(html, /MoE layer 1 — I\/H\(domain\) \d\.\d{3}, NMI/);
     assert.doesNotMatch(html, /<script src=|https?:\/\//, 'self-contained');
 
     // bad input: one clear message, no stack trace

@@ -18,7 +18,8 @@ interface Command {
 
 const commands: Record<string, Command> = {
   start: {
-    summary: 'the main job (npm start): train small on the mixed corpus for 7 minutes with a live view, then samples and the experts report',
+    summary:
+      'the main job (npm start): train small on the mixed corpus for 7 minutes with a live view, then samples and the experts report',
     run: runStart,
   },
   train: {

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, extname, join, relative } from 'node:path';
-import { interleaveByDomain, mixCorpus } from './mix.js';
+import { interleaveByDomain, MIX_DOMAIN_BYTES, mixCorpus } from './mix.js';
 
 export interface Doc {
   name: string;
@@ -101,7 +101,10 @@ function mixSize(spec: string): number {
   const m = /^mix:(\d+(?:\.\d+)?)([kKmM]?)$/.exec(spec);
   if (!m) throw new Error(`data '${spec}': give the bytes per domain of the mixed corpus as mix:200k, mix:1.5M or mix:50000`);
   const n = Math.round(Number(m[1]) * (m[2] ? (m[2].toLowerCase() === 'k' ? 1e3 : 1e6) : 1));
-  if (!(n >= 1000 && n <= 50e6)) throw new Error(`data '${spec}': the bytes per domain must be between 1k and 50M`);
+  if (!(n >= 1000 && n <= MIX_DOMAIN_BYTES))
+    throw new Error(
+      `data '${spec}': the bytes per domain must be between 1k and ${MIX_DOMAIN_BYTES / 1000}k (the code domain has no more)`,
+    );
   return n;
 }
 
@@ -127,13 +130,15 @@ export function corpusHash(c: Corpus): string {
  * Deterministic split by document: every k-th document (k ≈ 1/fraction, offset k/2) is held out. A corpus of one
  * document is split at a paragraph boundary near the end instead (a contiguous block, never random tokens). A
  * labelled corpus is split within each domain, so every domain has its held-out documents; both halves are then
- * interleaved by domain (data/mix.ts), so that the start of the validation stream covers every domain.
+ * interleaved by domain (data/mix.ts), so that the start of the validation stream covers every domain. With
+ * `everyPart` (the domains) the offset is at most n − 1, so a part of fewer than k/2 documents still holds one out.
  */
-export function splitDocs(c: Corpus, valFraction: number): { train: Doc[]; val: Doc[] } {
+export function splitDocs(c: Corpus, valFraction: number, everyPart = false): { train: Doc[]; val: Doc[] } {
   if (valFraction <= 0) return { train: c.docs, val: [] };
   const domains = [...new Set(c.docs.map((d) => d.domain))];
   if (domains.length > 1 && !domains.includes(undefined)) {
-    const parts = domains.map((k) => splitDocs({ name: k!, docs: c.docs.filter((d) => d.domain === k) }, valFraction));
+    // every domain holds out at least one document, however few it has
+    const parts = domains.map((k) => splitDocs({ name: k!, docs: c.docs.filter((d) => d.domain === k) }, valFraction, true));
     return {
       train: interleaveByDomain(parts.flatMap((p) => p.train)),
       val: interleaveByDomain(parts.flatMap((p) => p.val)),
@@ -145,13 +150,14 @@ export function splitDocs(c: Corpus, valFraction: number): { train: Doc[]; val: 
     const para = t.lastIndexOf('\n\n', cut);
     if (para > t.length / 2) cut = para;
     return {
-      train: [{ name: `${c.docs[0]!.name}[train]`, text: t.slice(0, cut) }],
-      val: [{ name: `${c.docs[0]!.name}[val]`, text: t.slice(cut) }],
+      train: [{ ...c.docs[0]!, name: `${c.docs[0]!.name}[train]`, text: t.slice(0, cut) }],
+      val: [{ ...c.docs[0]!, name: `${c.docs[0]!.name}[val]`, text: t.slice(cut) }],
     };
   }
   const k = Math.max(2, Math.round(1 / valFraction));
   const train: Doc[] = [];
   const val: Doc[] = [];
-  c.docs.forEach((d, i) => (i % k === Math.floor(k / 2) ? val : train).push(d));
+  const offset = everyPart ? Math.min(Math.floor(k / 2), c.docs.length - 1) : Math.floor(k / 2);
+  c.docs.forEach((d, i) => (i % k === offset ? val : train).push(d));
   return { train, val };
 }

@@ -84,8 +84,8 @@ function multiply(rng: Rng): string {
   const b = between(rng, 12, 99);
   const tens = b - (b % 10);
   const ones = b % 10;
-  const parts = ones ? `${a} × ${tens} + ${a} × ${ones} = ${a * tens} + ${a * ones}` : `${a} × ${tens}`;
-  return `Compute ${a} × ${b}.\n${a} × ${b} = ${parts} = ${a * b}.\nAnswer: ${a * b}`;
+  const parts = ones ? ` = ${a} × ${tens} + ${a} × ${ones} = ${a * tens} + ${a * ones}` : '';
+  return `Compute ${a} × ${b}.\n${a} × ${b}${parts} = ${a * b}.\nAnswer: ${a * b}`;
 }
 
 function divide(rng: Rng): string {
@@ -121,7 +121,8 @@ function linear(rng: Rng): string {
   return (
     `Solve ${coef(a, 'x')} ${signed(b)} = ${c}.\n` +
     `${b > 0 ? `Subtract ${b} from` : `Add ${-b} to`} both sides: ${coef(a, 'x')} = ${c - b}.\n` +
-    `Divide both sides by ${a}: x = ${x}.\nCheck: ${a} × ${x < 0 ? `(${x})` : x} ${signed(b)} = ${c}.\nAnswer: x = ${x}`
+    (a === 1 ? '' : `Divide both sides by ${a}: x = ${x}.\n`) +
+    `Check: ${a} × ${x < 0 ? `(${x})` : x} ${signed(b)} = ${c}.\nAnswer: x = ${x}`
   );
 }
 
@@ -134,25 +135,26 @@ function fraction(rng: Rng): string {
   const l = (q * s) / gcd(q, s);
   const num = p * (l / q) + r * (l / s);
   const g = gcd(num, l);
-  const reduced = g > 1 ? ` = ${num / g}/${l / g}` : '';
+  const simplest = l / g === 1 ? String(num / g) : `${num / g}/${l / g}`; // 3/1 is written 3
+  const reduced = g > 1 ? ` = ${simplest}` : '';
   return (
     `Add ${p}/${q} + ${r}/${s}.\nThe least common denominator of ${q} and ${s} is ${l}.\n` +
     `${p}/${q} = ${p * (l / q)}/${l} and ${r}/${s} = ${r * (l / s)}/${l}.\n` +
-    `${p * (l / q)}/${l} + ${r * (l / s)}/${l} = ${num}/${l}${reduced}.\nAnswer: ${num / g}/${l / g}`
+    `${p * (l / q)}/${l} + ${r * (l / s)}/${l} = ${num}/${l}${reduced}.\nAnswer: ${simplest}`
   );
 }
 
 function percent(rng: Rng): string {
   const pct = [5, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75, 80][rng.int(12)]!;
-  const base = between(rng, 1, 60) * 20;
+  const base = between(rng, 1, 200) * 5;
   const v = (base * pct) / 100;
   return `What is ${pct}% of ${base}?\n${pct}% of ${base} = ${base} × ${pct} / 100 = ${base * pct} / 100 = ${v}.\nAnswer: ${v}`;
 }
 
 /** x + y = s, x − y = d, solved by elimination. */
 function system(rng: Rng): string {
-  const x = between(rng, -15, 25);
-  const y = between(rng, -15, 25);
+  const x = between(rng, -30, 40);
+  const y = between(rng, -30, 40);
   const s = x + y;
   const d = x - y;
   return (
@@ -163,15 +165,16 @@ function system(rng: Rng): string {
 
 /** x² + b·x + c = 0 with integer roots, by factoring. */
 function quadratic(rng: Rng): string {
-  let r1 = between(rng, -12, 12);
-  let r2 = between(rng, -12, 12);
+  let r1 = between(rng, -20, 20);
+  let r2 = between(rng, -20, 20);
   if (r1 > r2) [r1, r2] = [r2, r1];
   const b = -(r1 + r2);
   const c = r1 * r2;
   const bx = b === 0 ? '' : b === 1 ? ' + x' : b === -1 ? ' - x' : ` ${signed(b)}x`;
   const lhs = `x^2${bx}${c ? ` ${signed(c)}` : ''}`;
   const factor = (r: number): string => (r === 0 ? 'x' : `(x ${signed(-r)})`);
-  const factors = r2 === 0 ? factor(r2) + factor(r1) : factor(r1) + factor(r2); // x(x + 9), not (x + 9)x
+  // x(x + 9), not (x + 9)x; x·x for x² = 0
+  const factors = r1 === 0 && r2 === 0 ? 'x·x' : r2 === 0 ? factor(r2) + factor(r1) : factor(r1) + factor(r2);
   const roots = r1 === r2 ? `x = ${r1} (a double root)` : `x = ${r1} or x = ${r2}`;
   return (
     `Solve ${lhs} = 0.\nLook for two numbers with product ${c} and sum ${-b}: ${r1} and ${r2}.\n` +

@@ -14,7 +14,8 @@ import { mathProblems } from './math.js';
 export const MIX_DOMAINS = ['prose', 'poetry', 'code', 'math'] as const;
 export type MixDomain = (typeof MIX_DOMAINS)[number];
 
-/** UTF-8 bytes per domain (each domain stops at the first whole document past it). */
+/** UTF-8 bytes per domain (each domain stops at the first whole document past it); also the most `mix:SIZE` may
+ * ask for, as rxjs's sources (814 kB) are the smallest domain. */
 export const MIX_DOMAIN_BYTES = 800_000;
 
 const require = createRequire(import.meta.url);
@@ -141,10 +142,13 @@ function code(budget: number): Doc[] {
 
 function math(budget: number): Doc[] {
   const out: Doc[] = [];
+  const seen = new Set<string>(); // a problem drawn twice would sit in both halves of the split
   let total = 0;
   let i = 0;
   for (const p of mathProblems(0)) {
     if (total >= budget) break;
+    if (seen.has(p.text)) continue;
+    seen.add(p.text);
     out.push({ name: `math/${i++}-${p.kind}`, text: p.text, domain: 'math' });
     total += bytes(p.text);
   }

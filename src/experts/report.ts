@@ -27,9 +27,9 @@ export function visibleToken(s: string): string {
 
 const pct = (v: number, digits = 1): string => `${(100 * v).toFixed(digits)}%`;
 
-/** White → blue by lift: 1 (the domain's own share) is pale, ≥ 4× is dark. */
+/** White → blue by lift: ≤ 1× (the domain's own share) white, 2× halfway, ≥ 4× dark. */
 function liftColour(lift: number): string {
-  const v = Math.max(0, Math.min(1, Math.log2(Math.max(lift, 1e-9)) / 2 + 0.25));
+  const v = Math.max(0, Math.min(1, Math.log2(Math.max(lift, 1e-9)) / 2));
   const r = Math.round(255 - 225 * v);
   const g = Math.round(255 - 160 * v);
   const b = Math.round(255 - 60 * v);
@@ -48,7 +48,7 @@ export function expertsHtml(x: ExpertsReportInput): string {
   const scores = r.layers
     .map(
       (l) =>
-        `<tr><th>layer ${l.layer}</th><td>${l.nmi.toFixed(4)}</td><td>${l.domainInformation.toFixed(4)}</td><td>${l.mutualInformation.toFixed(4)}</td>` +
+        `<tr><th>layer ${l.layer}</th><td>${l.domainInformation.toFixed(4)}</td><td>${l.nmi.toFixed(4)}</td><td>${l.mutualInformation.toFixed(4)}</td>` +
         (l.sharedCarry ? l.sharedCarry.map((v) => `<td>${pct(v)}</td>`).join('') : r.domains.map(() => '<td>—</td>').join('')) +
         '</tr>',
     )
@@ -67,10 +67,10 @@ export function expertsHtml(x: ExpertsReportInput): string {
           const toks = e.topTokens
             .map((t) => `<code>${esc(visibleToken(x.tokenText(t.id)))}</code><span class="n">${pct(t.share, 0)}</span>`)
             .join(' ');
-          return `<tr><th>${e.expert}</th><td>${pct(e.load)}</td>${cells}<td>${esc(r.domains[e.dominant] ?? '')}</td><td>${e.concentration.toFixed(2)}</td><td class="t">${toks}</td></tr>`;
+          return `<tr><th>${e.expert}</th><td>${pct(e.load)}</td>${cells}<td>${e.dominant === null ? 'unused' : esc(r.domains[e.dominant]!)}</td><td>${e.concentration.toFixed(2)}</td><td class="t">${toks}</td></tr>`;
         })
         .join('');
-      return `<h2>MoE layer ${l.layer} — NMI ${l.nmi.toFixed(3)}</h2><table class="m">${head}${body}</table>`;
+      return `<h2>MoE layer ${l.layer} — I/H(domain) ${l.domainInformation.toFixed(3)}, NMI ${l.nmi.toFixed(3)}</h2><table class="m">${head}${body}</table>`;
     })
     .join('');
   return `<!doctype html>
@@ -86,14 +86,16 @@ td.h{text-align:right;min-width:52px} td.t{font-size:12px} code{background:#f3f3
 <h2>Domains of the held-out text</h2>
 <table><tr><th>domain</th><th>tokens</th><th>share</th></tr>${domainRow}</table>
 <h2>Specialisation by layer</h2>
-<table><tr><th></th><th>NMI</th><th>I/H(domain)</th><th>I (nats)</th>${r.domains.map((d) => `<th>shared carry: ${esc(d)}</th>`).join('')}</tr>${scores}</table>
-<p class="note">NMI = 2·I(expert; domain) / (H(expert) + H(domain)) over all routed assignments: 0 when the choice of expert says nothing about the
-text's domain, 1 when one determines the other. I/H(domain): the share of the uncertainty about the domain that one assignment removes.
+<table><tr><th></th><th>I/H(domain)</th><th>NMI</th><th>I (nats)</th>${r.domains.map((d) => `<th>shared carry: ${esc(d)}</th>`).join('')}</tr>${scores}</table>
+<p class="note">I/H(domain), over all routed assignments: the share of the uncertainty about a token's domain that the choice of expert removes —
+0 when it says nothing about the domain, 1 when it determines it, whatever the numbers of experts and domains. NMI = 2·I / (H(expert) + H(domain)) is
+1 only when expert and domain determine each other, so with more experts than domains, or top-k > 1, even a perfect split stays below 1.
+A random router is not at 0 either: tokens differ between domains, and routing depends on the token.
 Shared carry: the mean over a domain's tokens of |shared experts' output| / (|shared| + |Σ routed gate·output|).</p>
 <h2>Experts × domains</h2>
-<p class="note">Cells: the share of each domain's assignments that the expert takes, p(expert | domain) (a uniform router gives ${pct(r.topK / Math.max(1, r.experts))}
-per cell, as each token picks ${r.topK} of ${r.experts}). Colour: lift = p(domain | expert) / p(domain), the expert's share of a domain against the domain's share
-of all tokens (pale 1×, dark ≥ 4×). Dominant domain and concentration weigh the ${D} domains alike (concentration ${(1 / Math.max(1, D)).toFixed(2)}: none; 1: one only).</p>
+<p class="note">Cells: the share of each domain's assignments that the expert takes, p(expert | domain) (each column sums to 100%; a uniform router gives ${pct(1 / Math.max(1, r.experts))}
+per cell). Colour: lift = p(domain | expert) / p(domain), the expert's share of a domain against the domain's share
+of all tokens (white ≤ 1×, dark ≥ 4×). Dominant domain and concentration weigh the ${D} domains alike (concentration ${(1 / Math.max(1, D)).toFixed(2)}: none; 1: one only).</p>
 ${layers}
 </body></html>
 `;

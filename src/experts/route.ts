@@ -66,6 +66,7 @@ export function routeDomains(
       parts = router.map(() => ({ shared: new Float32Array(total), routed: new Float32Array(total) }));
       layerIds.push(...router.map((r) => r.layer));
     }
+    if (!router[0]?.parts) parts = []; // no shared experts: nothing to compare the routed part with
     router.forEach((r, li) => {
       chosen[li]!.set(r.chosen, at * K);
       if (r.parts) {
@@ -81,5 +82,5 @@ export function routeDomains(
     o.onProgress?.(at, total);
     i = j;
   }
-  return { domain, token, chosen, parts, layerIds };
+  return { domain, token, chosen, ...(parts.length ? { parts } : {}), layerIds };
 }

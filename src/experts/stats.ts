@@ -3,8 +3,12 @@
 //
 // Per layer, with p(e, d) the share of all assignments that go to expert e from tokens of domain d:
 //   I(E; D) = Σ p(e,d) ln p(e,d) / (p(e) p(d))       mutual information between expert choice and domain (nats)
-//   NMI     = 2 I / (H(E) + H(D))                     0: choice says nothing about the domain; 1: one determines the other
-//   I / H(D)                                          the share of the domain's uncertainty an assignment removes
+//   I / H(D)                                          the share of the domain's uncertainty an assignment removes:
+//                                                     0 when the choice says nothing of the domain, 1 when it determines
+//                                                     it, whatever the numbers of experts, K and domains (the headline)
+//   NMI     = 2 I / (H(E) + H(D))                     the symmetric normalisation; it is 1 only when expert and domain
+//                                                     determine each other, so with more experts than domains or K > 1
+//                                                     even a perfect split stays below 1 (E 32, K 4, D 4: ≤ 0.57)
 // Per expert: p(e | d) is the share of domain d's assignments that expert e takes. Its domain profile
 // q(d | e) = p(e | d) / Σ_d' p(e | d') weighs every domain alike (unequal domain sizes do not decide it); the dominant
 // domain is argmax q, and the concentration is max q (1/D: no preference; 1: that domain only).
@@ -32,7 +36,8 @@ export interface ExpertProfile {
   lift: number[];
   /** p(e | d): the share of each domain's assignments this expert takes. */
   shareOfDomain: number[];
-  dominant: number;
+  /** The domain it prefers (null for an expert no token chose). */
+  dominant: number | null;
   concentration: number;
   /** The tokens it takes most: id, count, and the share of that token's occurrences routed to this expert. */
   topTokens: { id: number; count: number; share: number }[];
@@ -119,7 +124,7 @@ export function specialisation(r: TokenRouting, domains: string[], experts: numb
       const shareOfDomain = row.map((c, d) => (domainTokens[d] ? c / (domainTokens[d]! * topK) : 0));
       const s = shareOfDomain.reduce((a, b) => a + b, 0);
       const q = shareOfDomain.map((v) => (s ? v / s : 0));
-      const dominant = q.reduce((best, v, d) => (v > q[best]! ? d : best), 0);
+      const dominant = s ? q.reduce((best, v, d) => (v > q[best]! ? d : best), 0) : null;
       const top = [...byToken[e]!.entries()]
         .sort((a, b) => b[1] - a[1] || a[0] - b[0])
         .slice(0, topTokens)
@@ -131,7 +136,7 @@ export function specialisation(r: TokenRouting, domains: string[], experts: numb
         lift: domainShareE.map((p, d) => (domainShare[d]! > 0 ? p / domainShare[d]! : 0)),
         shareOfDomain,
         dominant,
-        concentration: s ? q[dominant]! : 0,
+        concentration: dominant === null ? 0 : q[dominant]!,
         topTokens: top,
       };
     });

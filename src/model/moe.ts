@@ -168,7 +168,7 @@ export function moe(
   // shared experts' output + Σ_k g_k · FFN_k(x), the weighted scatter in one pass
   const base = c.n_shared_experts ? mlp(w, `${prefix}.shared_experts`, xf) : zeros([N, d], { backend: x.backend });
   const out = kept ? indexAdd(base, tokens, ys, ws) : base; // [N, d]
-  if (parts) router.parts = partNorms(base, out, N, d);
+  if (parts && c.n_shared_experts) router.parts = partNorms(base, out, N, d);
   return { out: reshape(out, [B, T, d]), router };
 }
 

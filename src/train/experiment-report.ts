@@ -18,7 +18,8 @@ const LABELS: Record<string, string> = {
   droppedFrac: 'dropped',
   lExp: 'L_ExpBal',
   lDev: 'L_DevBal',
-  nmi: 'NMI expert↔domain',
+  specialisation: 'I/H(domain)',
+  nmi: 'NMI',
 };
 
 function fmt(k: string, v: number | null): string {
@@ -43,7 +44,10 @@ export function resultRows(ex: Experiment, results: RunResult[]): { head: string
       ...cols.map((c) => {
         const m = fmt(c, s.mean[c] ?? null);
         const sp = s.spread[c];
-        return s.seeds > 1 && (c === 'valLoss' || c === 'trainLoss' || c === 'nmi') && sp !== null && sp !== undefined
+        return s.seeds > 1 &&
+          (c === 'valLoss' || c === 'trainLoss' || c === 'specialisation' || c === 'nmi') &&
+          sp !== null &&
+          sp !== undefined
           ? `${m} ± ${(sp / 2).toFixed(3)}`
           : m;
       }),
@@ -101,10 +105,10 @@ at the end of training; train loss is the mean of the last 10% of steps.</p>
 <h2>Training loss (10-step mean) against tokens</h2><div id="loss"></div>
 <script>${js}</script>
 <script>
-const D = ${JSON.stringify(data)};
+const D = ${JSON.stringify(data).replace(/</g, '\\u003c')};
 const colors = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#393b79', '#637939'];
 new uPlot({ width: Math.min(1150, window.innerWidth - 60), height: 320, scales: { x: { time: false } },
-  series: [{ label: 'tokens' }, ...D.series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], dash: /s0$/.test(s.label) ? undefined : [5, 3] }))],
+  series: [{ label: 'tokens' }, ...D.series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], dash: / s0$/.test(s.label) ? undefined : [5, 3] }))],
   axes: [{}, { size: 60 }] }, [D.x, ...D.series.map((s) => s.y)], document.getElementById('loss'));
 </script></body></html>
 `;

@@ -3,7 +3,7 @@
 // the model or of the objective changes, and the FFN variants keep the activated parameters equal. Each run is a
 // normal training run folder (resumable), and its result.json is written once it has finished, so an interrupted
 // experiment continues where it stopped.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { configToJson, isMoeLayer, parseConfig, type DeepseekV2Config } from '../model/config.js';
@@ -11,7 +11,7 @@ import { cacheWidth } from '../model/attention.js';
 import { preset } from '../model/presets.js';
 import { paramCounts } from '../model/weights.js';
 import { readMetrics } from './report.js';
-import { train, TRAIN_DEFAULTS, type StepMetrics, type TrainOptions, type TrainResult } from './trainer.js';
+import { train, TRAIN_DEFAULTS, TrainingDiverged, type StepMetrics, type TrainOptions, type TrainResult } from './trainer.js';
 
 export const EXPERIMENT_NAMES = ['attention', 'ffn', 'balance', 'devices'] as const;
 export type ExperimentName = (typeof EXPERIMENT_NAMES)[number];
@@ -94,9 +94,21 @@ export function experiment(name: ExperimentName, base: DeepseekV2Config): Experi
       // The baselines use one head dim for q, k and v (qk_nope + qk_rope = v_head_dim, the RoPE half of it as MLA's
       // decoupled key has); MLA keeps the preset's shapes.
       const dv = base.v_head_dim;
-      const dr = Math.min(base.qk_rope_head_dim, dv / 2);
+      const dr = Math.min(base.qk_rope_head_dim, 2 * Math.floor(dv / 4)); // RoPE rotates pairs: an even width
       const heads = { qk_nope_head_dim: dv - dr, qk_rope_head_dim: dr };
-      const groups = Math.max(1, Math.min(base.num_attention_heads, 2));
+      const H = base.num_attention_heads;
+      const groups = H / 4; // small: 8 heads in 2 groups
+      const gqa: Variant[] =
+        Number.isInteger(groups) && groups > 1
+          ? [
+              {
+                name: 'gqa',
+                about: `GQA, ${groups} K/V groups`,
+                config: { attention_type: 'gqa', num_key_value_heads: groups, ...heads },
+                train: {},
+              },
+            ]
+          : []; // too few heads for a GQA between MHA and MQA
       return {
         name,
         about: 'MLA against MHA, GQA and MQA: validation loss and the KV cache per token',
@@ -104,13 +116,8 @@ export function experiment(name: ExperimentName, base: DeepseekV2Config): Experi
         train: COMMON,
         variants: [
           { name: 'mla', about: `MLA (d_c ${base.kv_lora_rank}, d_rope ${base.qk_rope_head_dim})`, config: {}, train: {} },
-          { name: 'mha', about: `MHA, ${base.num_attention_heads} K/V heads`, config: { attention_type: 'mha', ...heads }, train: {} },
-          {
-            name: 'gqa',
-            about: `GQA, ${groups} K/V groups`,
-            config: { attention_type: 'gqa', num_key_value_heads: groups, ...heads },
-            train: {},
-          },
+          { name: 'mha', about: `MHA, ${H} K/V heads`, config: { attention_type: 'mha', ...heads }, train: {} },
+          ...gqa,
           { name: 'mqa', about: 'MQA, one K/V head', config: { attention_type: 'mqa', ...heads }, train: {} },
         ],
       };
@@ -120,14 +127,14 @@ export function experiment(name: ExperimentName, base: DeepseekV2Config): Experi
       // experts; its expert count keeps the total expert parameters (as in the DeepSeekMoE paper's comparison);
       // the dense model's every layer has the mean activated width of the MoE model's layers
       const active = (Ns + K) * I;
-      const gshardI = active / 2;
+      const gshardI = Math.floor(active / 2); // (a width of half a unit less when the active width is odd)
       const gshardN = Math.max(2, Math.floor(((Nr + Ns) * I) / gshardI));
       let denseWidth = 0;
       for (let i = 0; i < L; i++) denseWidth += isMoeLayer(base, i) ? active : base.intermediate_size;
       return {
         name,
         about: 'DeepSeekMoE (fine-grained + shared experts) against GShard-style top-2 and a dense FFN, at equal activated parameters',
-        columns: ['nmi', 'activatedParams', 'totalParams', 'loadMaxOverMean', 'tokS'],
+        columns: ['specialisation', 'nmi', 'activatedParams', 'totalParams', 'loadMaxOverMean', 'tokS'],
         train: COMMON,
         variants: [
           { name: 'deepseekmoe', about: `${Nr} routed × ${I} + ${Ns} shared, top-${K}`, config: {}, train: {} },
@@ -209,8 +216,12 @@ export interface RunResult {
   droppedFrac: number;
   lExp: number;
   lDev: number;
-  /** Mean NMI between expert choice and domain over the MoE layers (dsv2 experts); null without MoE layers. */
+  /** Mean I(expert; domain) / H(domain) over the MoE layers (dsv2 experts); null without MoE layers. */
+  specialisation: number | null;
+  /** Mean NMI between expert choice and domain over the MoE layers; null without MoE layers. */
   nmi: number | null;
+  /** Set when the run diverged (its message); its numbers are then those of its last steps. */
+  diverged?: string;
 }
 
 export interface ExperimentOptions {
@@ -228,8 +239,9 @@ export interface ExperimentOptions {
   onStep?: (run: string, m: StepMetrics, totalSteps: number) => void;
   /** Checked after every step: true stops the run there (its checkpoint stays; a rerun resumes it). */
   shouldStop?: () => boolean;
-  /** Computes a finished model's specialisation score (dsv2 experts); injected to keep this module off the CLI. */
-  specialisation?: (r: TrainResult, scale: Scale) => number | null;
+  /** A finished model's specialisation scores (dsv2 experts), means over its MoE layers; injected to keep this
+   * module off the CLI. */
+  specialisation?: (r: TrainResult, scale: Scale) => { specialisation: number; nmi: number } | null;
 }
 
 const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
@@ -239,7 +251,13 @@ export function variantConfig(scale: Scale, v: Variant): DeepseekV2Config {
   return parseConfig({ ...configToJson(preset(scale.preset, scale.config)), ...v.config });
 }
 
-function resultOf(v: Variant, seed: number, r: TrainResult, metrics: StepMetrics[], nmi: number | null): RunResult {
+function resultOf(
+  v: Variant,
+  seed: number,
+  r: Pick<TrainResult, 'config' | 'lastValLoss'>,
+  metrics: StepMetrics[],
+  spec: { specialisation: number; nmi: number } | null,
+): RunResult {
   const c = r.config;
   const counts = paramCounts(c);
   const tail = metrics.slice(-Math.max(1, Math.round(metrics.length / 10)));
@@ -251,7 +269,7 @@ function resultOf(v: Variant, seed: number, r: TrainResult, metrics: StepMetrics
     seed,
     steps: last?.step ?? 0,
     tokens: last?.tokens ?? 0,
-    valLoss: r.lastValLoss ?? NaN,
+    valLoss: r.lastValLoss ?? [...metrics].reverse().find((m) => m.val_loss !== undefined)?.val_loss ?? NaN,
     trainLoss: mean(tail.map((m) => m.loss)),
     tokS: mean(metrics.slice(1).map((m) => m.tok_s)),
     seconds: last?.elapsed_s ?? 0,
@@ -263,7 +281,8 @@ function resultOf(v: Variant, seed: number, r: TrainResult, metrics: StepMetrics
     droppedFrac: mean(tail.map((m) => m.dropped_frac)),
     lExp: mean(tail.map((m) => m.l_exp)),
     lDev: mean(tail.map((m) => m.l_dev)),
-    nmi,
+    specialisation: spec?.specialisation ?? null,
+    nmi: spec?.nmi ?? null,
   };
 }
 
@@ -276,7 +295,9 @@ export function runDir(out: string, variant: string, seed: number): string {
  * A run folder made with another budget, scale or variant must not be continued or reused as if it were this one
  * (a resume keeps the saved options): one message naming the field and both values.
  */
-function checkSameRun(dir: string, want: { tokens: number; preset: string; data: string; config: Record<string, unknown> }): void {
+const COMPARED = ['batch', 'seq', 'lr', 'alpha1', 'alpha2', 'alpha3', 'capacityFactor', 'evalBatches'] as const;
+
+function checkSameRun(dir: string, want: Record<string, unknown>): void {
   const file = join(dir, 'train_options.json');
   if (!existsSync(file)) return;
   let had: Partial<TrainOptions>;
@@ -285,17 +306,13 @@ function checkSameRun(dir: string, want: { tokens: number; preset: string; data:
   } catch {
     throw new Error(`${file} is not valid JSON: move ${dir} away to train that run afresh`);
   }
-  const fields: [string, unknown, unknown][] = [
-    ['tokens', had.tokens, want.tokens],
-    ['preset', had.preset, want.preset],
-    ['data', had.data, want.data],
-    ['config', JSON.stringify(had.config ?? {}), JSON.stringify(want.config)],
-  ];
-  for (const [k, a, b] of fields)
-    if (a !== b)
+  for (const [k, b] of Object.entries(want)) {
+    const a = (had as Record<string, unknown>)[k];
+    if (JSON.stringify(a) !== JSON.stringify(b))
       throw new Error(
-        `${dir} was trained with ${k} ${String(a)}, this experiment asks for ${String(b)}: rerun with the same settings, or give another --out`,
+        `${dir} was trained with ${k} ${JSON.stringify(a)}, this experiment asks for ${JSON.stringify(b)}: rerun with the same settings, or give another --out`,
       );
+  }
 }
 
 /** Runs (or resumes) every variant × seed; returns every finished run's result, in order. */
@@ -317,46 +334,96 @@ export function runExperiment(o: ExperimentOptions): { experiment: Experiment; r
     for (const seed of seeds) {
       const dir = runDir(o.out, v.name, seed);
       const resultFile = join(dir, 'result.json');
-      checkSameRun(dir, { tokens, preset: o.scale.preset, data: o.scale.data, config: { ...o.scale.config, ...v.config } });
+      const trainFields = {
+        ...TRAIN_DEFAULTS,
+        ...ex.train,
+        ...v.train,
+        batch: o.scale.batch,
+        seq: o.scale.seq,
+        evalBatches: o.scale.evalBatches,
+      };
+      checkSameRun(dir, {
+        tokens,
+        preset: o.scale.preset,
+        data: o.scale.data,
+        config: { ...o.scale.config, ...v.config },
+        ...Object.fromEntries(COMPARED.map((k) => [k, trainFields[k]])),
+      });
       if (existsSync(resultFile)) {
-        results.push(JSON.parse(readFileSync(resultFile, 'utf8')) as RunResult);
+        results.push(readResult(resultFile));
         o.onStatus?.(`${v.name} seed ${seed}: done before, kept`);
         continue;
       }
       const opts: TrainOptions = {
-        ...TRAIN_DEFAULTS,
-        ...ex.train,
-        ...v.train,
+        ...trainFields,
         preset: o.scale.preset,
         config: { ...o.scale.config, ...v.config },
         data: o.scale.data,
         out: dir,
         tokens,
-        batch: o.scale.batch,
-        seq: o.scale.seq,
         seed,
         evalEvery: 1_000_000, // once, at the end, on the same evaluation batches for every variant
-        evalBatches: o.scale.evalBatches,
         checkpointEvery: 100,
         resume: existsSync(dir),
         ...(o.backend ? { backend: o.backend } : {}),
         ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
       };
       o.onStatus?.(`${v.name} seed ${seed}: ${v.about}`);
-      const r = train(opts, {
-        onStatus: o.onStatus,
-        onStep: (m, info) => o.onStep?.(`${v.name} seed ${seed}`, m, info.totalSteps),
-        shouldStop: o.shouldStop,
-      });
+      let r: TrainResult;
+      try {
+        r = train(opts, {
+          onStatus: o.onStatus,
+          onStep: (m, info) => o.onStep?.(`${v.name} seed ${seed}`, m, info.totalSteps),
+          shouldStop: o.shouldStop,
+        });
+      } catch (e) {
+        if (!(e instanceof TrainingDiverged)) throw e;
+        // a diverged variant is a result (the losses it reached), not a reason to stop the other variants
+        o.onStatus?.(`${v.name} seed ${seed}: diverged: ${e.message}`);
+        const metrics = readMetrics(join(dir, 'metrics.jsonl'));
+        const res = { ...resultOf(v, seed, { config: variantConfig(o.scale, v), lastValLoss: null }, metrics, null), diverged: e.message };
+        writeFileAtomic(resultFile, JSON.stringify(res, null, 2) + '\n');
+        results.push(res);
+        continue;
+      }
       if (r.stopped) return { experiment: ex, results, stopped: true };
       const metrics = readMetrics(join(dir, 'metrics.jsonl'));
-      const nmi = r.config.n_routed_experts && o.specialisation ? o.specialisation(r, o.scale) : null;
-      const res = resultOf(v, seed, r, metrics, nmi);
+      const hasMoe = Array.from({ length: r.config.num_hidden_layers }, (_, i) => isMoeLayer(r.config, i)).some(Boolean);
+      const spec = hasMoe && o.specialisation ? o.specialisation(r, o.scale) : null;
+      const res = resultOf(v, seed, r, metrics, spec);
       writeFileAtomic(resultFile, JSON.stringify(res, null, 2) + '\n');
       results.push(res);
     }
   }
   return { experiment: ex, results, stopped: false };
+}
+
+function readResult(file: string): RunResult {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as RunResult;
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message}); delete it to run that variant again`);
+  }
+}
+
+/** Every finished run in `out` of the experiment's variants (any seed), in variant then seed order: the report
+ * covers them all, also after a rerun with --only or --seeds. */
+export function collectResults(out: string, ex: Experiment): RunResult[] {
+  if (!existsSync(out)) return [];
+  const entries = readdirSync(out);
+  const results: RunResult[] = [];
+  for (const v of ex.variants) {
+    const prefix = runDir('', v.name, 0).replace(/0$/, '');
+    const seeds = entries
+      .filter((e) => e.startsWith(prefix) && /^\d+$/.test(e.slice(prefix.length)))
+      .map((e) => Number(e.slice(prefix.length)))
+      .sort((a, b) => a - b);
+    for (const s of seeds) {
+      const f = join(runDir(out, v.name, s), 'result.json');
+      if (existsSync(f)) results.push(readResult(f));
+    }
+  }
+  return results;
 }
 
 /** Per variant: the mean and the spread (max − min) over seeds of each numeric field. */

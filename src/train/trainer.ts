@@ -531,5 +531,7 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
       break;
     }
   }
+  // a resume of a run that had already finished trains no step: its validation loss is measured here
+  if (lastVal === null && !stopped && step > 0 && evalSet.length) lastVal = evaluate(model, evalSet, opts.seq);
   return { ...info, model, last, lastValLoss: lastVal, checkpoint: checkpoint || join(opts.out, 'checkpoint'), stopped };
 }

@@ -3,14 +3,22 @@
 import { join } from 'node:path';
 import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { writeFileAtomic } from '../../io/atomic.js';
-import { EXPERIMENT_NAMES, runExperiment, SCALES, summarise, type ExperimentName, type Scale } from '../../train/experiments.js';
+import {
+  collectResults,
+  EXPERIMENT_NAMES,
+  runExperiment,
+  SCALES,
+  summarise,
+  type ExperimentName,
+  type Scale,
+} from '../../train/experiments.js';
 import { markdownTable, writeExperimentReport } from '../../train/experiment-report.js';
 import type { TrainResult } from '../../train/trainer.js';
 import { parseFlags, UsageError } from '../args.js';
 import { expertsOf } from './experts.js';
 
-/** Mean NMI over the MoE layers of a trained model on the scale's held-out text. */
-function meanNmi(r: TrainResult, scale: Scale): number | null {
+/** Mean I/H(domain) and NMI over the MoE layers of a trained model on the scale's held-out text. */
+function specialisationOf(r: TrainResult, scale: Scale): { specialisation: number; nmi: number } | null {
   const rep = expertsOf(r.model, r.tokenizer, {
     data: scale.data,
     valFraction: 0.05,
@@ -20,7 +28,8 @@ function meanNmi(r: TrainResult, scale: Scale): number | null {
     topTokens: 1,
   });
   if (!rep.layers.length) return null;
-  return rep.layers.reduce((s, l) => s + l.nmi, 0) / rep.layers.length;
+  const mean = (f: (l: (typeof rep.layers)[number]) => number): number => rep.layers.reduce((s, l) => s + f(l), 0) / rep.layers.length;
+  return { specialisation: mean((l) => l.domainInformation), nmi: mean((l) => l.nmi) };
 }
 
 function list(flag: string, raw: string | undefined): string[] | undefined {
@@ -60,7 +69,10 @@ export function runExperimentCommand(argv: string[]): number {
   });
   const out = (flags['out'] as string | undefined) ?? join('runs', 'experiments', scaleName === 'small' ? name! : `${name}-${scaleName}`);
   const backend = flags['backend'] ? loadBackend(flags['backend'] as string) : defaultBackend();
-  if (flags['threads'] !== undefined) backend.setThreads?.(flags['threads'] as number);
+  const threads = flags['threads'] as number | undefined;
+  if (threads !== undefined && !(threads >= 1 && threads <= 1024))
+    throw new UsageError(`--threads must be between 1 and 1024, got ${threads}`);
+  if (threads !== undefined) backend.setThreads?.(threads);
   const watch = backend.watchStopSignals?.();
   const tty = process.stderr.isTTY;
   const started = performance.now();
@@ -83,13 +95,14 @@ export function runExperimentCommand(argv: string[]): number {
           );
       },
       shouldStop: () => (watch?.received() ?? 0) !== 0,
-      specialisation: meanNmi,
+      specialisation: specialisationOf,
     });
   } finally {
     watch?.restore();
   }
   if (tty) process.stderr.write('\r\x1b[K');
-  const { experiment: ex, results, stopped } = res;
+  const { experiment: ex, stopped } = res;
+  const results = collectResults(out, ex); // every finished run in the folder, also those of earlier --only runs
   const summary = {
     experiment: `${ex.name} (${ex.about})`,
     scale: `${scale.name}: preset ${scale.preset} ${JSON.stringify(scale.config)}, data ${scale.data}`,

@@ -102,8 +102,15 @@ export function runExperts(argv: string[]): number {
       throw new UsageError(`--${name} must be ${int ? 'an integer ' : 'a number '}> 0, got ${x}`);
     return x;
   };
-  const valFraction = (flags['val-fraction'] as number | undefined) ?? runOpts.valFraction ?? TRAIN_DEFAULTS.valFraction;
+  const asked = flags['val-fraction'] as number | undefined;
+  if (asked === undefined && runOpts.valFraction === 0)
+    throw new UsageError(`${run} held out no documents (val fraction 0): give --val-fraction F to route documents it also trained on`);
+  const valFraction = asked ?? runOpts.valFraction ?? TRAIN_DEFAULTS.valFraction;
   if (!(valFraction > 0 && valFraction < 1)) throw new UsageError(`--val-fraction must be between 0 and 1, got ${valFraction}`);
+  if (asked !== undefined && runOpts.valFraction !== undefined && asked !== runOpts.valFraction)
+    process.stderr.write(
+      `note: the run held out ${runOpts.valFraction} of the documents; with --val-fraction ${asked} some routed documents were seen in training\n`,
+    );
   const o: ExpertsOptions = {
     data,
     valFraction,
@@ -184,7 +191,7 @@ export function summaryText(rep: SpecialisationReport, text: (id: number) => str
       rep.domains.map((d, i) => `${d} ${(100 * rep.domainShare[i]!).toFixed(0)}%`).join(', '),
   );
   for (const l of rep.layers) {
-    lines.push(`\nMoE layer ${l.layer}: NMI ${l.nmi.toFixed(3)}, I/H(domain) ${l.domainInformation.toFixed(3)}`);
+    lines.push(`\nMoE layer ${l.layer}: I/H(domain) ${l.domainInformation.toFixed(3)}, NMI ${l.nmi.toFixed(3)}`);
     if (l.sharedCarry)
       lines.push(`  shared experts carry ${rep.domains.map((d, i) => `${d} ${(100 * l.sharedCarry![i]!).toFixed(0)}%`).join(', ')}`);
     rep.domains.forEach((d, di) => {

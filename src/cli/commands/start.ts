@@ -44,16 +44,21 @@ export function runStart(argv: string[]): number {
   console.log('\nSamples (temperature 0.8, top-k 40):');
   for (const s of samples) console.log(`\n  > ${(s.prompt + s.text).replace(/\n/g, '\n    ')}`);
   let experts = '';
-  if (result.config.n_routed_experts) {
+  if (result.config.n_routed_experts && o.valFraction > 0) {
     console.log('\nWhich expert does what (held-out text of every domain, dsv2 experts):');
-    const { json, html } = reportExperts(
-      result.model,
-      result.tokenizer,
-      { data: o.data, valFraction: o.valFraction, seq: o.seq, batch: o.batch, tokensPerDomain: 8192, topTokens: 10 },
-      { out: join(o.out, 'experts'), title: `Which expert does what — ${o.out} on ${o.data}`, model: result.checkpoint },
-    );
-    console.log(summaryText(json, (id) => json.tokenTexts[id] ?? String(id)).replace(/^/gm, '  '));
-    experts = `\nExperts: ${html}`;
+    try {
+      const { json, html } = reportExperts(
+        result.model,
+        result.tokenizer,
+        { data: o.data, valFraction: o.valFraction, seq: o.seq, batch: o.batch, tokensPerDomain: 8192, topTokens: 10 },
+        { out: join(o.out, 'experts'), title: `Which expert does what — ${o.out} on ${o.data}`, model: result.checkpoint },
+      );
+      console.log(summaryText(json, (id) => json.tokenTexts[id] ?? String(id)).replace(/^/gm, '  '));
+      experts = `\nExperts: ${html}`;
+    } catch (e) {
+      // the run and its checkpoint stand; only this summary is missing
+      console.log(`  (experts report skipped: ${(e as Error).message})`);
+    }
   }
   console.log(
     `\nCheckpoint (an HF model directory): ${result.checkpoint}\nReport:  ${report}${experts}\nMetrics: ${join(o.out, 'metrics.jsonl')}\n` +
