@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -100,6 +100,11 @@ describe('dsv2 experiment (micro scale, end to end)', () => {
       for (const x of res.results) {
         assert.ok(Number.isFinite(x.valLoss) && x.valLoss > 0 && x.valLoss < 10, `${x.variant}: val loss ${x.valLoss}`);
         assert.equal(x.tokens, 4 * 4 * 32);
+        const dl = Object.values(x.domainLoss ?? {});
+        assert.ok(
+          dl.length >= 2 && dl.every((l) => typeof l === 'number' && l > 0 && l < 10),
+          `${x.variant}: loss by domain ${JSON.stringify(x.domainLoss)}`,
+        );
         assert.ok(existsSync(join(out, `${x.variant.replace(/[^A-Za-z0-9._=-]/g, '_')}-seed0`, 'checkpoint', 'config.json')));
       }
       if (name === 'ffn') {
@@ -117,7 +122,10 @@ describe('dsv2 experiment (micro scale, end to end)', () => {
       }
       const html = readFileSync(join(out, 'report.html'), 'utf8');
       assert.match(html, new RegExp(`Experiment ${name}`));
-      assert.match(readFileSync(join(out, 'results.md'), 'utf8'), /^\| variant \| what \| seeds \| val loss/);
+      assert.match(
+        readFileSync(join(out, 'results.md'), 'utf8'),
+        /^\| variant \| what \| seeds \| val loss .*\| val loss prose \/ poetry \/ code \/ math \|/,
+      );
       assert.match(r.stdout, /Report: /);
     });
   }
@@ -139,11 +147,17 @@ describe('dsv2 experiment (micro scale, end to end)', () => {
       res.results.map((x) => x.variant),
       ['M=1', 'unrestricted'],
     );
+    // a result written before the loss by domain existed gets it from its checkpoint, the rest unchanged
+    const old = JSON.parse(before) as RunResult;
+    writeFileSync(file, JSON.stringify({ ...old, domainLoss: undefined }, null, 2) + '\n');
+    const again = dsv2('experiment', 'devices', '--scale', 'micro', '--out', out, '--cache-dir', cache);
+    assert.equal(again.status, 0, again.stderr);
+    const now = JSON.parse(readFileSync(file, 'utf8')) as RunResult;
+    assert.deepEqual(now, old);
     // another budget over the same folder is refused, not mixed in
     const other = dsv2('experiment', 'devices', '--scale', 'micro', '--out', out, '--cache-dir', cache, '--tokens', '1024');
     assert.notEqual(other.status, 0);
     assert.match(other.stderr, /M=1-seed0 was trained with tokens 512, this experiment asks for 1024/);
-    assert.equal(readFileSync(file, 'utf8'), before);
   });
 
   it('refuses an unknown experiment, scale, variant or seed list with one message', () => {

@@ -188,12 +188,18 @@ describe('dsv2 experts', () => {
     const j = JSON.parse(readFileSync(join(out, 'experts', 'experts.json'), 'utf8')) as {
       domains: string[];
       domainTokens: number[];
+      domainLoss: number[];
       layers: { layer: number; nmi: number; experts: { shareOfDomain: number[] }[]; sharedCarry: number[] }[];
       data: string;
     };
     assert.equal(j.data, data, "the run's corpus is the default");
     assert.deepEqual(j.domains, ['words', 'sums']);
     assert.ok(j.domainTokens.every((n) => n > 0));
+    assert.ok(
+      j.domainLoss.every((l) => l > 0 && l < Math.log(300) + 1),
+      `loss by domain ${j.domainLoss}`,
+    );
+    assert.match(r.stdout, /validation loss by domain: words \d\.\d{3}, sums \d\.\d{3}/);
     assert.equal(j.layers.length, 1); // tiny: layer 0 dense, layer 1 MoE
     assert.equal(j.layers[0]!.layer, 1);
     const l = j.layers[0]!;

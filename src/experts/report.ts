@@ -43,7 +43,10 @@ export function expertsHtml(x: ExpertsReportInput): string {
     .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(String(v))}</td></tr>`)
     .join('');
   const domainRow = r.domains
-    .map((d, i) => `<tr><th>${esc(d)}</th><td>${r.domainTokens[i]!.toLocaleString('en-US')}</td><td>${pct(r.domainShare[i]!)}</td></tr>`)
+    .map(
+      (d, i) =>
+        `<tr><th>${esc(d)}</th><td>${r.domainTokens[i]!.toLocaleString('en-US')}</td><td>${pct(r.domainShare[i]!)}</td><td>${r.domainLoss?.[i]?.toFixed(3) ?? '—'}</td></tr>`,
+    )
     .join('');
   const scores = r.layers
     .map(
@@ -84,7 +87,7 @@ td.h{text-align:right;min-width:52px} td.t{font-size:12px} code{background:#f3f3
 <h1>${esc(x.title)}</h1>
 <table>${rows}</table>
 <h2>Domains of the held-out text</h2>
-<table><tr><th>domain</th><th>tokens</th><th>share</th></tr>${domainRow}</table>
+<table><tr><th>domain</th><th>tokens</th><th>share</th><th>loss (next-token cross-entropy)</th></tr>${domainRow}</table>
 <h2>Specialisation by layer</h2>
 <table><tr><th></th><th>I/H(domain)</th><th>NMI</th><th>I (nats)</th>${r.domains.map((d) => `<th>shared carry: ${esc(d)}</th>`).join('')}</tr>${scores}</table>
 <p class="note">I/H(domain), over all routed assignments: the share of the uncertainty about a token's domain that the choice of expert removes —

@@ -1,6 +1,7 @@
 // Route held-out text of every domain through a model and keep, per token, its domain, its id, and the experts each
 // MoE layer chose (plus the shared / routed output norms): the input of experts/stats.ts.
 import { noGrad } from '../autograd/graph.js';
+import { crossEntropy } from '../autograd/ops/index.js';
 import type { Doc } from '../data/corpus.js';
 import { tokenizeDocs } from '../data/loader.js';
 import type { DeepseekV2ForCausalLM } from '../model/model.js';
@@ -32,9 +33,7 @@ export function routeDomains(
   fallback: string,
   o: RouteOptions,
 ): TokenRouting {
-  const c = model.config;
-  const K = c.num_experts_per_tok ?? 0;
-  if (!c.n_routed_experts || !K) throw new Error('the model has no routed experts (n_routed_experts is 0): nothing to report');
+  const K = model.config.num_experts_per_tok ?? 0;
   // windows of up to `seq` tokens, each from one domain
   const windows: { domain: number; ids: Int32Array }[] = [];
   domains.forEach((name, d) => {
@@ -49,6 +48,7 @@ export function routeDomains(
   const domain = new Int32Array(total);
   const token = new Int32Array(total);
   const layerIds: number[] = [];
+  const loss = new Float32Array(total).fill(NaN); // next-token cross-entropy; NaN at a window's last token
   let chosen: Int32Array[] = [];
   let parts: { shared: Float32Array; routed: Float32Array }[] = [];
   let at = 0;
@@ -60,9 +60,16 @@ export function routeDomains(
     const group = windows.slice(i, j);
     const ids = new Int32Array(group.length * len);
     group.forEach((w, r) => ids.set(w.ids, r * len));
-    const { router } = noGrad(() => model.forward(intTensor(ids, [group.length, len], { backend: model.backend }), { moeParts: true }));
+    const targets = new Int32Array(ids.length).fill(-100);
+    group.forEach((w, r) => targets.set(w.ids.subarray(1), r * len));
+    const { router, rowLoss } = noGrad(() => {
+      const out = model.forward(intTensor(ids, [group.length, len], { backend: model.backend }), { moeParts: true });
+      const ce = crossEntropy(out.logits, intTensor(targets, [group.length, len], { backend: model.backend }), { reduction: 'none' });
+      return { router: out.router, rowLoss: ce.floats() };
+    });
+    for (let k = 0; k < targets.length; k++) if (targets[k] !== -100) loss[at + k] = rowLoss[k]!;
     if (!chosen.length) {
-      chosen = router.map(() => new Int32Array(total * K));
+      chosen = router.map(() => new Int32Array(total * K)); // no MoE layer (a dense model): only the loss
       parts = router.map(() => ({ shared: new Float32Array(total), routed: new Float32Array(total) }));
       layerIds.push(...router.map((r) => r.layer));
     }
@@ -82,5 +89,5 @@ export function routeDomains(
     o.onProgress?.(at, total);
     i = j;
   }
-  return { domain, token, chosen, ...(parts.length ? { parts } : {}), layerIds };
+  return { domain, token, chosen, ...(parts.length ? { parts } : {}), layerIds, loss };
 }

@@ -24,6 +24,8 @@ export interface TokenRouting {
   parts?: { shared: Float32Array; routed: Float32Array }[];
   /** The model's layer index of each entry of `chosen` (default 0, 1, …). */
   layerIds?: number[];
+  /** Next-token cross-entropy of every token (NaN where there is no target). */
+  loss?: Float32Array;
 }
 
 export interface ExpertProfile {
@@ -60,6 +62,8 @@ export interface SpecialisationReport {
   domainTokens: number[];
   /** Each domain's share of all tokens. */
   domainShare: number[];
+  /** Mean next-token cross-entropy over each domain's tokens (null without losses). */
+  domainLoss: (number | null)[] | null;
   topK: number;
   experts: number;
   layers: LayerSpecialisation[];
@@ -160,5 +164,17 @@ export function specialisation(r: TokenRouting, domains: string[], experts: numb
       sharedCarry,
     };
   });
-  return { domains, domainTokens, domainShare, topK, experts, layers };
+  let domainLoss: (number | null)[] | null = null;
+  if (r.loss) {
+    const sum = new Array<number>(D).fill(0);
+    const n = new Array<number>(D).fill(0);
+    r.loss.forEach((v, i) => {
+      if (Number.isFinite(v)) {
+        sum[r.domain[i]!]! += v;
+        n[r.domain[i]!]!++;
+      }
+    });
+    domainLoss = sum.map((s, d) => (n[d] ? s / n[d]! : null));
+  }
+  return { domains, domainTokens, domainShare, domainLoss, topK, experts, layers };
 }

@@ -34,11 +34,21 @@ function fmt(k: string, v: number | null): string {
 /** The results table: one row per variant; a ± column where there are several seeds. */
 export function resultRows(ex: Experiment, results: RunResult[]): { head: string[]; rows: string[][] } {
   const cols = ['valLoss', 'trainLoss', ...ex.columns] as string[];
+  const domains = [...new Set(results.flatMap((r) => Object.keys(r.domainLoss ?? {})))];
   const head = ['variant', 'what', 'seeds', ...cols.map((c) => LABELS[c] ?? c)];
+  if (domains.length) head.push(`val loss ${domains.join(' / ')}`);
   const rows = summarise(results).map((s) => {
     const v = ex.variants.find((x) => x.name === s.variant);
+    const mine = results.filter((r) => r.variant === s.variant);
+    const byDomain = domains
+      .map((d) => {
+        const xs = mine.map((r) => r.domainLoss?.[d]).filter((x): x is number => typeof x === 'number');
+        return xs.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(2) : '—';
+      })
+      .join(' / ');
+    const diverged = mine.some((r) => r.diverged) ? ' (diverged)' : '';
     return [
-      s.variant,
+      s.variant + diverged,
       v?.about ?? '',
       String(s.seeds),
       ...cols.map((c) => {
@@ -51,6 +61,7 @@ export function resultRows(ex: Experiment, results: RunResult[]): { head: string
           ? `${m} ± ${(sp / 2).toFixed(3)}`
           : m;
       }),
+      ...(domains.length ? [byDomain] : []),
     ];
   });
   return { head, rows };

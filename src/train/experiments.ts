@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { configToJson, isMoeLayer, parseConfig, type DeepseekV2Config } from '../model/config.js';
 import { cacheWidth } from '../model/attention.js';
+import { loadBackend } from '../backend/registry.js';
+import { loadTokenizer } from '../io/model-dir.js';
+import { loadModel } from '../model/load.js';
 import { preset } from '../model/presets.js';
 import { paramCounts } from '../model/weights.js';
 import { readMetrics } from './report.js';
@@ -220,6 +223,8 @@ export interface RunResult {
   specialisation: number | null;
   /** Mean NMI between expert choice and domain over the MoE layers; null without MoE layers. */
   nmi: number | null;
+  /** Validation loss of each domain of the held-out text (dsv2 experts' routing), by domain name. */
+  domainLoss?: Record<string, number | null>;
   /** Set when the run diverged (its message); its numbers are then those of its last steps. */
   diverged?: string;
 }
@@ -239,9 +244,9 @@ export interface ExperimentOptions {
   onStep?: (run: string, m: StepMetrics, totalSteps: number) => void;
   /** Checked after every step: true stops the run there (its checkpoint stays; a rerun resumes it). */
   shouldStop?: () => boolean;
-  /** A finished model's specialisation scores (dsv2 experts), means over its MoE layers; injected to keep this
-   * module off the CLI. */
-  specialisation?: (r: TrainResult, scale: Scale) => { specialisation: number; nmi: number } | null;
+  /** A finished model's specialisation scores (means over its MoE layers; null without MoE layers) and loss by
+   * domain (dsv2 experts); injected to keep this module off the CLI. */
+  specialisation?: (r: Pick<TrainResult, 'model' | 'tokenizer'>, scale: Scale) => DomainScores;
 }
 
 const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
@@ -251,12 +256,18 @@ export function variantConfig(scale: Scale, v: Variant): DeepseekV2Config {
   return parseConfig({ ...configToJson(preset(scale.preset, scale.config)), ...v.config });
 }
 
+export interface DomainScores {
+  specialisation: number | null;
+  nmi: number | null;
+  domainLoss: Record<string, number | null>;
+}
+
 function resultOf(
   v: Variant,
   seed: number,
   r: Pick<TrainResult, 'config' | 'lastValLoss'>,
   metrics: StepMetrics[],
-  spec: { specialisation: number; nmi: number } | null,
+  spec: DomainScores | null,
 ): RunResult {
   const c = r.config;
   const counts = paramCounts(c);
@@ -283,6 +294,7 @@ function resultOf(
     lDev: mean(tail.map((m) => m.l_dev)),
     specialisation: spec?.specialisation ?? null,
     nmi: spec?.nmi ?? null,
+    ...(spec ? { domainLoss: spec.domainLoss } : {}),
   };
 }
 
@@ -350,7 +362,16 @@ export function runExperiment(o: ExperimentOptions): { experiment: Experiment; r
         ...Object.fromEntries(COMPARED.map((k) => [k, trainFields[k]])),
       });
       if (existsSync(resultFile)) {
-        results.push(readResult(resultFile));
+        let res = readResult(resultFile);
+        const ck = join(dir, 'checkpoint');
+        if (!res.domainLoss && !res.diverged && o.specialisation && existsSync(join(ck, 'config.json'))) {
+          // a result written before the loss by domain was measured: measure it on the finished checkpoint
+          const model = loadModel(ck, { trainable: false, ...(o.backend ? { backend: loadBackend(o.backend) } : {}) });
+          const s = o.specialisation({ model, tokenizer: loadTokenizer(ck) }, o.scale);
+          res = { ...res, specialisation: s.specialisation, nmi: s.nmi, domainLoss: s.domainLoss };
+          writeFileAtomic(resultFile, JSON.stringify(res, null, 2) + '\n');
+        }
+        results.push(res);
         o.onStatus?.(`${v.name} seed ${seed}: done before, kept`);
         continue;
       }
@@ -388,9 +409,7 @@ export function runExperiment(o: ExperimentOptions): { experiment: Experiment; r
       }
       if (r.stopped) return { experiment: ex, results, stopped: true };
       const metrics = readMetrics(join(dir, 'metrics.jsonl'));
-      const hasMoe = Array.from({ length: r.config.num_hidden_layers }, (_, i) => isMoeLayer(r.config, i)).some(Boolean);
-      const spec = hasMoe && o.specialisation ? o.specialisation(r, o.scale) : null;
-      const res = resultOf(v, seed, r, metrics, spec);
+      const res = resultOf(v, seed, r, metrics, o.specialisation ? o.specialisation(r, o.scale) : null);
       writeFileAtomic(resultFile, JSON.stringify(res, null, 2) + '\n');
       results.push(res);
     }

@@ -9,6 +9,7 @@ import {
   runExperiment,
   SCALES,
   summarise,
+  type DomainScores,
   type ExperimentName,
   type Scale,
 } from '../../train/experiments.js';
@@ -17,8 +18,8 @@ import type { TrainResult } from '../../train/trainer.js';
 import { parseFlags, UsageError } from '../args.js';
 import { expertsOf } from './experts.js';
 
-/** Mean I/H(domain) and NMI over the MoE layers of a trained model on the scale's held-out text. */
-function specialisationOf(r: TrainResult, scale: Scale): { specialisation: number; nmi: number } | null {
+/** Mean I/H(domain) and NMI over the MoE layers of a trained model on the scale's held-out text, and its loss by domain. */
+function specialisationOf(r: Pick<TrainResult, 'model' | 'tokenizer'>, scale: Scale): DomainScores {
   const rep = expertsOf(r.model, r.tokenizer, {
     data: scale.data,
     valFraction: 0.05,
@@ -27,9 +28,13 @@ function specialisationOf(r: TrainResult, scale: Scale): { specialisation: numbe
     tokensPerDomain: scale.expertTokens,
     topTokens: 1,
   });
-  if (!rep.layers.length) return null;
-  const mean = (f: (l: (typeof rep.layers)[number]) => number): number => rep.layers.reduce((s, l) => s + f(l), 0) / rep.layers.length;
-  return { specialisation: mean((l) => l.domainInformation), nmi: mean((l) => l.nmi) };
+  const mean = (f: (l: (typeof rep.layers)[number]) => number): number | null =>
+    rep.layers.length ? rep.layers.reduce((s, l) => s + f(l), 0) / rep.layers.length : null;
+  return {
+    specialisation: mean((l) => l.domainInformation),
+    nmi: mean((l) => l.nmi),
+    domainLoss: Object.fromEntries(rep.domains.map((d, i) => [d, rep.domainLoss?.[i] ?? null])),
+  };
 }
 
 function list(flag: string, raw: string | undefined): string[] | undefined {

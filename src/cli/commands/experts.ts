@@ -8,6 +8,7 @@ import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { loadCorpus, splitDocs } from '../../data/corpus.js';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { loadTokenizer, resolveModelDir } from '../../io/model-dir.js';
+import { isMoeLayer } from '../../model/config.js';
 import { loadModel } from '../../model/load.js';
 import type { DeepseekV2ForCausalLM } from '../../model/model.js';
 import { writeExpertsReport } from '../../experts/report.js';
@@ -60,7 +61,7 @@ export function expertsOf(
     onProgress,
   });
   const c = model.config;
-  const rep = specialisation(routing, domains, c.n_routed_experts!, c.num_experts_per_tok!, o.topTokens);
+  const rep = specialisation(routing, domains, c.n_routed_experts ?? 0, c.num_experts_per_tok ?? 0, o.topTokens);
   const tokenTexts: Record<number, string> = {};
   for (const l of rep.layers) for (const e of l.experts) for (const t of e.topTokens) tokenTexts[t.id] ??= tokenText(tok, t.id);
   return { ...rep, tokenTexts };
@@ -121,6 +122,9 @@ export function runExperts(argv: string[]): number {
   };
   const backend = flags['backend'] ? loadBackend(flags['backend'] as string) : defaultBackend();
   const model = loadModel(dir, { backend, trainable: false });
+  const mc = model.config;
+  if (!Array.from({ length: mc.num_hidden_layers }, (_, i) => isMoeLayer(mc, i)).some(Boolean))
+    throw new UsageError(`${dir} has no MoE layer (a dense model): there are no experts to report on`);
   if (o.seq > model.config.max_position_embeddings)
     throw new UsageError(`--seq ${o.seq} is longer than the model's max_position_embeddings ${model.config.max_position_embeddings}`);
   const tok = loadTokenizer(dir);
@@ -190,6 +194,8 @@ export function summaryText(rep: SpecialisationReport, text: (id: number) => str
     `${rep.domainTokens.reduce((a, b) => a + b, 0).toLocaleString('en-US')} held-out tokens: ` +
       rep.domains.map((d, i) => `${d} ${(100 * rep.domainShare[i]!).toFixed(0)}%`).join(', '),
   );
+  if (rep.domainLoss)
+    lines.push(`validation loss by domain: ${rep.domains.map((d, i) => `${d} ${rep.domainLoss![i]?.toFixed(3) ?? '—'}`).join(', ')}`);
   for (const l of rep.layers) {
     lines.push(`\nMoE layer ${l.layer}: I/H(domain) ${l.domainInformation.toFixed(3)}, NMI ${l.nmi.toFixed(3)}`);
     if (l.sharedCarry)
