@@ -112,6 +112,24 @@ describe('specialisation numbers on hand-built routings', () => {
     close(e0.concentration, 1 / (1 + 0.25), 'q(B | e0)');
   });
 
+  it('distinctive tokens: those an expert takes the largest share of, among tokens seen at least 5 times', () => {
+    const rows: [number, number, number[]][] = [
+      ...Array.from({ length: 10 }, (_, i): [number, number, number[]] => [0, 1, [i < 8 ? 0 : 1]]),
+      ...Array.from({ length: 10 }, (_, i): [number, number, number[]] => [1, 2, [i < 5 ? 0 : 1]]),
+      [1, 3, [1]], // seen once: too rare to tell
+    ];
+    const l = specialisation(routing(rows), ['A', 'B'], 2, 1).layers[0]!;
+    assert.deepEqual(l.experts[0]!.distinctive, [
+      { id: 1, count: 8, share: 0.8 },
+      { id: 2, count: 5, share: 0.5 },
+    ]);
+    assert.deepEqual(l.experts[1]!.distinctive, [
+      { id: 2, count: 5, share: 0.5 },
+      { id: 1, count: 2, share: 0.2 },
+    ]);
+    assert.deepEqual(l.experts[1]!.topTokens[0], { id: 2, count: 5, share: 0.5 });
+  });
+
   it('the shared carry is the mean of |shared| / (|shared| + |routed|) over each domain’s tokens', () => {
     const rows: [number, number, number[]][] = [
       [0, 1, [0]],

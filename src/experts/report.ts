@@ -58,7 +58,7 @@ export function expertsHtml(x: ExpertsReportInput): string {
     .join('');
   const layers = r.layers
     .map((l) => {
-      const head = `<tr><th>expert</th><th>load</th>${r.domains.map((d) => `<th>${esc(d)}</th>`).join('')}<th>dominant</th><th>conc.</th><th>tokens it takes most (share of the token's occurrences)</th></tr>`;
+      const head = `<tr><th>expert</th><th>load</th>${r.domains.map((d) => `<th>${esc(d)}</th>`).join('')}<th>dominant</th><th>conc.</th><th>tokens it takes the largest share of; below, the tokens it takes most (share of each token's occurrences)</th></tr>`;
       const body = l.experts
         .map((e) => {
           const cells = e.shareOfDomain
@@ -67,9 +67,9 @@ export function expertsHtml(x: ExpertsReportInput): string {
                 `<td class="h" style="background:${liftColour(e.lift[d]!)}" title="p(e|${esc(r.domains[d]!)}) = ${pct(v, 2)}; ${pct(e.domainShare[d]!)} of this expert's assignments vs the domain's ${pct(r.domainShare[d]!)} of all tokens (lift ${e.lift[d]!.toFixed(2)})">${pct(v)}</td>`,
             )
             .join('');
-          const toks = e.topTokens
-            .map((t) => `<code>${esc(visibleToken(x.tokenText(t.id)))}</code><span class="n">${pct(t.share, 0)}</span>`)
-            .join(' ');
+          const list = (ts: typeof e.topTokens): string =>
+            ts.map((t) => `<code>${esc(visibleToken(x.tokenText(t.id)))}</code><span class="n">${pct(t.share, 0)}</span>`).join(' ');
+          const toks = `${list(e.distinctive)}<br><span class="n">most: </span>${list(e.topTokens)}`;
           return `<tr><th>${e.expert}</th><td>${pct(e.load)}</td>${cells}<td>${e.dominant === null ? 'unused' : esc(r.domains[e.dominant]!)}</td><td>${e.concentration.toFixed(2)}</td><td class="t">${toks}</td></tr>`;
         })
         .join('');

@@ -43,6 +43,9 @@ export interface ExpertProfile {
   concentration: number;
   /** The tokens it takes most: id, count, and the share of that token's occurrences routed to this expert. */
   topTokens: { id: number; count: number; share: number }[];
+  /** The tokens it takes the largest share of (among tokens seen at least `minCount` times): what sets it apart
+   * (a uniform router takes K/E of every token). */
+  distinctive: { id: number; count: number; share: number }[];
 }
 
 export interface LayerSpecialisation {
@@ -105,6 +108,8 @@ export function specialisation(r: TokenRouting, domains: string[], experts: numb
   const domainShare = domainTokens.map((n) => (N ? n / N : 0));
   const tokenTotals = new Map<number, number>();
   for (const t of r.token) tokenTotals.set(t, (tokenTotals.get(t) ?? 0) + 1);
+  // a token's share is telling once it has occurred a few times: ≥ 1 in 2,000 tokens, and at least 5 times
+  const minCount = Math.max(5, Math.ceil(N / 2000));
 
   const layers = r.chosen.map((chosen, li): LayerSpecialisation => {
     if (chosen.length !== N * topK) throw new Error(`routing: layer ${li} has ${chosen.length} choices for ${N} tokens × ${topK}`);
@@ -129,10 +134,12 @@ export function specialisation(r: TokenRouting, domains: string[], experts: numb
       const s = shareOfDomain.reduce((a, b) => a + b, 0);
       const q = shareOfDomain.map((v) => (s ? v / s : 0));
       const dominant = s ? q.reduce((best, v, d) => (v > q[best]! ? d : best), 0) : null;
-      const top = [...byToken[e]!.entries()]
-        .sort((a, b) => b[1] - a[1] || a[0] - b[0])
-        .slice(0, topTokens)
-        .map(([id, count]) => ({ id, count, share: count / tokenTotals.get(id)! }));
+      const entries = [...byToken[e]!.entries()].map(([id, count]) => ({ id, count, share: count / tokenTotals.get(id)! }));
+      const top = [...entries].sort((a, b) => b.count - a.count || a.id - b.id).slice(0, topTokens);
+      const distinctive = entries
+        .filter((t) => tokenTotals.get(t.id)! >= minCount)
+        .sort((a, b) => b.share - a.share || b.count - a.count || a.id - b.id)
+        .slice(0, topTokens);
       return {
         expert: e,
         load: total ? n / total : 0,
@@ -142,6 +149,7 @@ export function specialisation(r: TokenRouting, domains: string[], experts: numb
         dominant,
         concentration: dominant === null ? 0 : q[dominant]!,
         topTokens: top,
+        distinctive,
       };
     });
     let sharedCarry: number[] | null = null;

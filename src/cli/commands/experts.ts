@@ -63,7 +63,8 @@ export function expertsOf(
   const c = model.config;
   const rep = specialisation(routing, domains, c.n_routed_experts ?? 0, c.num_experts_per_tok ?? 0, o.topTokens);
   const tokenTexts: Record<number, string> = {};
-  for (const l of rep.layers) for (const e of l.experts) for (const t of e.topTokens) tokenTexts[t.id] ??= tokenText(tok, t.id);
+  for (const l of rep.layers)
+    for (const e of l.experts) for (const t of [...e.topTokens, ...e.distinctive]) tokenTexts[t.id] ??= tokenText(tok, t.id);
   return { ...rep, tokenTexts };
 }
 
@@ -206,9 +207,9 @@ export function summaryText(rep: SpecialisationReport, text: (id: number) => str
         .sort((a, b) => b.concentration - a.concentration)
         .slice(0, 3);
       const desc = best.map((e) => {
-        const toks = e.topTokens
+        const toks = e.distinctive
           .slice(0, 4)
-          .map((t) => JSON.stringify(text(t.id)))
+          .map((t) => `${JSON.stringify(text(t.id))} ${(100 * t.share).toFixed(0)}%`)
           .join(' ');
         return `#${e.expert} (${e.concentration.toFixed(2)}: ${toks})`;
       });
