@@ -47,7 +47,7 @@ describe('dsv2 cli', () => {
     }
   });
 
-  it('start trains a DeepSeek-V2 preset on Moby-Dick, then prints samples, the checkpoint and the report', () => {
+  it('start trains a DeepSeek-V2 preset on the mixed corpus, then prints a sample per domain, the experts summary, the checkpoint and the reports', () => {
     // the real main job runs the small preset for minutes; the same path here on the tiny preset for 3 steps
     const dir = mkdtempSync(join(tmpdir(), 'dsv2-start-'));
     const out = join(dir, 'run');
@@ -62,16 +62,22 @@ describe('dsv2 cli', () => {
       '2',
       '--seq',
       '32',
+      '--data', // the same corpus as the default `mix`, at 40 kB per domain so that its tokenizer trains in a second
+      'mix:40k',
       '--out',
       out,
       '--cache-dir',
       join(dir, 'c'),
     );
     assert.equal(r.code, 0, r.err);
-    assert.match(r.out, /training the 'tiny' DeepSeek-V2 preset on moby-dick/);
+    assert.match(r.out, /training the 'tiny' DeepSeek-V2 preset on mix:40k/);
     assert.match(r.out, /Trained 3 steps .* validation loss \d/);
-    assert.match(r.out, /> Call me/);
-    for (const f of ['checkpoint/model.safetensors', 'checkpoint/tokenizer.json', 'metrics.jsonl', 'report.html'])
+    for (const p of ['> Call me Ishmael.', '> 春望\n    杜甫', '> export function ', '> Solve 3x - 7 = 11.'])
+      assert.ok(r.out.includes(p), p);
+    assert.match(r.out, /Which expert does what/);
+    assert.match(r.out, /MoE layer 1: I\/H\(domain\) \d\.\d{3}/);
+    assert.doesNotMatch(r.out, /[\u0000-\u0008\u000b-\u001f\u007f]/, 'no control characters reach the terminal');
+    for (const f of ['checkpoint/model.safetensors', 'checkpoint/tokenizer.json', 'metrics.jsonl', 'report.html', 'experts/report.html'])
       assert.ok(existsSync(join(out, f)), f);
     rmSync(dir, { recursive: true, force: true });
   });

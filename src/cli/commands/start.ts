@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { UsageError } from '../args.js';
 import { reportExperts, summaryText } from './experts.js';
-import { parseTrainArgs, runTraining, stoppedExit } from './train.js';
+import { parseTrainArgs, printable, runTraining, stoppedExit } from './train.js';
 
 export function runStart(argv: string[]): number {
   if (argv.includes('--resume')) throw new UsageError('start always begins a fresh run; use dsv2 train --resume to continue one');
@@ -42,7 +42,7 @@ export function runStart(argv: string[]): number {
       `train loss ${last?.loss.toFixed(3)}, validation loss ${result.lastValLoss?.toFixed(3) ?? '—'} (unigram baseline ${result.unigramLoss.toFixed(3)}).`,
   );
   console.log('\nSamples (temperature 0.8, top-k 40):');
-  for (const s of samples) console.log(`\n  > ${(s.prompt + s.text).replace(/\n/g, '\n    ')}`);
+  for (const s of samples) console.log(`\n  > ${printable(s.prompt + s.text).replace(/\n/g, '\n    ')}`);
   let experts = '';
   if (result.config.n_routed_experts && o.valFraction > 0) {
     console.log('\nWhich expert does what (held-out text of every domain, dsv2 experts):');

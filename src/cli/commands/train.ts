@@ -245,6 +245,11 @@ export function runTraining(o: TrainOptions & { threads?: number }, sampleTokens
   return { result, report: writeRunReport(o, result, samples), samples, signal: 0 };
 }
 
+/** A sample as a terminal shows it safely: control characters (a small model emits any byte) as U+FFFD. */
+export function printable(s: string): string {
+  return s.replace(/[^\n\t -~\u0080-\u{10ffff}]|[\u0080-\u009f]/gu, '\ufffd');
+}
+
 /** The exit line and code of a run a signal stopped (128 + the signal, as a shell reports it). */
 export function stoppedExit(o: TrainOptions, out: RunOutcome): number {
   const step = out.result.last?.step ?? 0;
@@ -265,7 +270,7 @@ export function runTrain(argv: string[]): number {
     `\ndone: ${last?.step ?? 0} steps, train loss ${last?.loss.toFixed(3)}, validation loss ${result.lastValLoss?.toFixed(3) ?? '—'} ` +
       `(unigram baseline ${result.unigramLoss.toFixed(3)})`,
   );
-  for (const s of samples) console.log(`\n> ${s.prompt}${s.text}`);
+  for (const s of samples) console.log(`\n> ${printable(s.prompt + s.text)}`);
   console.log(`\ncheckpoint: ${result.checkpoint}\nreport:     ${report}\nmetrics:    ${join(o.out, 'metrics.jsonl')}`);
   return 0;
 }
