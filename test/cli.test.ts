@@ -76,7 +76,7 @@ describe('dsv2 cli', () => {
       assert.ok(r.out.includes(p), p);
     assert.match(r.out, /Which expert does what/);
     assert.match(r.out, /MoE layer 1: I\/H\(domain\) \d\.\d{3}/);
-    const control = [...r.out].filter((ch) => ch !== '\n' && (ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f));
+    const control = [...r.out].filter((ch) => ch !== '\n' && ch !== '\t' && (ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f));
     assert.deepEqual(control, [], 'no control characters reach the terminal');
     for (const f of ['checkpoint/model.safetensors', 'checkpoint/tokenizer.json', 'metrics.jsonl', 'report.html', 'experts/report.html'])
       assert.ok(existsSync(join(out, f)), f);
