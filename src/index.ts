@@ -1,6 +1,21 @@
-// Public API of deepseek-v2-ts.
+// Public API of deepseek-v2-ts: the browser-safe entry. Nothing here imports a `node:` module (a test bundles it for
+// the browser and checks); what needs the file system, the native addon or worker_threads is added by the Node
+// entry, src/node.ts (`deepseek-v2-ts/node`, and what Node gets for `deepseek-v2-ts`).
 export type { Backend, BinaryOp, UnaryOp, GemmParams, AttentionParams, AdamWParams } from './backend/backend.js';
-export { availableBackends, defaultBackend, loadBackend, useBackend, BACKEND_NAMES, type BackendName } from './backend/registry.js';
+export {
+  availableBackends,
+  defaultBackend,
+  loadBackend,
+  initBackend,
+  useBackend,
+  registerBackend,
+  backendUnavailableReason,
+  BACKEND_NAMES,
+  type BackendName,
+  type BackendLoader,
+} from './backend/registry.js';
+export { configureWasm, type WasmConfig } from './backend/wasm/browser.js';
+export { createWasmBackend, detectVariant, wasmFileName, type WasmVariant, type WasmBackendOptions } from './backend/wasm/index.js';
 export { Tensor, tensor, intTensor, scalar, zeros, ones, full, arange, randn, rand, type CreateOptions } from './tensor/tensor.js';
 export { Rng, type RngState } from './tensor/random.js';
 export { BufferArena, withArena } from './tensor/arena.js';
@@ -12,7 +27,6 @@ export { SGD, AdamW, zeroGrad, globalGradNorm, type AdamWOptions } from './optim
 export { DeepseekV2ForCausalLM, type ForwardOptions, type ForwardOutput } from './model/model.js';
 export { parseConfig, configToJson, type DeepseekV2Config } from './model/config.js';
 export { preset, PRESET_NAMES } from './model/presets.js';
-export { loadModel, saveModel, readConfig } from './model/load.js';
 export type { RouterOutput, TokenDropping } from './model/moe.js';
 export { generate, generateGreedy, generateWithoutCache, type GenerateOptions } from './infer/generate.js';
 export { Engine, EngineError, type EngineOptions, type EngineStats, type TokenEvent, type RoutedExperts } from './infer/engine.js';
@@ -21,21 +35,9 @@ export { samplingParams, SamplingError, SequenceSampler, type SamplingParams, ty
 export { BlockManager } from './infer/block-manager.js';
 export { Tokenizer, type TokenizerJson } from './tokenizer/tokenizer.js';
 export { trainBpe, type BpeTrainOptions } from './tokenizer/train.js';
-export { loadCorpus, splitDocs, BUILTIN_CORPORA, type Corpus, type Doc } from './data/corpus.js';
-export { BatchStream, tokenizeDocs } from './data/loader.js';
-export {
-  train,
-  evaluate,
-  TRAIN_DEFAULTS,
-  TrainingDiverged,
-  type TrainOptions,
-  type StepMetrics,
-  type TrainResult,
-} from './train/trainer.js';
 export { makeSchedule, lrAt, type Schedule } from './train/schedule.js';
 export { balanceLosses, type BalanceCoefficients } from './train/losses.js';
 export { objective } from './train/objective.js';
-export { mixCorpus, interleaveByDomain, MIX_DOMAINS, MIX_DOMAIN_BYTES, type MixDomain } from './data/mix.js';
 export { mathProblems, MATH_KINDS, type MathKind, type MathProblem } from './data/math.js';
 export {
   specialisation,
@@ -45,15 +47,4 @@ export {
   type LayerSpecialisation,
   type ExpertProfile,
 } from './experts/stats.js';
-export { routeDomains, domainsOf, type RouteOptions } from './experts/route.js';
-export {
-  runExperiment,
-  experiment,
-  summarise,
-  SCALES,
-  EXPERIMENT_NAMES,
-  type ExperimentName,
-  type Experiment,
-  type RunResult,
-  type Scale,
-} from './train/experiments.js';
+

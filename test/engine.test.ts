@@ -2,7 +2,7 @@
 // preemption and prefix caching against generating each sequence alone, cancellation, and the routing in events.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import { BlockManager } from '../src/infer/block-manager.js';
 import { Engine, type TokenEvent } from '../src/infer/engine.js';
 import { generateGreedy, generateWithoutCache } from '../src/infer/generate.js';

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { intTensor, loadBackend, noGrad } from '../src/index.js';
+import { intTensor, loadBackend, noGrad } from '../src/node.js';
 import { generateGreedy } from '../src/infer/generate.js';
 import { GgufError, GgufFile, str, u32, writeGguf, type GgufTensorOut, type GgufValue, type GgmlType } from '../src/io/gguf.js';
 import { configFromGguf, ggufMetadata, ggufTensors, loadGgufModel, tokenizerFromGguf } from '../src/io/gguf-deepseek2.js';

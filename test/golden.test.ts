@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import { Checkpoint } from '../src/io/safetensors.js';
 import { generateGreedy, generateWithoutCache } from '../src/infer/generate.js';
 import { loadModel } from '../src/model/load.js';

@@ -1,7 +1,7 @@
 // Finite-difference gradient checks for every differentiable op, on every backend.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import { testBackends } from './helpers.js';
 
 for (const backend of testBackends()) {

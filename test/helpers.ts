@@ -1,6 +1,6 @@
 // Shared test helpers: the backends under test and numeric comparisons.
 import assert from 'node:assert/strict';
-import { availableBackends, loadBackend, type Backend } from '../src/index.js';
+import { availableBackends, loadBackend, type Backend } from '../src/node.js';
 
 /** Backends the suite runs on: every one that loads here, or the list in DSV2_TEST_BACKENDS (comma-separated). */
 export function testBackends(): Backend[] {

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import { assertClose } from './helpers.js';
 import { Checkpoint, SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
 import { loadModel, saveModel } from '../src/model/load.js';

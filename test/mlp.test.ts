@@ -1,7 +1,7 @@
 // End to end on the engine: a 2-layer MLP learns a toy task with SGD, and 1,000 training steps keep memory flat.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import { testBackends } from './helpers.js';
 
 /** Toy task: 4 classes decided by the signs of two inputs (an XOR-like partition a linear model cannot fit). */

@@ -1,7 +1,7 @@
 // The acceptance checks of spec §11 (besides golden parity), config validation, and model-level invariants.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import { kvHeads, parseConfig } from '../src/model/config.js';
 import { DeepseekV2ForCausalLM } from '../src/model/model.js';
 import { route } from '../src/model/moe.js';

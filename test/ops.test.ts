@@ -1,7 +1,7 @@
 // Forward values of the ops against independent straightforward computations, on every backend.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import type { AdamWParams, GemmParams } from '../src/backend/backend.js';
 import { assertClose, testBackends } from './helpers.js';
 

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { intTensor, loadBackend, noGrad } from '../src/index.js';
+import { intTensor, loadBackend, noGrad } from '../src/node.js';
 import { generateGreedy } from '../src/infer/generate.js';
 import { loadModel } from '../src/model/load.js';
 import { quantizeParams } from '../src/quant/model.js';

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import { testBackends } from './helpers.js';
 
 describe('rng', () => {

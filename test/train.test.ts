@@ -15,7 +15,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import * as T from '../src/index.js';
+import * as T from '../src/node.js';
 import { loadCorpus } from '../src/data/corpus.js';
 import { dropMask, route } from '../src/model/moe.js';
 import { preset } from '../src/model/presets.js';

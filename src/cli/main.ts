@@ -1,4 +1,5 @@
 // dsv2: the command-line entry point. Every command reports failures as one line and a non-zero exit code.
+import '../backend/node.js'; // registers the native and wasm backends (Node)
 import { readFileSync } from 'node:fs';
 import { availableBackends, defaultBackend } from '../backend/registry.js';
 import { HelpRequest, UsageError } from './args.js';

@@ -1,4 +1,5 @@
 // Load and save Hugging Face model directories: config.json + safetensors with HF tensor names, unchanged.
+import '../backend/node.js'; // registers the native and wasm backends (Node)
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';

@@ -1,6 +1,7 @@
 // The engine's worker thread: loads the model and tokenizer, then steps the engine while it has work, posting
 // each step's token events. Between steps it yields to its own event loop, so new requests and cancellations
 // are taken in at every step boundary.
+import '../backend/node.js'; // registers the native and wasm backends (Node)
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadBackend, defaultBackend } from '../backend/registry.js';
 import { Engine } from '../infer/engine.js';

@@ -3,6 +3,7 @@
 // Every step appends one line to metrics.jsonl; validation every `evalEvery` steps; checkpoints every
 // `checkpointEvery` steps and at the end. `resume` continues from the last checkpoint so that the loss sequence
 // is the one an uninterrupted run would have produced.
+import '../backend/node.js'; // registers the native and wasm backends (Node)
 import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { noGrad } from '../autograd/graph.js';

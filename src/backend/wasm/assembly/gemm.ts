@@ -1,0 +1,192 @@
+// Batched SGEMM with SIMD128 (AssemblyScript): C_p = alpha·A_p·B_p + beta·C_p, the GemmParams contract of
+// src/backend/backend.ts. The BLIS structure in small: pack a KC×NC block of B into 8-column panels and an MC×KC
+// block of A into 4-row panels (both contiguous whatever A's and B's strides), then a 4×8 register-tile
+// micro-kernel runs over the panels: 8 accumulators of 4 lanes, one fused multiply-add (relaxed SIMD) or a
+// multiply and an add (plain SIMD128) per lane and k.
+//
+// Work items are tiles of C (NC columns × a range of rows, per batch) taken from a shared atomic counter, so the
+// same code runs on one thread or on several sharing memory (src/backend/wasm/pool.ts).
+
+import { madd, PARAM } from './common';
+
+const MR = 4;
+const NR = 8;
+const MC = 64;
+const KC = 256;
+const NC = 256;
+
+/** Bytes of packing scratch one thread needs: an A block, a B block and an edge tile. */
+export function gemmScratchBytes(): i32 {
+  return (MC * KC + KC * (NC + NR) + MR * NR) * 4;
+}
+
+// Parameter block, i32 slots (byte pointers are into this memory, already offset; strides in elements):
+//  0 batch  1 M  2 N  3 K  4 a  5 aBatch  6 aRow  7 aCol  8 b  9 bBatch  10 bRow  11 bCol  12 c  13 cBatch
+//  14 alpha (f32)  15 beta (f32)  16 work counter  17 scratch base  18 scratch bytes per thread
+//  19 row splits (how many row ranges each column tile is cut into)
+
+/** B block [kc × nc] at b (element (k, n) at b + 4·(k·rs + n·cs)) → NR-column panels, zero-padded. */
+function packB(dst: usize, b: usize, rs: i32, cs: i32, kc: i32, nc: i32): void {
+  for (let j0 = 0; j0 < nc; j0 += NR) {
+    const w = min(NR, nc - j0);
+    const panel = dst + <usize>(j0 * kc) * 4;
+    if (cs == 1 && w == NR) {
+      for (let k = 0; k < kc; k++) {
+        const src = b + <usize>(k * rs + j0) * 4;
+        v128.store(panel + <usize>(k * NR) * 4, v128.load(src));
+        v128.store(panel + <usize>(k * NR) * 4, v128.load(src, 16), 16);
+      }
+    } else if (rs == 1 && w == NR) {
+      // B = Wᵀ (x·Wᵀ): each panel column is a contiguous row of W; walk it once
+      for (let jj = 0; jj < NR; jj++) {
+        const src = b + <usize>((j0 + jj) * cs) * 4;
+        const d = panel + <usize>jj * 4;
+        for (let k = 0; k < kc; k++) store<f32>(d + <usize>(k * NR) * 4, load<f32>(src + <usize>k * 4));
+      }
+    } else {
+      for (let k = 0; k < kc; k++) {
+        const d = panel + <usize>(k * NR) * 4;
+        for (let jj = 0; jj < NR; jj++) {
+          store<f32>(d + <usize>jj * 4, jj < w ? load<f32>(b + <usize>(k * rs + (j0 + jj) * cs) * 4) : 0);
+        }
+      }
+    }
+  }
+}
+
+/** A block [mc × kc] → MR-row panels (element (i, k) of a panel at 4·(k·MR + i)), zero-padded. */
+function packA(dst: usize, a: usize, rs: i32, cs: i32, mc: i32, kc: i32): void {
+  for (let i0 = 0; i0 < mc; i0 += MR) {
+    const h = min(MR, mc - i0);
+    const panel = dst + <usize>(i0 * kc) * 4;
+    if (cs == 1 && h == MR) {
+      for (let ii = 0; ii < MR; ii++) {
+        const src = a + <usize>((i0 + ii) * rs) * 4;
+        const d = panel + <usize>ii * 4;
+        for (let k = 0; k < kc; k++) store<f32>(d + <usize>(k * MR) * 4, load<f32>(src + <usize>k * 4));
+      }
+    } else if (rs == 1 && h == MR) {
+      for (let k = 0; k < kc; k++) v128.store(panel + <usize>(k * MR) * 4, v128.load(a + <usize>(i0 + k * cs) * 4));
+    } else {
+      for (let k = 0; k < kc; k++) {
+        const d = panel + <usize>(k * MR) * 4;
+        for (let ii = 0; ii < MR; ii++) {
+          store<f32>(d + <usize>ii * 4, ii < h ? load<f32>(a + <usize>((i0 + ii) * rs + k * cs) * 4) : 0);
+        }
+      }
+    }
+  }
+}
+
+/**
+ * The 4×8 tile: acc = Ap·Bp over kc, then C (ldc floats per row) = alpha·acc + beta·C where `first`, else
+ * C += alpha·acc. beta 0 never reads C (it may hold garbage: uninitialised outputs).
+ */
+// prettier-ignore
+function micro(kc: i32, ap: usize, bp: usize, c: usize, ldc: i32, alpha: f32, beta: f32, first: bool): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  for (let k = 0; k < kc; k++) {
+    const b0 = v128.load(bp);
+    const b1 = v128.load(bp, 16);
+    let a = v128.load32_splat(ap);
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+    a = v128.load32_splat(ap, 4);
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+    a = v128.load32_splat(ap, 8);
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+    a = v128.load32_splat(ap, 12);
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
+    ap += MR * 4;
+    bp += NR * 4;
+  }
+  const va = f32x4.splat(alpha);
+  const stride = <usize>ldc * 4;
+  store4(c, c00, c01, va, beta, first);
+  store4(c + stride, c10, c11, va, beta, first);
+  store4(c + 2 * stride, c20, c21, va, beta, first);
+  store4(c + 3 * stride, c30, c31, va, beta, first);
+}
+
+@inline
+function store4(c: usize, x0: v128, x1: v128, va: v128, beta: f32, first: bool): void {
+  x0 = f32x4.mul(x0, va);
+  x1 = f32x4.mul(x1, va);
+  if (!first) {
+    x0 = f32x4.add(x0, v128.load(c));
+    x1 = f32x4.add(x1, v128.load(c, 16));
+  } else if (beta != 0) {
+    const vb = f32x4.splat(beta);
+    x0 = madd(vb, v128.load(c), x0);
+    x1 = madd(vb, v128.load(c, 16), x1);
+  }
+  v128.store(c, x0);
+  v128.store(c, x1, 16);
+}
+
+/** One thread's share of a GEMM: tiles from the counter until none is left. */
+export function gemm(pb: usize, tid: i32): void {
+  const batch = PARAM(pb, 0), M = PARAM(pb, 1), N = PARAM(pb, 2), K = PARAM(pb, 3);
+  const aBS = PARAM(pb, 5), aRS = PARAM(pb, 6), aCS = PARAM(pb, 7);
+  const bBS = PARAM(pb, 9), bRS = PARAM(pb, 10), bCS = PARAM(pb, 11);
+  const cBS = PARAM(pb, 13);
+  const a0 = <usize>PARAM(pb, 4), b0 = <usize>PARAM(pb, 8), c0 = <usize>PARAM(pb, 12);
+  const alpha = load<f32>(pb + 14 * 4), beta = load<f32>(pb + 15 * 4);
+  const splits = PARAM(pb, 19);
+  const scratch = <usize>PARAM(pb, 17) + <usize>tid * <usize>PARAM(pb, 18);
+  const Ap = scratch;
+  const Bp = Ap + <usize>(MC * KC) * 4;
+  const tile = Bp + <usize>(KC * (NC + NR)) * 4;
+  // a C batch stride of 0 sums over the batch into one C: one item then runs every batch in order
+  const summed = cBS == 0 && batch > 1;
+  const tilesN = (N + NC - 1) / NC;
+  const perBatch = tilesN * splits;
+  const items = summed ? perBatch : batch * perBatch;
+  const rowsPerSplit = (((M + splits - 1) / splits + MR - 1) / MR) * MR;
+  for (;;) {
+    const item = atomic.add<i32>(pb + 16 * 4, 1);
+    if (item >= items) break;
+    const inBatch = item % perBatch;
+    const n0 = (inBatch / splits) * NC;
+    const m0 = (inBatch % splits) * rowsPerSplit;
+    const m1 = min(M, m0 + rowsPerSplit);
+    if (m0 >= m1) continue;
+    const nc = min(NC, N - n0);
+    const p0 = summed ? 0 : item / perBatch;
+    const p1 = summed ? batch : p0 + 1;
+    for (let p = p0; p < p1; p++) {
+      const a = a0 + <usize>(p * aBS) * 4;
+      const b = b0 + <usize>(p * bBS) * 4;
+      const c = c0 + <usize>(p * cBS) * 4;
+      for (let pc = 0; pc < K; pc += KC) {
+        const kc = min(KC, K - pc);
+        packB(Bp, b + <usize>(pc * bRS + n0 * bCS) * 4, bRS, bCS, kc, nc);
+        for (let ic = m0; ic < m1; ic += MC) {
+          const mc = min(MC, m1 - ic);
+          packA(Ap, a + <usize>(ic * aRS + pc * aCS) * 4, aRS, aCS, mc, kc);
+          for (let jr = 0; jr < nc; jr += NR) {
+            const w = min(NR, nc - jr);
+            for (let ir = 0; ir < mc; ir += MR) {
+              const h = min(MR, mc - ir);
+              const ap = Ap + <usize>(ir * kc) * 4;
+              const bp = Bp + <usize>(jr * kc) * 4;
+              const cij = c + <usize>((ic + ir) * N + n0 + jr) * 4;
+              if (w == NR && h == MR) {
+                micro(kc, ap, bp, cij, N, alpha, beta, pc == 0);
+              } else {
+                // an edge tile: compute in a full scratch tile, then copy the part that exists
+                for (let ii = 0; ii < h; ii++)
+                  for (let jj = 0; jj < w; jj++)
+                    store<f32>(tile + <usize>(ii * NR + jj) * 4, load<f32>(cij + <usize>(ii * N + jj) * 4));
+                micro(kc, ap, bp, tile, NR, alpha, beta, pc == 0);
+                for (let ii = 0; ii < h; ii++)
+                  for (let jj = 0; jj < w; jj++)
+                    store<f32>(cij + <usize>(ii * N + jj) * 4, load<f32>(tile + <usize>(ii * NR + jj) * 4));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
