@@ -91,14 +91,14 @@ describe('dsv2 cli', () => {
     assert.equal(j['bench'], 'train');
   });
 
-  it('without the native addon the engine falls back to ts with one line saying why', () => {
+  it('without the native addon the engine falls back to wasm with one line saying why', () => {
     const r = spawnSync(process.execPath, ['bin/dsv2.js', 'backends'], {
       encoding: 'utf8',
       env: { ...process.env, DSV2_NATIVE_ADDON: '/nonexistent/dsv2_native.node', DSV2_BACKEND: '', DSV2_QUIET: '' },
     });
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout), { available: ['ts'], default: 'ts' });
-    assert.match(r.stderr, /^dsv2: native backend unavailable \(the addon is not built.*\); using the ts backend\n$/);
+    assert.deepEqual(JSON.parse(r.stdout), { available: ['ts', 'wasm'], default: 'wasm' });
+    assert.match(r.stderr, /^dsv2: native backend unavailable \(the addon is not built.*\); using the wasm backend\n$/);
   });
 
   it('backends reports, as JSON, what the library finds', () => {

@@ -93,18 +93,22 @@ export function availableBackends(): BackendName[] {
   return BACKEND_NAMES.filter((n) => loaded.has(n) || (!failed.has(n) && tryLoad(n) !== null));
 }
 
-/** The default backend: the last one passed to useBackend, else DSV2_BACKEND, else native if it loads, else ts. */
+/**
+ * The default backend: the last one passed to useBackend, else DSV2_BACKEND, else the fastest that loads: native,
+ * then wasm, then ts.
+ */
 export function defaultBackend(): Backend {
   if (current) return current;
   const env = globalThis.process?.env?.['DSV2_BACKEND'];
   if (env) return (current = loadBackend(env));
   if (tryLoad('native')) return (current = loadBackend('native'));
+  const fallback = tryLoad('wasm') ? 'wasm' : 'ts';
   // One line, once: say why the fast backend is missing (silent where no native backend can exist).
   const why = loaders.get('native')?.whyNot();
   if (why && globalThis.process?.versions?.node && globalThis.process.env['DSV2_QUIET'] !== '1') {
-    globalThis.process.stderr.write(`dsv2: native backend unavailable (${why}); using the ts backend\n`);
+    globalThis.process.stderr.write(`dsv2: native backend unavailable (${why}); using the ${fallback} backend\n`);
   }
-  return (current = loadBackend('ts'));
+  return (current = loadBackend(fallback));
 }
 
 /** Make `name` the default backend for tensors created from now on. */
