@@ -1,8 +1,9 @@
-// `dsv2 bench [gemm|kernels|train|all] [--backend B] [--threads N] [--json]` (npm run bench).
+// `dsv2 bench [gemm|kernels|train|wasm-vs-native|all] [--backend B] [--threads N] [--json]` (npm run bench).
 // With --json: one JSON object per line; otherwise a table. Every figure is the median of ≥ 5 timed runs.
 import { benchGemm, benchKernels, type BenchRecord } from '../../bench/kernels.js';
 import { benchTrainVsPeer } from '../../bench/peer.js';
 import { benchTrain } from '../../bench/train.js';
+import { gemmWasmVsNative, trainWasmVsNative } from '../../bench/wasm.js';
 import { benchDecode, benchDecodeVsPeer } from '../../bench/decode.js';
 import type { QuantType } from '../../quant/formats.js';
 import { benchServe, benchMlaVsMha } from '../../bench/serve.js';
@@ -10,7 +11,7 @@ import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { PRESET_NAMES } from '../../model/presets.js';
 import { parseFlags, UsageError } from '../args.js';
 
-const SUITES = ['gemm', 'kernels', 'train', 'decode', 'serve', 'mla-vs-mha', 'all'] as const;
+const SUITES = ['gemm', 'kernels', 'train', 'decode', 'serve', 'mla-vs-mha', 'wasm-vs-native', 'all'] as const;
 
 function fmt(v: number | undefined, digits = 1): string {
   return v === undefined ? '' : v >= 100 ? v.toFixed(0) : v.toFixed(digits);
@@ -86,6 +87,22 @@ export async function runBench(argv: string[]): Promise<number> {
     else if (kernels) printKernelTable(rows);
     else printTable(rows);
   };
+  if (suite === 'wasm-vs-native') {
+    if (flags['backend'] !== undefined) throw new UsageError('wasm-vs-native runs both backends; --backend does not apply');
+    const wasm = loadBackend('wasm');
+    const native = loadBackend('native');
+    const n = (flags['threads'] as number | undefined) ?? native.threads?.() ?? 1;
+    wasm.setThreads?.(n);
+    native.setThreads?.(n);
+    for (const r of [gemmWasmVsNative(wasm, native), trainWasmVsNative(wasm, native, presetName, Math.max(3, (flags['steps'] as number | undefined) ?? 7))])
+      console.log(
+        json
+          ? JSON.stringify(r)
+          : `${r.what.padEnd(28)} wasm ${fmt(r.wasm)} ${r.unit}, native ${fmt(r.native)} ${r.unit} (${r.threads} threads, ${r.pairs} interleaved pairs): ` +
+              `wasm/native ${r.ratio.toFixed(2)}× (quartiles ${r.ratio_q1.toFixed(2)}–${r.ratio_q3.toFixed(2)})`,
+      );
+    return 0;
+  }
   if (!json && flags['vs-torch'] !== true)
     console.log(`backend ${backend.name}, ${backend.threads?.() ?? 1} thread(s); medians of ≥ 5 timed runs after warm-up`);
   if (suite === 'gemm' || suite === 'all') emit(benchGemm(backend));

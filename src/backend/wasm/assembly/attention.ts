@@ -3,7 +3,7 @@
 // row's log-sum-exp saved for the backward, which recomputes the probabilities from it.
 // Work items come from a shared counter: forward items are (batch, head); backward items are (batch, KV head),
 // so that the dk and dv rows an item accumulates belong to it alone.
-import { axpy, dot, exp1, exp4, hmax, PARAM, PARAMF } from './common';
+import { axpy, dot, exp1, exp4, hmax, madd, PARAM, PARAMF } from './common';
 
 // Parameter block (i32 slots; pointers are byte addresses into this memory):
 //  0 B  1 H  2 Hkv  3 T  4 S  5 Dk  6 Dv  7 scale (f32)  8 causal  9 q  10 k  11 v  12 mask (0: none)  13 maskBatch
@@ -25,6 +25,31 @@ function visible(pb: usize, t: i32): i32 {
   return PARAM(pb, 8) ? min(S, S - T + t + 1) : S;
 }
 
+/** Σ_d q[d]·k[d] for four keys at once (k rows `ks` floats apart): one vector of the four dot products. */
+@inline
+function dot4(q: usize, k: usize, ks: usize, D: i32): v128 {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let d = 0;
+  for (; d + 4 <= D; d += 4) {
+    const o = <usize>d << 2;
+    const qv = v128.load(q + o);
+    a0 = madd(qv, v128.load(k + o), a0);
+    a1 = madd(qv, v128.load(k + ks + o), a1);
+    a2 = madd(qv, v128.load(k + 2 * ks + o), a2);
+    a3 = madd(qv, v128.load(k + 3 * ks + o), a3);
+  }
+  // transpose-add: lane i of the result is the sum of a_i's lanes
+  const t0 = f32x4.add(i32x4.shuffle(a0, a1, 0, 4, 1, 5), i32x4.shuffle(a0, a1, 2, 6, 3, 7));
+  const t1 = f32x4.add(i32x4.shuffle(a2, a3, 0, 4, 1, 5), i32x4.shuffle(a2, a3, 2, 6, 3, 7));
+  let r = f32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7));
+  for (; d < D; d++) {
+    const qd = load<f32>(q + (<usize>d << 2));
+    const o = <usize>d << 2;
+    r = f32x4.add(r, f32x4.mul(f32x4.splat(qd), f32x4(load<f32>(k + o), load<f32>(k + ks + o), load<f32>(k + 2 * ks + o), load<f32>(k + 3 * ks + o))));
+  }
+  return r;
+}
+
 /** Scores of query row (b, h, t) against its visible keys into `row`; returns how many, and their max in `mx`. */
 function scores(pb: usize, b: i32, h: i32, t: i32, row: usize, mx: usize): i32 {
   const H = PARAM(pb, 1), Hkv = PARAM(pb, 2), T = PARAM(pb, 3), S = PARAM(pb, 4), Dk = PARAM(pb, 5);
@@ -32,12 +57,22 @@ function scores(pb: usize, b: i32, h: i32, t: i32, row: usize, mx: usize): i32 {
   const mask = <usize>PARAM(pb, 12);
   const kvh = h / (H / Hkv);
   const q = rowAt(pb, <usize>PARAM(pb, 9), Q, b, h, t);
-  const kb = <usize>PARAM(pb, 10);
+  const k0 = rowAt(pb, <usize>PARAM(pb, 10), K, b, kvh, 0);
+  const ks = (<usize>PARAM(pb, STRIDES + 3 * K + 2)) << 2;
   const n = visible(pb, t);
   const mrow = mask + ((<usize>(((PARAM(pb, 13) == 1 ? 0 : b) * T + t) * S)) << 2);
-  let m: f32 = -Infinity;
-  for (let j = 0; j < n; j++) {
-    let s = dot(q, rowAt(pb, kb, K, b, kvh, j), Dk) * scale;
+  const vs = f32x4.splat(scale);
+  let vm = f32x4.splat(-Infinity);
+  let j = 0;
+  for (; j + 4 <= n; j += 4) {
+    let s4 = f32x4.mul(dot4(q, k0 + <usize>j * ks, ks, Dk), vs);
+    if (mask) s4 = f32x4.add(s4, v128.load(mrow + (<usize>j << 2)));
+    v128.store(row + (<usize>j << 2), s4);
+    vm = f32x4.max(vm, s4);
+  }
+  let m = hmax(vm);
+  for (; j < n; j++) {
+    let s = dot(q, k0 + <usize>j * ks, Dk) * scale;
     if (mask) s += load<f32>(mrow + (<usize>j << 2));
     store<f32>(row + (<usize>j << 2), s);
     m = max(m, s);
@@ -65,6 +100,44 @@ function expRow(row: usize, n: i32, m: f32): f32 {
   return s;
 }
 
+/** out[d] += Σ_{j<n} w[j]·x[j·xs + d] for d < D: 16 columns at a time in registers, so out is touched once. */
+function accumRows(w: usize, n: i32, x: usize, xs: usize, D: i32, out: usize): void {
+  let d = 0;
+  for (; d + 16 <= D; d += 16) {
+    const o = <usize>d << 2;
+    let a0 = v128.load(out + o), a1 = v128.load(out + o, 16), a2 = v128.load(out + o, 32), a3 = v128.load(out + o, 48);
+    let p = x + o;
+    for (let j = 0; j < n; j++) {
+      const wj = v128.load32_splat(w + (<usize>j << 2));
+      a0 = madd(wj, v128.load(p), a0);
+      a1 = madd(wj, v128.load(p, 16), a1);
+      a2 = madd(wj, v128.load(p, 32), a2);
+      a3 = madd(wj, v128.load(p, 48), a3);
+      p += xs;
+    }
+    v128.store(out + o, a0);
+    v128.store(out + o, a1, 16);
+    v128.store(out + o, a2, 32);
+    v128.store(out + o, a3, 48);
+  }
+  for (; d + 4 <= D; d += 4) {
+    const o = <usize>d << 2;
+    let a0 = v128.load(out + o);
+    let p = x + o;
+    for (let j = 0; j < n; j++) {
+      a0 = madd(v128.load32_splat(w + (<usize>j << 2)), v128.load(p), a0);
+      p += xs;
+    }
+    v128.store(out + o, a0);
+  }
+  for (; d < D; d++) {
+    const o = <usize>d << 2;
+    let a: f32 = load<f32>(out + o);
+    for (let j = 0; j < n; j++) a += load<f32>(w + (<usize>j << 2)) * load<f32>(x + <usize>j * xs + o);
+    store<f32>(out + o, a);
+  }
+}
+
 export function attention(pb: usize, tid: i32): void {
   const B = PARAM(pb, 0), H = PARAM(pb, 1), Hkv = PARAM(pb, 2), T = PARAM(pb, 3), S = PARAM(pb, 4), Dv = PARAM(pb, 6);
   const vb = <usize>PARAM(pb, 11), outb = <usize>PARAM(pb, 14), lse = <usize>PARAM(pb, 15);
@@ -89,7 +162,7 @@ export function attention(pb: usize, tid: i32): void {
       }
       const sum = expRow(row, n, m);
       memory.fill(acc, 0, (<usize>Dv) << 2);
-      for (let j = 0; j < n; j++) axpy(load<f32>(row + (<usize>j << 2)), rowAt(pb, vb, V, b, kvh, j), acc, Dv);
+      accumRows(row, n, rowAt(pb, vb, V, b, kvh, 0), (<usize>PARAM(pb, STRIDES + 3 * V + 2)) << 2, Dv, acc);
       const inv: f32 = 1 / sum;
       const vi = f32x4.splat(inv);
       let d = 0;
@@ -114,7 +187,8 @@ export function attentionBackward(pb: usize, tid: i32): void {
   const doutb = <usize>PARAM(pb, 43), dqb = <usize>PARAM(pb, 44), dkb = <usize>PARAM(pb, 45), dvb = <usize>PARAM(pb, 46);
   const scratch = <usize>PARAM(pb, 17) + <usize>tid * <usize>PARAM(pb, 18);
   const row = scratch;
-  const mx = row + ((<usize>(S + 4)) << 2);
+  const dsRow = row + ((<usize>(S + 4)) << 2);
+  const mx = dsRow + ((<usize>(S + 4)) << 2);
   const group = H / Hkv;
   for (;;) {
     const item = atomic.add<i32>(pb + 16 * 4, 1);
@@ -133,20 +207,32 @@ export function attentionBackward(pb: usize, tid: i32): void {
         const q = rowAt(pb, qb, Q, b, h, t);
         const dq = rowAt(pb, dqb, DQ, b, h, t);
         const dOdotO = dot(dO, o, Dv);
-        expRow(row, n, l);
-        for (let j = 0; j < n; j++) {
+        expRow(row, n, l); // p_j
+        // ds_j = p_j·(dO·v_j − dO·o)·scale, four keys at a time
+        const v0 = rowAt(pb, vb, V, b, g, 0);
+        const vsz = (<usize>PARAM(pb, STRIDES + 3 * V + 2)) << 2;
+        const vo = f32x4.splat(dOdotO);
+        const vsc = f32x4.splat(scale);
+        let j = 0;
+        for (; j + 4 <= n; j += 4) {
+          const dp = dot4(dO, v0 + <usize>j * vsz, vsz, Dv);
+          const p4 = v128.load(row + (<usize>j << 2));
+          v128.store(dsRow + (<usize>j << 2), f32x4.mul(f32x4.mul(p4, f32x4.sub(dp, vo)), vsc));
+        }
+        for (; j < n; j++) {
+          const pj = load<f32>(row + (<usize>j << 2));
+          store<f32>(dsRow + (<usize>j << 2), pj * (dot(dO, v0 + <usize>j * vsz, Dv) - dOdotO) * scale);
+        }
+        // dq += Σ_j ds_j·k_j
+        accumRows(dsRow, n, rowAt(pb, kb, K, b, g, 0), (<usize>PARAM(pb, STRIDES + 3 * K + 2)) << 2, Dk, dq);
+        for (j = 0; j < n; j++) {
           const pj = load<f32>(row + (<usize>j << 2));
           if (pj == 0) continue;
-          const v = rowAt(pb, vb, V, b, g, j);
-          const dp = dot(dO, v, Dv);
           axpy(pj, dO, rowAt(pb, dvb, DV, b, g, j), Dv);
-          const ds = pj * (dp - dOdotO) * scale;
-          axpy(ds, rowAt(pb, kb, K, b, g, j), dq, Dk);
-          axpy(ds, q, rowAt(pb, dkb, DK, b, g, j), Dk);
+          axpy(load<f32>(dsRow + (<usize>j << 2)), q, rowAt(pb, dkb, DK, b, g, j), Dk);
         }
       }
     }
   }
 }
 
-export { hmax };

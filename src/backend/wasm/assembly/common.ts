@@ -31,6 +31,7 @@ export function hmax(v: v128): f32 {
 }
 
 /** Σ x[i]·y[i] over n floats (contiguous), four lanes then a scalar tail. */
+@inline
 export function dot(x: usize, y: usize, n: i32): f32 {
   let s0 = f32x4.splat(0);
   let s1 = f32x4.splat(0);
@@ -46,6 +47,7 @@ export function dot(x: usize, y: usize, n: i32): f32 {
 }
 
 /** y[i] += a·x[i] over n floats. */
+@inline
 export function axpy(a: f32, x: usize, y: usize, n: i32): void {
   const va = f32x4.splat(a);
   let i = 0;
