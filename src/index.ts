@@ -48,3 +48,16 @@ export {
   type ExpertProfile,
 } from './experts/stats.js';
 
+export {
+  loadModelFromFiles,
+  modelFilesFrom,
+  fetchModelFiles,
+  modelToFiles,
+  type ModelFiles,
+  type LoadedModel,
+  type FromFilesOptions,
+} from './model/from-files.js';
+export { modelFromTensors, checkInventory, type TensorStore } from './model/from-tensors.js';
+export { SafetensorsReader, encodeSafetensors, safetensorsChunks, CheckpointError } from './io/safetensors-format.js';
+export { GgufReader, GgufError } from './io/gguf-format.js';
+export { memorySource, type ByteSource } from './io/bytes.js';

@@ -18,7 +18,7 @@ import {
   bool,
   f32,
   GgufError,
-  GgufFile,
+  GgufReader,
   i32s,
   str,
   strs,
@@ -27,7 +27,7 @@ import {
   type GgmlType,
   type GgufTensorOut,
   type GgufValue,
-} from './gguf.js';
+} from './gguf-format.js';
 
 const ARCH = 'deepseek2';
 
@@ -288,7 +288,7 @@ function f32Decimal(v: number): number {
 }
 
 /** The model config of a deepseek2 GGUF: ours from dsv2.hf_config, any other from the standard keys. */
-export function configFromGguf(g: GgufFile): DeepseekV2Config {
+export function configFromGguf(g: GgufReader): DeepseekV2Config {
   const arch = g.str('general.architecture');
   if (arch !== ARCH) throw new GgufError(`${g.path}: general.architecture is ${JSON.stringify(arch)}, not "${ARCH}" (DeepSeek-V2)`);
   const where = (e: unknown): never => {
@@ -374,7 +374,7 @@ export function configFromGguf(g: GgufFile): DeepseekV2Config {
 }
 
 /** The tokenizer of a GGUF: the HF JSON it carries, else one built from tokenizer.ggml.* (byte-level BPE). */
-export function tokenizerFromGguf(g: GgufFile, preTokenizers: Record<string, unknown> = {}): Tokenizer {
+export function tokenizerFromGguf(g: GgufReader, preTokenizers: Record<string, unknown> = {}): Tokenizer {
   const hf = g.str('tokenizer.huggingface.json');
   const wrapErr = <T>(f: () => T): T => {
     try {
@@ -427,11 +427,11 @@ export interface GgufLoadOptions {
 /**
  * A model from a deepseek2 GGUF. Stored tensors are used in place (views of the file's mapping when the backend maps
  * files, so pages load when touched and an expert never routed to costs no RAM); f32 ones are copied; kv_b_proj is
- * rebuilt in float32 from attn_k_b/attn_v_b (or taken from the legacy attn_kv_b).
+ * rebuilt in float32 from attn_k_b/attn_v_b (or taken from the legacy attn_kv_b). Closes `g` if it fails.
  */
-export function loadGgufModel(path: string, opts: GgufLoadOptions): { model: DeepseekV2ForCausalLM; file: GgufFile } {
+export function ggufModel(g: GgufReader, opts: GgufLoadOptions): DeepseekV2ForCausalLM {
   const backend = opts.backend;
-  const g = new GgufFile(path, { map: backend.mapFile ? (p) => backend.mapFile!(p) : undefined });
+  const path = g.path;
   try {
     const c = configFromGguf(g);
     const params = new Params();
@@ -478,7 +478,7 @@ export function loadGgufModel(path: string, opts: GgufLoadOptions): { model: Dee
       }
       throw new GgufError(`${path}: no GGUF tensor for '${hf}'`);
     }
-    return { model: new DeepseekV2ForCausalLM(c, params, backend), file: g };
+    return new DeepseekV2ForCausalLM(c, params, backend);
   } catch (e) {
     g.close();
     throw e;
@@ -486,7 +486,7 @@ export function loadGgufModel(path: string, opts: GgufLoadOptions): { model: Dee
 }
 
 /** kv_b_proj [H·(dn+dv), dc] in float32 from a layer's attn_k_b and attn_v_b (or the legacy attn_kv_b). */
-function kvBFromGguf(g: GgufFile, layer: number, c: DeepseekV2Config): Float32Array {
+function kvBFromGguf(g: GgufReader, layer: number, c: DeepseekV2Config): Float32Array {
   const [H, dn, dv, dc] = [c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank];
   const legacy = g.tensors.get(`blk.${layer}.attn_kv_b.weight`);
   if (legacy) {
@@ -518,6 +518,6 @@ function decodeF32(type: GgmlType, bytes: Uint8Array, rows: number, K: number): 
   return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 }
 
-function dequantOrCopy(g: GgufFile, name: string, rows: number, K: number): Float32Array {
+function dequantOrCopy(g: GgufReader, name: string, rows: number, K: number): Float32Array {
   return decodeF32(g.tensors.get(name)!.type, g.data(name), rows, K);
 }

@@ -6,15 +6,15 @@ import type { Backend } from '../backend/backend.js';
 import { defaultBackend } from '../backend/registry.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Checkpoint, CheckpointError, writeSafetensors } from '../io/safetensors.js';
-import { storedWeight, wrap } from '../tensor/tensor.js';
 import { checkFits } from '../io/memory.js';
-import { isQuantizable } from '../quant/model.js';
 import { GgufFile, isGgufFile } from '../io/gguf.js';
-import { configFromGguf, loadGgufModel } from '../io/gguf-deepseek2.js';
+import { configFromGguf } from '../io/gguf-deepseek2.js';
+import { loadGgufModel } from '../io/gguf-load.js';
 import { configJsonText, ConfigError, parseConfig, type DeepseekV2Config } from './config.js';
-import { DeepseekV2ForCausalLM } from './model.js';
-import { Params } from './params.js';
-import { expectedTensors, inventoryProblems } from './weights.js';
+import type { DeepseekV2ForCausalLM } from './model.js';
+import { modelFromTensors } from './from-tensors.js';
+
+export { checkInventory } from './from-tensors.js';
 
 export function readConfig(dir: string): DeepseekV2Config {
   if (isGgufFile(dir)) {
@@ -58,16 +58,6 @@ export interface LoadOptions {
 }
 
 /** Check a checkpoint against the config's inventory; throws one error listing every problem. */
-export function checkInventory(config: DeepseekV2Config, ck: Checkpoint, where: string): void {
-  const problems = inventoryProblems(config, ck.tensors);
-  if (problems.length) {
-    const shown = problems.slice(0, 20).join('; ');
-    throw new CheckpointError(
-      `${where}: checkpoint does not match config.json: ${shown}${problems.length > 20 ? `; … ${problems.length - 20} more` : ''}`,
-    );
-  }
-}
-
 export function loadModel(dir: string, opts: LoadOptions = {}): DeepseekV2ForCausalLM {
   const backend = opts.backend ?? defaultBackend();
   if (isGgufFile(dir)) {
@@ -80,44 +70,13 @@ export function loadModel(dir: string, opts: LoadOptions = {}): DeepseekV2ForCau
   const config = readConfig(dir);
   const ck = Checkpoint.open(opts.weights ?? dir);
   try {
-    checkInventory(config, ck, opts.weights ?? dir);
-    const keep = opts.trainable === false && opts.storage !== 'f32';
-    const kept = (name: string): 'bf16' | 'f16' | null => {
-      const info = ck.tensors.get(name)!;
-      if (!keep || (info.dtype !== 'BF16' && info.dtype !== 'F16') || !isQuantizable(name, info.shape)) return null;
-      return info.dtype === 'BF16' ? 'bf16' : 'f16';
-    };
-    // refuse a model that cannot fit before allocating any of it
-    const specs = expectedTensors(config);
-    const need = specs.reduce((sum, t) => sum + (kept(t.name) ? 2 : 4) * t.shape.reduce((a, b) => a * b, 1), 0);
-    checkFits(
-      need,
-      `${opts.weights ?? dir} (${(need / 2 ** 30).toFixed(1)} GiB as loaded)`,
-      keep ? 'quantize it first: dsv2 quantize --type q8_0' : '',
-    );
-    const maps = new Map<string, Uint8Array | null>();
-    const mapped = (file: string): Uint8Array | null => {
-      if (!maps.has(file)) maps.set(file, backend.mapFile?.(file) ?? null);
-      return maps.get(file)!;
-    };
-    const params = new Params();
-    for (const t of specs) {
-      const type = kept(t.name);
-      if (type) {
-        const info = ck.tensors.get(t.name)!;
-        const bytes = mapped(info.file)?.subarray(info.begin, info.end) ?? ck.readBytes(t.name);
-        params.set(t.name, storedWeight(backend, type, bytes, t.shape));
-        continue;
-      }
-      const data = ck.read(t.name);
-      const buf = backend.alloc(data.length);
-      buf.set(data);
-      if (!Number.isFinite(backend.sumsq(buf, buf.length)))
-        throw new CheckpointError(`${opts.weights ?? dir}: tensor '${t.name}' holds NaN or infinite values`);
-      const tensor = wrap(backend, buf, t.shape);
-      params.set(t.name, opts.trainable === false ? tensor : tensor.requireGrad());
-    }
-    return new DeepseekV2ForCausalLM(config, params, backend);
+    return modelFromTensors(config, ck, backend, {
+      where: opts.weights ?? dir,
+      trainable: opts.trainable,
+      storage: opts.storage,
+      checkFits,
+      map: backend.mapFile ? (file: string) => backend.mapFile!(file) : undefined,
+    });
   } finally {
     ck.close();
   }

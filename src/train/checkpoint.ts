@@ -13,7 +13,7 @@ import type { DeepseekV2ForCausalLM } from '../model/model.js';
 import type { AdamW } from '../optim/optimizer.js';
 import type { Backend } from '../backend/backend.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
-import { defaultTokenizerConfig } from '../tokenizer/chat-template.js';
+import { tokenizerConfigText } from '../model/from-files.js';
 
 export const CHECKPOINT_DIR = 'checkpoint';
 
@@ -46,12 +46,7 @@ export function writeCheckpoint(
   saveModel(model, tmp);
   writeFileAtomic(join(tmp, 'tokenizer.json'), JSON.stringify(tokenizer.toJSON()));
   // bos/eos and the chat template HF tooling (and `dsv2 serve`) read; ids 0 and 1 are BOS and EOS (trainer.ts)
-  const special = (id: number | null | undefined): string =>
-    id === null || id === undefined ? '' : (tokenizer.specials.find((s) => s.id === id)?.content ?? '');
-  writeFileAtomic(
-    join(tmp, 'tokenizer_config.json'),
-    JSON.stringify(defaultTokenizerConfig(special(model.config.bos_token_id), special(model.config.eos_token_id)), null, 2) + '\n',
-  );
+  writeFileAtomic(join(tmp, 'tokenizer_config.json'), tokenizerConfigText(tokenizer, model.config));
   const names = model.params.names();
   const st = opt.state();
   writeSafetensors(
