@@ -11,6 +11,7 @@ import { runGenerate, runInspect, runLogits, runStep } from './commands/model.js
 import { runChat, runServe } from './commands/serve.js';
 import { runStart } from './commands/start.js';
 import { runSample, runTrain } from './commands/train.js';
+import { runWeb } from './commands/web.js';
 
 interface Command {
   summary: string;
@@ -44,6 +45,10 @@ const commands: Record<string, Command> = {
     summary:
       'serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--kv-cache-mib M] [--max-num-seqs N]: OpenAI-compatible API',
     run: runServe,
+  },
+  web: {
+    summary: 'web [--model DIR] [--api URL] [--port 8080] [--export DIR]: the browser app (generate with expert colours, train in a worker)',
+    run: runWeb,
   },
   chat: { summary: 'chat --model DIR [--system TEXT] [--temperature T]: an interactive terminal chat that streams tokens', run: runChat },
   inspect: { summary: 'inspect (<model-dir> | --preset NAME): parameter counts and KV-cache sizes as JSON', run: runInspect },

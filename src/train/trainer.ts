@@ -36,8 +36,9 @@ import { trainStep } from './step.js';
 import { MinutesPlanner } from './planner.js';
 import { lrAt, makeSchedule, type Schedule } from './schedule.js';
 
-export const BOS = '<｜begin▁of▁sentence｜>';
-export const EOS = '<｜end▁of▁sentence｜>';
+import { BOS, EOS } from '../tokenizer/specials.js';
+
+export { BOS, EOS };
 
 export interface TrainOptions {
   preset: string;

@@ -1,0 +1,178 @@
+// The browser side, in a real browser: Debian's headless Chromium driven by playwright-core against `dsv2 web` (a real
+// process on loopback). The page runs the wasm backend (threads: the server sends the cross-origin isolation
+// headers); the golden `gen` case gives the reference's greedy tokens; the routing the page shows is the router's;
+// training `tiny` in the page's worker lowers the loss and its downloaded checkpoint loads in Node. Screenshots of
+// both views are written to test-artifacts/. Also: the library's browser entry bundles without any `node:` module.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { build } from 'esbuild';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import * as T from '../src/node.js';
+
+const CHROMIUM = process.env['DSV2_CHROMIUM'] ?? '/usr/bin/chromium';
+const ARTIFACTS = 'test-artifacts';
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const cases = (name: string): any => JSON.parse(readFileSync(`test/golden/${name}/cases.json`, 'utf8'));
+
+describe('the browser-safe entry', () => {
+  it('bundles for the browser with no node: module and no Node built-in', async () => {
+    const seen: string[] = [];
+    const r = await build({
+      entryPoints: ['src/index.ts'],
+      bundle: true,
+      write: false,
+      metafile: true,
+      platform: 'browser',
+      format: 'esm',
+      logLevel: 'silent',
+      plugins: [
+        {
+          name: 'no-node',
+          setup(b) {
+            b.onResolve({ filter: /.*/ }, (a) => {
+              if (a.path.startsWith('node:') || builtinModules.includes(a.path)) {
+                seen.push(`${a.importer} imports ${a.path}`);
+                return { path: a.path, external: true };
+              }
+              return undefined;
+            });
+          },
+        },
+      ],
+    });
+    assert.deepEqual(seen, []);
+    assert.ok(Object.keys(r.metafile!.inputs).some((f) => f.includes('backend/wasm/index.ts')), 'the wasm backend is in the bundle');
+    assert.ok(!Object.keys(r.metafile!.inputs).some((f) => f.includes('backend/native')), 'the native backend is not');
+  });
+});
+
+describe('dsv2 web in Chromium', () => {
+  let server: ChildProcess;
+  let url = '';
+  let browser: Browser;
+  let page: Page;
+  const errors: string[] = [];
+
+  before(async () => {
+    assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; DSV2_CHROMIUM names another)`);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    server = spawn(process.execPath, ['bin/dsv2.js', 'web', '--model', 'test/golden/gen', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      server.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /open (http:\/\/\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      server.on('exit', (code) => reject(new Error(`dsv2 web exited with ${code}: ${out}`)));
+      setTimeout(() => reject(new Error(`dsv2 web did not start: ${out}`)), 20_000);
+    });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.waitForFunction(() => (window as unknown as { dsv2?: { ready: boolean } }).dsv2?.ready, null, { timeout: 30_000 });
+  });
+
+  after(async () => {
+    await browser?.close();
+    server?.kill('SIGTERM');
+  });
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const pageState = (): Promise<any> => page.evaluate(() => (window as unknown as { dsv2: unknown }).dsv2);
+
+  it('loads with the wasm backend, on several threads (cross-origin isolated)', async () => {
+    const s = await pageState();
+    assert.equal(s.backend, 'wasm');
+    assert.equal(await page.evaluate(() => crossOriginIsolated), true);
+    assert.ok(s.threads >= 1);
+    assert.deepEqual(errors, []);
+  });
+
+  it('the golden gen case: the served model gives the reference’s greedy tokens, and the router’s experts', async () => {
+    const c = cases('gen');
+    await page.click('#load');
+    await page.waitForFunction(() => (window as unknown as { dsv2: { info: unknown } }).dsv2.info !== null, null, { timeout: 30_000 });
+    const node = T.loadModel('test/golden/gen', { trainable: false, backend: T.loadBackend('ts') });
+    for (const [b, prompt] of (c.prompt_ids as number[][]).entries()) {
+      await page.fill('#prompt', JSON.stringify(prompt));
+      await page.fill('#max-tokens', String(c.new_tokens));
+      await page.fill('#temperature', '0');
+      await page.click('#generate-btn');
+      await page.waitForFunction(
+        (n) => {
+          const s = (window as unknown as { dsv2: { generating: boolean; tokens: unknown[] } }).dsv2;
+          return !s.generating && s.tokens.length === n;
+        },
+        prompt.length + c.new_tokens,
+        { timeout: 60_000 },
+      );
+      const s = await pageState();
+      const ids = (s.tokens as { id: number }[]).map((t) => t.id);
+      assert.deepEqual(ids.slice(0, prompt.length), prompt);
+      assert.deepEqual(ids.slice(prompt.length), c.generated_ids[b], `prompt ${b}: greedy tokens`);
+      // what the page coloured the prompt by is what the router chose for those tokens (sets per token and layer)
+      const out = T.noGrad(() => node.forward(T.intTensor([prompt], undefined, { backend: node.backend })));
+      const K = node.config.num_experts_per_tok!;
+      for (const r of out.router)
+        prompt.forEach((_, t) => {
+          const shown = (s.tokens[t].experts as T.RoutedExperts[]).find((x) => x.layer === r.layer)!;
+          assert.deepEqual([...shown.experts].sort(), [...r.chosen.slice(t * K, t * K + K)].sort(), `token ${t} layer ${r.layer}`);
+        });
+      // every generated token but the last has been read by the model: its routing came with the next token's event
+      assert.ok((s.tokens as { experts: unknown }[]).slice(0, -1).every((t) => t.experts !== null));
+    }
+    const span = page.locator('.tok').nth(4);
+    await span.hover();
+    assert.match((await page.textContent('#tooltip'))!, /layer \d+: /);
+    await page.screenshot({ path: join(ARTIFACTS, 'web-generate.png'), fullPage: true });
+  });
+
+  it('trains tiny in a worker: the loss falls, and the downloaded checkpoint loads in Node', async () => {
+    await page.click('button[data-tab=train]');
+    await page.check('input[name=corpus][value=math]');
+    await page.fill('#steps', '25');
+    await page.fill('#seq', '64');
+    await page.click('#train-btn');
+    await page.waitForFunction(
+      () => {
+        const s = (window as unknown as { dsv2: { trained: boolean; errors: string[] } }).dsv2;
+        return s.trained || s.errors.length > 0;
+      },
+      null,
+      { timeout: 120_000 },
+    );
+    const s = await pageState();
+    assert.deepEqual(s.errors, []);
+    assert.equal(s.losses.length, 25);
+    const first = s.losses.slice(0, 3).reduce((a: number, b: number) => a + b, 0) / 3;
+    const last = s.losses.slice(-3).reduce((a: number, b: number) => a + b, 0) / 3;
+    assert.ok(last < first - 0.5, `loss ${first.toFixed(3)} → ${last.toFixed(3)}`);
+    await page.screenshot({ path: join(ARTIFACTS, 'web-train.png'), fullPage: true });
+    await page.click('#download-btn');
+    await page.waitForFunction(() => (window as unknown as { dsv2: { files: string[] } }).dsv2.files.length > 0, null, { timeout: 30_000 });
+    const files: [string, number[]][] = await page.evaluate(async () =>
+      Promise.all(
+        [...document.querySelectorAll<HTMLAnchorElement>('#downloads a')].map(async (a) => [
+          a.download,
+          [...new Uint8Array(await (await fetch(a.href)).arrayBuffer())],
+        ]),
+      ),
+    );
+    const dir = mkdtempSync(join(tmpdir(), 'dsv2-web-'));
+    for (const [name, bytes] of files) writeFileSync(join(dir, name), Uint8Array.from(bytes));
+    assert.deepEqual(files.map(([n]) => n).sort(), ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    const model = T.loadModel(dir, { trainable: false });
+    assert.equal(model.config.num_hidden_layers, 2);
+    assert.ok(T.Tokenizer.fromJSON(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'))).vocabSize <= model.config.vocab_size);
+  });
+});
