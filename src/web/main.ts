@@ -18,12 +18,15 @@ interface PageState {
   info: ModelInfo | null;
   tokens: TokenOut[];
   generating: boolean;
+  /** The last generation's and training step's tokens/s. */
+  genTokS: number;
+  trainTokS: number[];
   losses: number[];
   trained: boolean;
   files: string[];
   errors: string[];
 }
-const state: PageState = { ready: false, backend: '', threads: 0, info: null, tokens: [], generating: false, losses: [], trained: false, files: [], errors: [] };
+const state: PageState = { ready: false, backend: '', threads: 0, info: null, tokens: [], generating: false, genTokS: 0, trainTokS: [], losses: [], trained: false, files: [], errors: [] };
 (window as unknown as { dsv2: PageState }).dsv2 = state;
 
 // ---- tabs ------------------------------------------------------------------------------------------------------
@@ -272,6 +275,7 @@ $('train-btn').onclick = async () => {
   lossData[1].length = 0;
   loadHistory = [];
   state.losses = [];
+  state.trainTokS = [];
   state.trained = false;
   lossPlot?.destroy();
   lossPlot = new uPlot(
@@ -300,6 +304,7 @@ function onStep(r: StepReport): void {
   lossData[0].push(r.step);
   lossData[1].push(r.loss);
   state.losses.push(r.loss);
+  state.trainTokS.push(r.tokS);
   lossPlot?.setData(lossData);
   loadHistory.push(r.load);
   $('train-stats').textContent = `step ${r.step}/${r.steps} · loss ${r.loss.toFixed(3)} · ${Math.round(r.tokS).toLocaleString('en-US')} tok/s`;
@@ -359,6 +364,7 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
     }
     case 'generated':
       state.generating = false;
+      state.genTokS = m.tokS;
       $<HTMLButtonElement>('stop-btn').disabled = true;
       $('gen-stats').textContent = `${m.tokens} tokens at ${m.tokS.toFixed(1)} tok/s (${m.finishReason})`;
       return;

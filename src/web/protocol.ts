@@ -32,7 +32,7 @@ export interface TrainSettings {
   /** 'pasted' text, or a bundled corpus. */
   corpus: 'pasted' | 'moby-dick' | 'math';
   text?: string;
-  preset: 'tiny' | 'custom';
+  preset: 'tiny' | 'small' | 'custom';
   hidden?: number;
   layers?: number;
   experts?: number;

@@ -143,12 +143,12 @@ function corpusDocs(s: TrainSettings, text: string | undefined): string[] {
 }
 
 function trainConfig(s: TrainSettings, tok: Tokenizer): DeepseekV2Config {
-  const base = configToJson(preset('tiny')) as Record<string, unknown>;
+  const base = configToJson(preset(s.preset === 'small' ? 'small' : 'tiny')) as Record<string, unknown>;
   const over: Record<string, unknown> = {
     vocab_size: tok.vocabSize,
     bos_token_id: tok.idOf(BOS),
     eos_token_id: tok.idOf(EOS),
-    max_position_embeddings: Math.max(256, s.seq),
+    max_position_embeddings: Math.max(base['max_position_embeddings'] as number, s.seq),
   };
   if (s.preset === 'custom') {
     const E = s.experts ?? 8;

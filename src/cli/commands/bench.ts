@@ -4,6 +4,8 @@ import { benchGemm, benchKernels, type BenchRecord } from '../../bench/kernels.j
 import { benchTrainVsPeer } from '../../bench/peer.js';
 import { benchTrain } from '../../bench/train.js';
 import { gemmWasmVsNative, trainWasmVsNative } from '../../bench/wasm.js';
+import { benchWeb } from '../../bench/web.js';
+import { availableBackends } from '../../backend/registry.js';
 import { benchDecode, benchDecodeVsPeer } from '../../bench/decode.js';
 import type { QuantType } from '../../quant/formats.js';
 import { benchServe, benchMlaVsMha } from '../../bench/serve.js';
@@ -11,7 +13,7 @@ import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { PRESET_NAMES } from '../../model/presets.js';
 import { parseFlags, UsageError } from '../args.js';
 
-const SUITES = ['gemm', 'kernels', 'train', 'decode', 'serve', 'mla-vs-mha', 'wasm-vs-native', 'all'] as const;
+const SUITES = ['gemm', 'kernels', 'train', 'decode', 'serve', 'mla-vs-mha', 'wasm-vs-native', 'web', 'all'] as const;
 
 function fmt(v: number | undefined, digits = 1): string {
   return v === undefined ? '' : v >= 100 ? v.toFixed(0) : v.toFixed(digits);
@@ -55,6 +57,7 @@ export async function runBench(argv: string[]): Promise<number> {
     backend: { type: 'string', help: 'ts | native (default: the default backend)' },
     threads: { type: 'int', help: 'kernel threads (default: DSV2_THREADS or all cores)' },
     json: { type: 'bool', help: 'one JSON object per line' },
+    model: { type: 'string', help: 'web: the model the page generates with (default: a random small)' },
     preset: { type: 'string', help: 'preset for train, decode, serve (small | medium | deepseek-v2-lite …)' },
     dtype: { type: 'string', help: 'decode: weight storage, f32 (default) | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | bf16 | f16' },
     'random-weights': { type: 'bool', help: 'decode: random weights of the preset’s shapes (what the decode bench always uses)' },
@@ -87,6 +90,18 @@ export async function runBench(argv: string[]): Promise<number> {
     else if (kernels) printKernelTable(rows);
     else printTable(rows);
   };
+  if (suite === 'web') {
+    const native = availableBackends().includes('native') ? loadBackend('native') : null;
+    for (const r of await benchWeb(loadBackend('wasm'), native, { model: flags['model'] as string | undefined }))
+      console.log(
+        json
+          ? JSON.stringify(r)
+          : `${r.what}: Chromium ${fmt(r.chromium_tok_s)} tok/s (${r.threads} threads), Node wasm ${fmt(r.node_wasm_tok_s)}, ` +
+              `Node native ${r.node_native_tok_s === null ? '—' : fmt(r.node_native_tok_s)}; Chromium/Node-wasm ${r.vs_node_wasm.toFixed(2)}×` +
+              (r.vs_native === null ? '' : `, Chromium/native ${r.vs_native.toFixed(2)}×`),
+      );
+    return 0;
+  }
   if (suite === 'wasm-vs-native') {
     if (flags['backend'] !== undefined) throw new UsageError('wasm-vs-native runs both backends; --backend does not apply');
     const wasm = loadBackend('wasm');
