@@ -29,7 +29,15 @@ const scope = globalThis as unknown as {
   crossOriginIsolated?: boolean;
 };
 const post = (m: FromWorker, transfer: Transferable[] = []): void => scope.postMessage(m, transfer);
-const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
+// a yield to the event loop between steps (so control messages arrive) without setTimeout's 4 ms clamp
+const channel = new MessageChannel();
+const waiting: (() => void)[] = [];
+channel.port1.onmessage = () => waiting.shift()?.();
+const tick = (): Promise<void> =>
+  new Promise((r) => {
+    waiting.push(r);
+    channel.port2.postMessage(0);
+  });
 
 let backend: Backend | null = null;
 let model: DeepseekV2ForCausalLM | null = null;

@@ -36,6 +36,11 @@ export class Heap {
     this.f32 = new Float32Array(memory.buffer, PARAMS_AT, 1024);
   }
 
+  /** i32 and f32 views of n words at a staging address (for parameter blocks that do not fit the fixed page). */
+  words(at: number, n: number): { i32: Int32Array; f32: Float32Array } {
+    return { i32: new Int32Array(this.memory.buffer, at, n), f32: new Float32Array(this.memory.buffer, at, n) };
+  }
+
   /** Start staging a call. */
   begin(): void {
     this.top = STAGE_AT;

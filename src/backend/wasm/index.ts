@@ -16,7 +16,7 @@ import { Heap, PARAMS_AT, whole, type Operand } from './heap.js';
 import { ThreadPool, wasmAbort, type WorkerHandle } from './pool.js';
 
 /** Threaded kernels by number (the `run` export of ./assembly/index.ts). */
-const KERNEL = { gemm: 1, attention: 2, attentionBackward: 3 } as const;
+const KERNEL = { gemm: 1, attention: 2, attentionBackward: 3, gemmMany: 4 } as const;
 
 /** Which build of the kernels: shared memory (threads) and relaxed SIMD (FMA) are separate modules. */
 export interface WasmVariant {
@@ -109,35 +109,64 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
     else pool.run(kernel, PARAMS_AT, nt, (tid) => x['run']!(kernel, PARAMS_AT, tid));
   };
 
-  const gemm = (p: GemmParams): void => {
+  /** The staged operands of one product (A, B read; C written whole or read-modified). */
+  const gemmOperands = (p: GemmParams): Operand[] => {
     const { batch, M, N, K } = p;
-    if (batch === 0 || M === 0 || N === 0) return;
-    if (K === 0) return ref.gemm(p); // no products to sum: C = beta·C
     const extent = (bs: number, rs: number, cs: number, rows: number, cols: number): number =>
       rows === 0 || cols === 0 ? 0 : (batch - 1) * bs + (rows - 1) * rs + (cols - 1) * cs + 1;
-    const aN = extent(p.aBatchStride, p.aRowStride, p.aColStride, M, K);
-    const bN = extent(p.bBatchStride, p.bRowStride, p.bColStride, K, N);
-    const cN = (batch - 1) * p.cBatchStride + M * N;
     // C is overwritten entirely only when beta is 0 and the batches tile it without gaps
     const cDense = p.beta === 0 && (batch === 1 || p.cBatchStride === M * N);
-    call(
-      [
-        { arr: p.a, lo: p.aOffset, n: aN, access: 'r' },
-        { arr: p.b, lo: p.bOffset, n: bN, access: 'r' },
-        { arr: p.c, lo: p.cOffset, n: cN, access: cDense ? 'w' : 'rw' },
-      ],
-      ([a, b, c]) => {
-        const w = heap.i32;
-        w.set([batch, M, N, K, a!, p.aBatchStride, p.aRowStride, p.aColStride, b!, p.bBatchStride, p.bRowStride, p.bColStride, c!, p.cBatchStride]);
-        heap.f32[14] = p.alpha;
-        heap.f32[15] = p.beta;
-        // row splits: enough items for every thread when N alone gives too few column tiles
-        const tilesN = Math.ceil(N / 256);
-        const items = (p.cBatchStride === 0 && batch > 1 ? 1 : batch) * tilesN;
-        w[19] = Math.max(1, Math.min(Math.ceil(M / 64), Math.ceil((4 * threads) / items)));
-        runThreaded(KERNEL.gemm, gemmScratch, 2 * batch * M * N * K);
-      },
-    );
+    return [
+      { arr: p.a, lo: p.aOffset, n: extent(p.aBatchStride, p.aRowStride, p.aColStride, M, K), access: 'r' },
+      { arr: p.b, lo: p.bOffset, n: extent(p.bBatchStride, p.bRowStride, p.bColStride, K, N), access: 'r' },
+      { arr: p.c, lo: p.cOffset, n: (batch - 1) * p.cBatchStride + M * N, access: cDense ? 'w' : 'rw' },
+    ];
+  };
+
+  /** Fill a GEMM parameter block (./assembly/gemm.ts) at `at` for operands staged at a, b, c. */
+  const gemmBlock = (p: GemmParams, a: number, b: number, c: number, at: number, parallel: number): void => {
+    const { i32: w, f32: f } = at === PARAMS_AT ? { i32: heap.i32, f32: heap.f32 } : heap.words(at, 20);
+    w.set([p.batch, p.M, p.N, p.K, a, p.aBatchStride, p.aRowStride, p.aColStride, b, p.bBatchStride, p.bRowStride, p.bColStride, c, p.cBatchStride]);
+    f[14] = p.alpha;
+    f[15] = p.beta;
+    w[16] = 0;
+    // row splits: enough items for `parallel` threads when N alone gives too few column tiles
+    const tilesN = Math.ceil(p.N / 256);
+    const items = (p.cBatchStride === 0 && p.batch > 1 ? 1 : p.batch) * tilesN;
+    w[19] = Math.max(1, Math.min(Math.ceil(p.M / 64), Math.ceil((4 * parallel) / items)));
+  };
+
+  const runnable = (p: GemmParams): boolean => p.batch > 0 && p.M > 0 && p.N > 0;
+
+  const gemm = (p: GemmParams): void => {
+    if (!runnable(p)) return;
+    if (p.K === 0) return ref.gemm(p); // no products to sum: C = beta·C
+    call(gemmOperands(p), ([a, b, c]) => {
+      gemmBlock(p, a!, b!, c!, PARAMS_AT, threads);
+      runThreaded(KERNEL.gemm, gemmScratch, 2 * p.batch * p.M * p.N * p.K);
+    });
+  };
+
+  /** Independent products (an MoE layer's experts): staged together, then one threaded call, a product per item. */
+  const gemmMany = (ps: readonly GemmParams[]): void => {
+    const run = ps.filter((p) => runnable(p) && p.K > 0);
+    for (const p of ps) if (runnable(p) && p.K === 0) ref.gemm(p);
+    if (run.length === 0) return;
+    if (run.length === 1) return gemm(run[0]!);
+    call(run.flatMap(gemmOperands), (ptrs) => {
+      const blocks = heap.reserve(80 * run.length);
+      run.forEach((p, i) => gemmBlock(p, ptrs[3 * i]!, ptrs[3 * i + 1]!, ptrs[3 * i + 2]!, blocks + 80 * i, 1));
+      const list = heap.reserve(4 * (4 + run.length));
+      const work = run.reduce((s, p) => s + 2 * p.batch * p.M * p.N * p.K, 0);
+      const nt = pool && work >= 1 << 21 ? Math.min(threads, run.length) : 1;
+      const per = Math.ceil(gemmScratch / 64) * 64;
+      const scratch = heap.reserve(per * nt);
+      const w = heap.words(list, 4 + run.length).i32;
+      w.set([run.length, 0, scratch, per]);
+      run.forEach((_, i) => (w[4 + i] = blocks + 80 * i));
+      if (nt === 1 || !pool) x['run']!(KERNEL.gemmMany, list, 0);
+      else pool.run(KERNEL.gemmMany, list, nt, (tid) => x['run']!(KERNEL.gemmMany, list, tid));
+    });
   };
 
   /** Extent of an attention operand [B, heads, rows, D] in a layout's row strides. */
@@ -177,7 +206,7 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
       threads = pool ? Math.max(1, Math.min(Math.floor(n), pool.size + 1)) : 1;
     },
     gemm,
-    gemmMany: (ps) => ps.forEach(gemm),
+    gemmMany,
     attention: (p, out, lse) => {
       const L = p.layout ?? denseAttentionLayout(p);
       const ops = attentionOps(p);

@@ -124,8 +124,15 @@ function store4(c: usize, x0: v128, x1: v128, va: v128, beta: f32, first: bool):
   v128.store(c, x1, 16);
 }
 
-/** One thread's share of a GEMM: tiles from the counter until none is left. */
-export function gemm(pb: usize, tid: i32): void {
+/** Work items of a GEMM's parameter block: column tiles × row splits (× batch unless the batches sum into one C). */
+function itemsOf(pb: usize): i32 {
+  const batch = PARAM(pb, 0), N = PARAM(pb, 2), cBS = PARAM(pb, 13);
+  const perBatch = ((N + NC - 1) / NC) * PARAM(pb, 19);
+  return cBS == 0 && batch > 1 ? perBatch : batch * perBatch;
+}
+
+/** One work item of a GEMM: a C tile of NC columns and one row split, for its batch (or all, summed). */
+function gemmItem(pb: usize, item: i32, scratch: usize): void {
   const batch = PARAM(pb, 0), M = PARAM(pb, 1), N = PARAM(pb, 2), K = PARAM(pb, 3);
   const aBS = PARAM(pb, 5), aRS = PARAM(pb, 6), aCS = PARAM(pb, 7);
   const bBS = PARAM(pb, 9), bRS = PARAM(pb, 10), bCS = PARAM(pb, 11);
@@ -133,60 +140,79 @@ export function gemm(pb: usize, tid: i32): void {
   const a0 = <usize>PARAM(pb, 4), b0 = <usize>PARAM(pb, 8), c0 = <usize>PARAM(pb, 12);
   const alpha = load<f32>(pb + 14 * 4), beta = load<f32>(pb + 15 * 4);
   const splits = PARAM(pb, 19);
-  const scratch = <usize>PARAM(pb, 17) + <usize>tid * <usize>PARAM(pb, 18);
   const Ap = scratch;
   const Bp = Ap + <usize>(MC * KC) * 4;
   const tile = Bp + <usize>(KC * (NC + NR)) * 4;
   // a C batch stride of 0 sums over the batch into one C: one item then runs every batch in order
   const summed = cBS == 0 && batch > 1;
-  const tilesN = (N + NC - 1) / NC;
-  const perBatch = tilesN * splits;
-  const items = summed ? perBatch : batch * perBatch;
+  const perBatch = ((N + NC - 1) / NC) * splits;
   const rowsPerSplit = (((M + splits - 1) / splits + MR - 1) / MR) * MR;
-  for (;;) {
-    const item = atomic.add<i32>(pb + 16 * 4, 1);
-    if (item >= items) break;
-    const inBatch = item % perBatch;
-    const n0 = (inBatch / splits) * NC;
-    const m0 = (inBatch % splits) * rowsPerSplit;
-    const m1 = min(M, m0 + rowsPerSplit);
-    if (m0 >= m1) continue;
-    const nc = min(NC, N - n0);
-    const p0 = summed ? 0 : item / perBatch;
-    const p1 = summed ? batch : p0 + 1;
-    for (let p = p0; p < p1; p++) {
-      const a = a0 + <usize>(p * aBS) * 4;
-      const b = b0 + <usize>(p * bBS) * 4;
-      const c = c0 + <usize>(p * cBS) * 4;
-      for (let pc = 0; pc < K; pc += KC) {
-        const kc = min(KC, K - pc);
-        packB(Bp, b + <usize>(pc * bRS + n0 * bCS) * 4, bRS, bCS, kc, nc);
-        for (let ic = m0; ic < m1; ic += MC) {
-          const mc = min(MC, m1 - ic);
-          packA(Ap, a + <usize>(ic * aRS + pc * aCS) * 4, aRS, aCS, mc, kc);
-          for (let jr = 0; jr < nc; jr += NR) {
-            const w = min(NR, nc - jr);
-            for (let ir = 0; ir < mc; ir += MR) {
-              const h = min(MR, mc - ir);
-              const ap = Ap + <usize>(ir * kc) * 4;
-              const bp = Bp + <usize>(jr * kc) * 4;
-              const cij = c + <usize>((ic + ir) * N + n0 + jr) * 4;
-              if (w == NR && h == MR) {
-                micro(kc, ap, bp, cij, N, alpha, beta, pc == 0);
-              } else {
-                // an edge tile: compute in a full scratch tile, then copy the part that exists
-                for (let ii = 0; ii < h; ii++)
-                  for (let jj = 0; jj < w; jj++)
-                    store<f32>(tile + <usize>(ii * NR + jj) * 4, load<f32>(cij + <usize>(ii * N + jj) * 4));
-                micro(kc, ap, bp, tile, NR, alpha, beta, pc == 0);
-                for (let ii = 0; ii < h; ii++)
-                  for (let jj = 0; jj < w; jj++)
-                    store<f32>(cij + <usize>(ii * N + jj) * 4, load<f32>(tile + <usize>(ii * NR + jj) * 4));
-              }
+  const inBatch = item % perBatch;
+  const n0 = (inBatch / splits) * NC;
+  const m0 = (inBatch % splits) * rowsPerSplit;
+  const m1 = min(M, m0 + rowsPerSplit);
+  if (m0 >= m1) return;
+  const nc = min(NC, N - n0);
+  const p0 = summed ? 0 : item / perBatch;
+  const p1 = summed ? batch : p0 + 1;
+  for (let p = p0; p < p1; p++) {
+    const a = a0 + <usize>(p * aBS) * 4;
+    const b = b0 + <usize>(p * bBS) * 4;
+    const c = c0 + <usize>(p * cBS) * 4;
+    for (let pc = 0; pc < K; pc += KC) {
+      const kc = min(KC, K - pc);
+      packB(Bp, b + <usize>(pc * bRS + n0 * bCS) * 4, bRS, bCS, kc, nc);
+      for (let ic = m0; ic < m1; ic += MC) {
+        const mc = min(MC, m1 - ic);
+        packA(Ap, a + <usize>(ic * aRS + pc * aCS) * 4, aRS, aCS, mc, kc);
+        for (let jr = 0; jr < nc; jr += NR) {
+          const w = min(NR, nc - jr);
+          for (let ir = 0; ir < mc; ir += MR) {
+            const h = min(MR, mc - ir);
+            const ap = Ap + <usize>(ir * kc) * 4;
+            const bp = Bp + <usize>(jr * kc) * 4;
+            const cij = c + <usize>((ic + ir) * N + n0 + jr) * 4;
+            if (w == NR && h == MR) {
+              micro(kc, ap, bp, cij, N, alpha, beta, pc == 0);
+            } else {
+              // an edge tile: compute in a full scratch tile, then copy the part that exists
+              for (let ii = 0; ii < h; ii++)
+                for (let jj = 0; jj < w; jj++)
+                  store<f32>(tile + <usize>(ii * NR + jj) * 4, load<f32>(cij + <usize>(ii * N + jj) * 4));
+              micro(kc, ap, bp, tile, NR, alpha, beta, pc == 0);
+              for (let ii = 0; ii < h; ii++)
+                for (let jj = 0; jj < w; jj++)
+                  store<f32>(cij + <usize>(ii * N + jj) * 4, load<f32>(tile + <usize>(ii * NR + jj) * 4));
             }
           }
         }
       }
     }
+  }
+}
+
+/** One thread's share of a GEMM: tiles from the counter until none is left. */
+export function gemm(pb: usize, tid: i32): void {
+  const scratch = <usize>PARAM(pb, 17) + <usize>tid * <usize>PARAM(pb, 18);
+  const items = itemsOf(pb);
+  for (;;) {
+    const item = atomic.add<i32>(pb + 16 * 4, 1);
+    if (item >= items) break;
+    gemmItem(pb, item, scratch);
+  }
+}
+
+// Several GEMMs (an MoE layer's experts), one per work item: a list block of i32 slots
+//  0 count  1 work counter  2 scratch base  3 scratch bytes per thread  4.. the products' parameter blocks (addresses)
+// Each product runs whole on the thread that takes it (products are small; their outputs never overlap).
+export function gemmMany(list: usize, tid: i32): void {
+  const n = PARAM(list, 0);
+  const scratch = <usize>PARAM(list, 2) + <usize>tid * <usize>PARAM(list, 3);
+  for (;;) {
+    const i = atomic.add<i32>(list + 4, 1);
+    if (i >= n) break;
+    const pb = <usize>PARAM(list, 4 + i);
+    const items = itemsOf(pb);
+    for (let item = 0; item < items; item++) gemmItem(pb, item, scratch);
   }
 }

@@ -1,9 +1,9 @@
 // The wasm kernel module's exports. Kernels that run on several threads take a parameter block and a thread index
 // and share work through an atomic counter in the block; `run` is how a worker thread calls them by number.
-import { gemm, gemmScratchBytes } from './gemm';
+import { gemm, gemmMany, gemmScratchBytes } from './gemm';
 import { attention, attentionBackward } from './attention';
 
-export { gemm, gemmScratchBytes, attention, attentionBackward };
+export { gemm, gemmMany, gemmScratchBytes, attention, attentionBackward };
 export {
   rmsnorm,
   rmsnormBackward,
@@ -23,4 +23,5 @@ export function run(kernel: i32, pb: usize, tid: i32): void {
   if (kernel == 1) gemm(pb, tid);
   else if (kernel == 2) attention(pb, tid);
   else if (kernel == 3) attentionBackward(pb, tid);
+  else if (kernel == 4) gemmMany(pb, tid);
 }
