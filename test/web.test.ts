@@ -4,7 +4,7 @@
 // training `tiny` in the page's worker lowers the loss and its downloaded checkpoint loads in Node. Screenshots of
 // both views are written to test-artifacts/. Also: the library's browser entry bundles without any `node:` module.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,36 @@ const CHROMIUM = process.env['DSV2_CHROMIUM'] ?? '/usr/bin/chromium';
 const ARTIFACTS = 'test-artifacts';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const cases = (name: string): any => JSON.parse(readFileSync(`test/golden/${name}/cases.json`, 'utf8'));
+
+
+/** Start `dsv2 ARGS…` and resolve with the URL it prints (it listens on a free port). */
+function startDsv2(args: string[], pattern: RegExp): Promise<{ proc: ChildProcess; url: string }> {
+  const proc = spawn(process.execPath, ['bin/dsv2.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const take = (d: Buffer): void => {
+      out += d.toString();
+      const m = pattern.exec(out);
+      if (m) resolve({ proc, url: m[1]!.replace(/\/$/, '') + '/' });
+    };
+    proc.stdout!.on('data', take);
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.on('exit', (code) => reject(new Error(`dsv2 ${args[0]} exited with ${code}: ${out}`)));
+    setTimeout(() => reject(new Error(`dsv2 ${args[0]} did not start: ${out}`)), 60_000);
+  });
+}
+
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+interface Shown {
+  ready: boolean;
+  info: unknown;
+  generating: boolean;
+  tokens: { id: number; text: string; experts: unknown }[];
+  threads: number;
+  errors: string[];
+}
+const shown = (page: Page): Promise<Shown> => page.evaluate(() => (window as unknown as { dsv2: Shown }).dsv2);
 
 describe('the browser-safe entry', () => {
   it('bundles for the browser with no node: module and no Node built-in', async () => {
@@ -174,5 +204,90 @@ describe('dsv2 web in Chromium', () => {
     const model = T.loadModel(dir, { trainable: false });
     assert.equal(model.config.num_hidden_layers, 2);
     assert.ok(T.Tokenizer.fromJSON(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'))).vocabSize <= model.config.vocab_size);
+  });
+});
+
+describe('dsv2 web: other ways to run the page', () => {
+  let browser: Browser;
+  const procs: ChildProcess[] = [];
+  before(async () => {
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+  after(async () => {
+    await browser?.close();
+    for (const p of procs) p.kill('SIGTERM');
+  });
+
+  it('without cross-origin isolation the page runs the unshared build on one thread, with the same greedy tokens', async () => {
+    const { proc, url } = await startDsv2(['web', '--model', 'test/golden/gen', '--port', '0', '--no-isolation'], /open (http:\/\/\S+)/);
+    procs.push(proc);
+    const page = await browser.newPage();
+    await page.goto(url);
+    await page.waitForFunction(() => (window as unknown as { dsv2?: Shown }).dsv2?.ready, null, { timeout: 30_000 });
+    assert.equal(await page.evaluate(() => crossOriginIsolated), false);
+    assert.equal((await shown(page)).threads, 1);
+    await page.click('#load');
+    await page.waitForFunction(() => (window as unknown as { dsv2: Shown }).dsv2.info !== null, null, { timeout: 30_000 });
+    const c = cases('gen');
+    await page.fill('#prompt', JSON.stringify(c.prompt_ids[0]));
+    await page.fill('#max-tokens', String(c.new_tokens));
+    await page.click('#generate-btn');
+    await page.waitForFunction((n) => (window as unknown as { dsv2: Shown }).dsv2.tokens.length === n && !(window as unknown as { dsv2: Shown }).dsv2.generating, c.prompt_ids[0].length + c.new_tokens, { timeout: 60_000 });
+    assert.deepEqual((await shown(page)).tokens.slice(c.prompt_ids[0].length).map((t) => t.id), c.generated_ids[0]);
+  });
+
+  it('a running dsv2 serve behind --api: the page streams its tokens with the routed experts', async () => {
+    // a tiny model with a tokenizer (dsv2 serve needs one)
+    const dir = mkdtempSync(join(tmpdir(), 'dsv2-web-api-'));
+    const tok = T.trainBpe(['the whale and the sea, the ship and the crew'], { vocabSize: 300, specials: ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>'] });
+    const cfg = T.parseConfig({ ...T.configToJson(T.preset('tiny')), vocab_size: 300, bos_token_id: 0, eos_token_id: 1 });
+    for (const [n, b] of T.modelToFiles(T.DeepseekV2ForCausalLM.init(cfg, { seed: 1 }), tok)) writeFileSync(join(dir, n), b);
+    const serve = await startDsv2(['serve', '--model', dir, '--port', '0'], /listening on (http:\/\/\S+)/);
+    procs.push(serve.proc);
+    const web = await startDsv2(['web', '--api', serve.url, '--port', '0'], /open (http:\/\/\S+)/);
+    procs.push(web.proc);
+    // wait until the server has loaded its model
+    for (let i = 0; i < 100 && (await fetch(`${serve.url}v1/models`).catch(() => null))?.status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
+    const page = await browser.newPage();
+    await page.goto(web.url);
+    await page.waitForFunction(() => (window as unknown as { dsv2?: Shown }).dsv2?.ready, null, { timeout: 30_000 });
+    await page.check('input[name=source][value=api]');
+    await page.click('#load');
+    await page.fill('#prompt', 'the whale');
+    await page.fill('#max-tokens', '8');
+    let done = false;
+    for (let attempt = 0; attempt < 50 && !done; attempt++) {
+      await page.click('#generate-btn');
+      await page.waitForFunction(() => !(window as unknown as { dsv2: Shown }).dsv2.generating, null, { timeout: 30_000 });
+      done = (await shown(page)).tokens.length > 1;
+      if (!done) await new Promise((r) => setTimeout(r, 200)); // the engine may still be loading (503)
+    }
+    const s = await shown(page);
+    assert.ok(s.tokens.length >= 2, `tokens: ${JSON.stringify(s.tokens)}`);
+    // every streamed token but the last has its routing (it came with the next token's chunk); the prompt's too
+    const routed = s.tokens.slice(0, -1).filter((t) => Array.isArray(t.experts));
+    assert.equal(routed.length, s.tokens.length - 1);
+    assert.match(JSON.stringify(routed[0]!.experts), /"layer":1,"experts":\[\d+,\d+\]/);
+  });
+
+  it('serves only the app and the model files, and --export writes both for any static server', async () => {
+    const { proc, url } = await startDsv2(['web', '--model', 'test/golden/gen', '--port', '0'], /open (http:\/\/\S+)/);
+    procs.push(proc);
+    const status = async (path: string): Promise<number> => (await fetch(url + path)).status;
+    assert.equal(await status('model/config.json'), 200);
+    assert.equal(await status('app.js'), 200);
+    for (const bad of ['model/..%2Fcases.json', '..%2F..%2Fpackage.json', 'model/cases.json', '%2e%2e/package.json', '%E0%A4%A', 'model/'])
+      assert.ok([400, 404].includes(await status(bad)), bad);
+    const r = await fetch(url);
+    assert.equal(r.headers.get('cross-origin-embedder-policy'), 'require-corp');
+    const out = mkdtempSync(join(tmpdir(), 'dsv2-web-export-'));
+    const ex = spawnSync(process.execPath, ['bin/dsv2.js', 'web', '--export', out, '--model', 'test/golden/gen'], { encoding: 'utf8' });
+    assert.equal(ex.status, 0, ex.stderr);
+    for (const f of ['index.html', 'app.js', 'worker.js', 'wasm-worker.js', 'wasm/kernels-shared.wasm', 'model/config.json', 'model/model.safetensors'])
+      assert.ok(existsSync(join(out, f)), f);
+    const bad = spawnSync(process.execPath, ['bin/dsv2.js', 'web', '--model', '/nonexistent'], { encoding: 'utf8' });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--model: .*nonexistent/);
+    assert.doesNotMatch(bad.stderr, /at .*\.js:\d+/);
   });
 });

@@ -77,6 +77,7 @@ export async function runWeb(argv: string[]): Promise<number> {
     host: { type: 'string', help: 'address to listen on (default 127.0.0.1)' },
     port: { type: 'int', help: 'port (default 8080; 0: any free port)' },
     export: { type: 'string', help: 'write the app (and the --model files under model/) to this folder instead of serving' },
+    'no-isolation': { type: 'bool', help: 'omit the cross-origin isolation headers (the page then runs the kernels on one thread)' },
   });
   if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'`);
   const root = webRoot();
@@ -113,45 +114,53 @@ export async function runWeb(argv: string[]): Promise<number> {
 
   // the app's files, fixed at start: URL path → file
   const app = new Map(listFiles(root).map((f) => [relative(root, f).split('\\').join('/'), f]));
+  const headers: Record<string, string> = flags['no-isolation']
+    ? { 'x-content-type-options': 'nosniff' }
+    : HEADERS;
   const server = Fastify({ logger: false, forceCloseConnections: true });
   const sendFile = (reply: import('fastify').FastifyReply, file: string): unknown =>
     reply
-      .headers({ ...HEADERS, 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache' })
+      .headers({ ...headers, 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache' })
       .send(createReadStream(file));
   server.get('/', (_req, reply) => sendFile(reply, app.get('index.html')!));
   server.get('/model/:name', (req, reply) => {
     const file = model.get((req.params as { name: string }).name);
-    if (!file) return reply.code(404).headers(HEADERS).send({ error: 'no such model file' });
+    if (!file) return reply.code(404).headers(headers).send({ error: 'no such model file' });
     return sendFile(reply, file);
   });
-  server.get('/api/info', (_req, reply) => reply.headers(HEADERS).send({ model: [...model.keys()], api: api !== null }));
+  server.get('/api/info', (_req, reply) => reply.headers(headers).send({ model: [...model.keys()], api: api !== null }));
   if (api) {
     const target = api;
     server.all('/v1/*', async (req, reply) => {
       const url = new URL(req.url, target);
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
-      if (req.headers.authorization) headers['authorization'] = req.headers.authorization;
+      const fwd: Record<string, string> = { 'content-type': 'application/json' };
+      if (req.headers.authorization) fwd['authorization'] = req.headers.authorization;
       let r: Response;
       try {
         r = await fetch(url, {
           method: req.method,
-          headers,
+          headers: fwd,
           ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body: JSON.stringify(req.body ?? {}) }),
         });
       } catch (e) {
-        return reply.code(502).headers(HEADERS).send({ error: `dsv2 serve at ${target.origin} did not answer (${(e as Error).message})` });
+        return reply.code(502).headers(headers).send({ error: `dsv2 serve at ${target.origin} did not answer (${(e as Error).message})` });
       }
-      reply.code(r.status).headers({ ...HEADERS, 'content-type': r.headers.get('content-type') ?? 'application/json' });
+      reply.code(r.status).headers({ ...headers, 'content-type': r.headers.get('content-type') ?? 'application/json' });
       if (!r.body) return reply.send('');
       const { Readable } = await import('node:stream');
       return reply.send(Readable.fromWeb(r.body as import('node:stream/web').ReadableStream));
     });
   }
   server.setNotFoundHandler((req, reply) => {
-    const path = decodeURIComponent(req.url.split('?')[0]!.replace(/^\/+/, ''));
+    let path = '';
+    try {
+      path = decodeURIComponent(req.url.split('?')[0]!.replace(/^\/+/, ''));
+    } catch {
+      return reply.code(400).headers(headers).send({ error: 'malformed URL' });
+    }
     const file = app.get(path);
     if (req.method === 'GET' && file) return sendFile(reply, file);
-    return reply.code(404).headers(HEADERS).send({ error: 'not found' });
+    return reply.code(404).headers(headers).send({ error: 'not found' });
   });
   const host = (flags['host'] as string | undefined) ?? '127.0.0.1';
   const url = await server.listen({ host, port });

@@ -1,0 +1,138 @@
+// The wasm backend's builds and threads: every kernel variant this runtime runs (shared memory or not, relaxed SIMD
+// or not) against the ts reference, at shapes large enough that the threaded paths (GEMM tiles, products of
+// gemmMany, attention rows) really run on several threads; memory growth mid-call; operands that share a buffer.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { Worker } from 'node:worker_threads';
+import * as T from '../src/node.js';
+import type { AttentionParams, Backend, GemmParams } from '../src/backend/backend.js';
+import { createWasmBackend, detectVariant, wasmFileName, type WasmVariant } from '../src/backend/wasm/index.js';
+import { assertClose } from './helpers.js';
+
+const ref = T.loadBackend('ts');
+const have = detectVariant();
+const variants: WasmVariant[] = [
+  { shared: false, relaxed: false },
+  { shared: true, relaxed: false },
+  { shared: false, relaxed: true },
+  { shared: true, relaxed: true },
+].filter((v) => (!v.shared || have.shared) && (!v.relaxed || have.relaxed));
+
+function backendOf(v: WasmVariant, threads: number): Backend {
+  const module = new WebAssembly.Module(readFileSync(new URL(`../../dist/wasm/${wasmFileName(v)}`, import.meta.url)));
+  const workerUrl = new URL('../src/backend/wasm/worker-node.js', import.meta.url);
+  return createWasmBackend(module, v, {
+    threads,
+    spawnWorker: () => {
+      const w = new Worker(workerUrl);
+      w.unref();
+      return w;
+    },
+  });
+}
+
+function rand(n: number, seed: number): Float32Array {
+  const r = new T.Rng(seed);
+  return Float32Array.from({ length: n }, () => r.uniform() * 2 - 1);
+}
+
+function gemmCase(M: number, N: number, K: number, seed: number, transB: boolean, beta: number, batch = 1): GemmParams {
+  return {
+    batch, M, N, K,
+    a: rand(batch * M * K, seed), aOffset: 0, aBatchStride: M * K, aRowStride: K, aColStride: 1,
+    b: rand(batch * K * N, seed + 1), bOffset: 0, bBatchStride: K * N, bRowStride: transB ? 1 : N, bColStride: transB ? K : 1,
+    c: rand(batch * M * N, seed + 2), cOffset: 0, cBatchStride: M * N, alpha: 0.75, beta,
+  }; // prettier-ignore
+}
+const clone = (p: GemmParams): GemmParams => ({ ...p, c: p.c.slice() });
+
+/** Until the workers have attached (they start asynchronously). */
+async function settle(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 300));
+}
+
+describe('wasm builds and threads', () => {
+  it('runs here: at least the shared-memory build (Node always has SharedArrayBuffer)', () => {
+    assert.ok(variants.some((v) => v.shared), JSON.stringify(have));
+  });
+
+  for (const v of variants) {
+    const name = `${v.shared ? 'shared' : 'unshared'}${v.relaxed ? ', relaxed SIMD' : ''}`;
+    it(`${name}: GEMM, gemmMany and attention on ${v.shared ? 'two threads' : 'one thread'} equal the reference`, async () => {
+      const b = backendOf(v, 2);
+      assert.equal(b.threads!(), v.shared ? 2 : 1);
+      await settle();
+      for (const [M, N, K, tr, beta] of [[300, 257, 190, true, 0], [129, 520, 300, false, 1], [1, 700, 513, true, 0]] as const) {
+        const p = gemmCase(M, N, K, M, tr, beta);
+        const q = clone(p);
+        b.gemm(p);
+        ref.gemm(q);
+        assertClose(p.c, q.c, 1e-4, 1e-4, `gemm ${M}×${N}×${K}`);
+      }
+      // batched, with the batches summed into one C (cBatchStride 0, beta 1): one item runs them in order
+      const s = { ...gemmCase(64, 300, 96, 7, false, 1, 3), cBatchStride: 0, c: rand(64 * 300, 9) };
+      const s2 = clone(s);
+      b.gemm(s);
+      ref.gemm(s2);
+      assertClose(s.c, s2.c, 1e-4, 1e-4, 'summed batches');
+      // gemmMany: 24 experts' products, outputs side by side in one buffer
+      const rows = Array.from({ length: 24 }, (_, e) => 40 + e);
+      const at = rows.map((_, e) => rows.slice(0, e).reduce((s, r) => s + r * 64, 0));
+      const out = new Float32Array(rows.reduce((s, r) => s + r * 64, 0));
+      const many = rows.map((M, e) => ({ ...gemmCase(M, 64, 128, 100 + e, true, 0), c: out, cOffset: at[e]! }));
+      const want = new Float32Array(out.length);
+      b.gemmMany(many);
+      ref.gemmMany(many.map((p) => ({ ...p, c: want })));
+      assertClose(out, want, 1e-4, 1e-4, 'gemmMany');
+      // attention over 2×4 heads of 160 rows, q/k/v read in the token-major layout of one fused buffer
+      const [B, H, Tn, Dk, Dv] = [2, 4, 160, 24, 16];
+      const row = H * (2 * Dk + Dv);
+      const qkv = rand(B * Tn * row, 5);
+      const L = {
+        q: [Tn * row, 2 * Dk + Dv, row] as const,
+        k: [Tn * row, 2 * Dk + Dv, row] as const,
+        v: [Tn * row, 2 * Dk + Dv, row] as const,
+        out: [H * Tn * Dv, Tn * Dv, Dv] as const,
+        dout: [H * Tn * Dv, Tn * Dv, Dv] as const,
+        dq: [Tn * row, 2 * Dk + Dv, row] as const,
+        dk: [Tn * row, 2 * Dk + Dv, row] as const,
+        dv: [Tn * row, 2 * Dk + Dv, row] as const,
+      };
+      const ap = (buf: Float32Array): AttentionParams => ({
+        B, H, Hkv: H, T: Tn, S: Tn, Dk, Dv, scale: 0.2, causal: true,
+        q: buf, k: buf.subarray(Dk), v: buf.subarray(2 * Dk), mask: null, maskBatch: 1, layout: L,
+      }); // prettier-ignore
+      const o1 = new Float32Array(B * H * Tn * Dv);
+      const o2 = new Float32Array(o1.length);
+      const l1 = new Float32Array(B * H * Tn);
+      const l2 = new Float32Array(l1.length);
+      b.attention(ap(qkv), o1, l1);
+      ref.attention(ap(qkv), o2, l2);
+      assertClose(o1, o2, 1e-5, 1e-4, 'attention out');
+      assertClose(l1, l2, 1e-5, 1e-5, 'attention lse');
+      // backward into one fused dqkv buffer: the three outputs interleave row by row and must not overwrite each other
+      const dout = rand(o1.length, 6);
+      const g1 = new Float32Array(qkv.length);
+      const g2 = new Float32Array(qkv.length);
+      b.attentionBackward(ap(qkv), o2, l2, dout, g1, g1.subarray(Dk), g1.subarray(2 * Dk));
+      ref.attentionBackward(ap(qkv), o2, l2, dout, g2, g2.subarray(Dk), g2.subarray(2 * Dk));
+      assertClose(g1, g2, 1e-5, 1e-4, 'attention dq/dk/dv');
+    });
+  }
+
+  it('grows its memory for operands larger than it has, and keeps working after', () => {
+    const b = backendOf(have, 1);
+    const p = gemmCase(2000, 1500, 64, 3, true, 0); // ~24 MB of operands: the 1 MB initial memory grows
+    const q = clone(p);
+    b.gemm(p);
+    ref.gemm(q);
+    assertClose(p.c, q.c, 1e-4, 1e-4, 'large gemm');
+    const x = rand(4096, 2);
+    const y = new Float32Array(4096);
+    const y2 = new Float32Array(4096);
+    b.softmax(x, y, 4, 1024, false);
+    ref.softmax(x, y2, 4, 1024, false);
+    assertClose(y, y2, 1e-6, 1e-5, 'softmax after growth');
+  });
+});
