@@ -12,13 +12,23 @@ const out = join(root, 'dist', 'wasm');
 mkdirSync(out, { recursive: true });
 const builds = [];
 for (const relaxed of [false, true])
-  for (const shared of [false, true]) builds.push({ relaxed, shared, name: `kernels${relaxed ? '-relaxed' : ''}${shared ? '-shared' : ''}.wasm` });
+  for (const shared of [false, true])
+    builds.push({ relaxed, shared, name: `kernels${relaxed ? '-relaxed' : ''}${shared ? '-shared' : ''}.wasm` });
 // up to date: every module newer than every kernel source and this script
 const src = join(root, 'src/backend/wasm/assembly');
 const newest = Math.max(statSync(new URL(import.meta.url)).mtimeMs, ...readdirSync(src).map((f) => statSync(join(src, f)).mtimeMs));
 if (builds.every((b) => existsSync(join(out, b.name)) && statSync(join(out, b.name)).mtimeMs > newest)) process.exit(0);
 const procs = builds.map((b) => {
-  const args = [asc, join(root, 'src/backend/wasm/assembly/index.ts'), '-o', join(out, `${b.name}.tmp`), '-O3', '--noAssert', '--runtime', 'stub'];
+  const args = [
+    asc,
+    join(root, 'src/backend/wasm/assembly/index.ts'),
+    '-o',
+    join(out, `${b.name}.tmp`),
+    '-O3',
+    '--noAssert',
+    '--runtime',
+    'stub',
+  ];
   args.push('--importMemory', '--initialMemory', '17', '--maximumMemory', '65536', '--enable', 'simd', '--enable', 'threads');
   if (b.relaxed) args.push('--enable', 'relaxed-simd');
   if (b.shared) args.push('--sharedMemory');

@@ -55,14 +55,21 @@ describe('models from files in memory', () => {
     const ids = cases('lite').input_ids as number[][];
     assert.deepEqual(logits(model, ids), logits(src, ids));
     fs.delete('b.safetensors');
-    assert.throws(() => T.loadModelFromFiles(fs, { backend }), /weight_map puts '.*' in "?b\.safetensors"?, which is not among the files given/);
+    assert.throws(
+      () => T.loadModelFromFiles(fs, { backend }),
+      /weight_map puts '.*' in "?b\.safetensors"?, which is not among the files given/,
+    );
   });
 
   it('a GGUF in memory gives the model and tokenizer the GGUF file gives', () => {
     const model = T.loadModel(`${G}/lite`, { trainable: false, backend });
     const tok = trainBpe(['hello world, hello experts'], { vocabSize: 300 });
     const path = join(tmp, 'lite.gguf');
-    writeGguf(path, ggufMetadata(model.config, tok, 'q8_0', 'test'), ggufTensors(model.config, (n) => model.params.get(n).f32(), 'q8_0'));
+    writeGguf(
+      path,
+      ggufMetadata(model.config, tok, 'q8_0', 'test'),
+      ggufTensors(model.config, (n) => model.params.get(n).f32(), 'q8_0'),
+    );
     const fromBytes = T.loadModelFromFiles(new Map([['lite.gguf', new Uint8Array(readFileSync(path))]]), { backend });
     const fromDisk = T.loadModel(path, { trainable: false, backend });
     const ids = cases('lite').input_ids as number[][];
@@ -86,7 +93,10 @@ describe('models from files in memory', () => {
 
   it('a file set without config.json, or with a broken one, or truncated weights, is one error naming it', () => {
     const fs = files(`${G}/lite`, ['config.json', 'model.safetensors']);
-    assert.throws(() => T.loadModelFromFiles(new Map([['model.safetensors', fs.get('model.safetensors')!]]), { backend }), /config\.json is missing/);
+    assert.throws(
+      () => T.loadModelFromFiles(new Map([['model.safetensors', fs.get('model.safetensors')!]]), { backend }),
+      /config\.json is missing/,
+    );
     assert.throws(
       () => T.loadModelFromFiles(new Map([...fs, ['config.json', new TextEncoder().encode('{')]]), { backend }),
       /config\.json: not valid JSON/,

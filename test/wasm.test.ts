@@ -54,7 +54,10 @@ async function settle(): Promise<void> {
 
 describe('wasm builds and threads', () => {
   it('runs here: at least the shared-memory build (Node always has SharedArrayBuffer)', () => {
-    assert.ok(variants.some((v) => v.shared), JSON.stringify(have));
+    assert.ok(
+      variants.some((v) => v.shared),
+      JSON.stringify(have),
+    );
   });
 
   for (const v of variants) {
@@ -63,7 +66,11 @@ describe('wasm builds and threads', () => {
       const b = backendOf(v, 2);
       assert.equal(b.threads!(), v.shared ? 2 : 1);
       await settle();
-      for (const [M, N, K, tr, beta] of [[300, 257, 190, true, 0], [129, 520, 300, false, 1], [1, 700, 513, true, 0]] as const) {
+      for (const [M, N, K, tr, beta] of [
+        [300, 257, 190, true, 0],
+        [129, 520, 300, false, 1],
+        [1, 700, 513, true, 0],
+      ] as const) {
         const p = gemmCase(M, N, K, M, tr, beta);
         const q = clone(p);
         b.gemm(p);

@@ -19,7 +19,6 @@ const ARTIFACTS = 'test-artifacts';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const cases = (name: string): any => JSON.parse(readFileSync(`test/golden/${name}/cases.json`, 'utf8'));
 
-
 /** Start `dsv2 ARGS…` and resolve with the URL it prints (it listens on a free port). */
 function startDsv2(args: string[], pattern: RegExp): Promise<{ proc: ChildProcess; url: string }> {
   const proc = spawn(process.execPath, ['bin/dsv2.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -37,7 +36,15 @@ function startDsv2(args: string[], pattern: RegExp): Promise<{ proc: ChildProces
   });
 }
 
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 interface Shown {
   ready: boolean;
@@ -76,7 +83,10 @@ describe('the browser-safe entry', () => {
       ],
     });
     assert.deepEqual(seen, []);
-    assert.ok(Object.keys(r.metafile!.inputs).some((f) => f.includes('backend/wasm/index.ts')), 'the wasm backend is in the bundle');
+    assert.ok(
+      Object.keys(r.metafile!.inputs).some((f) => f.includes('backend/wasm/index.ts')),
+      'the wasm backend is in the bundle',
+    );
     assert.ok(!Object.keys(r.metafile!.inputs).some((f) => f.includes('backend/native')), 'the native backend is not');
   });
 });
@@ -91,7 +101,9 @@ describe('dsv2 web in Chromium', () => {
   before(async () => {
     assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; DSV2_CHROMIUM names another)`);
     mkdirSync(ARTIFACTS, { recursive: true });
-    server = spawn(process.execPath, ['bin/dsv2.js', 'web', '--model', 'test/golden/gen', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    server = spawn(process.execPath, ['bin/dsv2.js', 'web', '--model', 'test/golden/gen', '--port', '0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     url = await new Promise<string>((resolve, reject) => {
       let out = '';
       server.stdout!.on('data', (d: Buffer) => {
@@ -104,7 +116,15 @@ describe('dsv2 web in Chromium', () => {
     });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
     page.on('pageerror', (e) => errors.push(e.message));
@@ -232,14 +252,24 @@ describe('dsv2 web: other ways to run the page', () => {
     await page.fill('#prompt', JSON.stringify(c.prompt_ids[0]));
     await page.fill('#max-tokens', String(c.new_tokens));
     await page.click('#generate-btn');
-    await page.waitForFunction((n) => (window as unknown as { dsv2: Shown }).dsv2.tokens.length === n && !(window as unknown as { dsv2: Shown }).dsv2.generating, c.prompt_ids[0].length + c.new_tokens, { timeout: 60_000 });
-    assert.deepEqual((await shown(page)).tokens.slice(c.prompt_ids[0].length).map((t) => t.id), c.generated_ids[0]);
+    await page.waitForFunction(
+      (n) => (window as unknown as { dsv2: Shown }).dsv2.tokens.length === n && !(window as unknown as { dsv2: Shown }).dsv2.generating,
+      c.prompt_ids[0].length + c.new_tokens,
+      { timeout: 60_000 },
+    );
+    assert.deepEqual(
+      (await shown(page)).tokens.slice(c.prompt_ids[0].length).map((t) => t.id),
+      c.generated_ids[0],
+    );
   });
 
   it('a running dsv2 serve behind --api: the page streams its tokens with the routed experts', async () => {
     // a tiny model with a tokenizer (dsv2 serve needs one)
     const dir = mkdtempSync(join(tmpdir(), 'dsv2-web-api-'));
-    const tok = T.trainBpe(['the whale and the sea, the ship and the crew'], { vocabSize: 300, specials: ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>'] });
+    const tok = T.trainBpe(['the whale and the sea, the ship and the crew'], {
+      vocabSize: 300,
+      specials: ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>'],
+    });
     const cfg = T.parseConfig({ ...T.configToJson(T.preset('tiny')), vocab_size: 300, bos_token_id: 0, eos_token_id: 1 });
     for (const [n, b] of T.modelToFiles(T.DeepseekV2ForCausalLM.init(cfg, { seed: 1 }), tok)) writeFileSync(join(dir, n), b);
     const serve = await startDsv2(['serve', '--model', dir, '--port', '0'], /listening on (http:\/\/\S+)/);
@@ -247,7 +277,8 @@ describe('dsv2 web: other ways to run the page', () => {
     const web = await startDsv2(['web', '--api', serve.url, '--port', '0'], /open (http:\/\/\S+)/);
     procs.push(web.proc);
     // wait until the server has loaded its model
-    for (let i = 0; i < 100 && (await fetch(`${serve.url}v1/models`).catch(() => null))?.status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && (await fetch(`${serve.url}v1/models`).catch(() => null))?.status !== 200; i++)
+      await new Promise((r) => setTimeout(r, 100));
     const page = await browser.newPage();
     await page.goto(web.url);
     await page.waitForFunction(() => (window as unknown as { dsv2?: Shown }).dsv2?.ready, null, { timeout: 30_000 });
@@ -283,7 +314,15 @@ describe('dsv2 web: other ways to run the page', () => {
     const out = mkdtempSync(join(tmpdir(), 'dsv2-web-export-'));
     const ex = spawnSync(process.execPath, ['bin/dsv2.js', 'web', '--export', out, '--model', 'test/golden/gen'], { encoding: 'utf8' });
     assert.equal(ex.status, 0, ex.stderr);
-    for (const f of ['index.html', 'app.js', 'worker.js', 'wasm-worker.js', 'wasm/kernels-shared.wasm', 'model/config.json', 'model/model.safetensors'])
+    for (const f of [
+      'index.html',
+      'app.js',
+      'worker.js',
+      'wasm-worker.js',
+      'wasm/kernels-shared.wasm',
+      'model/config.json',
+      'model/model.safetensors',
+    ])
       assert.ok(existsSync(join(out, f)), f);
     const bad = spawnSync(process.execPath, ['bin/dsv2.js', 'web', '--model', '/nonexistent'], { encoding: 'utf8' });
     assert.equal(bad.status, 2);

@@ -54,7 +54,11 @@ function nodeTrainTokS(b: Backend): number {
   );
 }
 
-export async function benchWeb(wasm: Backend, native: Backend | null, opts: { model?: string; chromium?: string } = {}): Promise<WebBenchRecord[]> {
+export async function benchWeb(
+  wasm: Backend,
+  native: Backend | null,
+  opts: { model?: string; chromium?: string } = {},
+): Promise<WebBenchRecord[]> {
   let pw: typeof import('playwright-core');
   try {
     pw = await import('playwright-core');
@@ -80,12 +84,29 @@ export async function benchWeb(wasm: Backend, native: Backend | null, opts: { mo
   });
   const browser = await pw.chromium.launch({
     executablePath: opts.chromium ?? process.env['DSV2_CHROMIUM'] ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
   try {
     const page = await browser.newPage();
     await page.goto(url);
-    type S = { ready: boolean; info: unknown; generating: boolean; genTokS: number; trained: boolean; trainTokS: number[]; errors: string[]; threads: number };
+    type S = {
+      ready: boolean;
+      info: unknown;
+      generating: boolean;
+      genTokS: number;
+      trained: boolean;
+      trainTokS: number[];
+      errors: string[];
+      threads: number;
+    };
     const st = (): Promise<S> => page.evaluate(() => (window as unknown as { dsv2: S }).dsv2);
     await page.waitForFunction(() => (window as unknown as { dsv2?: S }).dsv2?.ready, null, { timeout: 60_000 });
     await page.click('#load');
@@ -102,11 +123,22 @@ export async function benchWeb(wasm: Backend, native: Backend | null, opts: { mo
     await page.click('button[data-tab=train]');
     await page.check('input[name=preset][value=small]');
     await page.check('input[name=corpus][value=moby-dick]');
-    for (const [id, v] of [['vocab', 4096], ['steps', 6], ['batch', 8], ['seq', 256], ['lr', 0.0003]] as const) await page.fill(`#${id}`, String(v));
+    for (const [id, v] of [
+      ['vocab', 4096],
+      ['steps', 6],
+      ['batch', 8],
+      ['seq', 256],
+      ['lr', 0.0003],
+    ] as const)
+      await page.fill(`#${id}`, String(v));
     await page.click('#train-btn');
-    await page.waitForFunction(() => (window as unknown as { dsv2: S }).dsv2.trained || (window as unknown as { dsv2: S }).dsv2.errors.length > 0, null, {
-      timeout: 600_000,
-    });
+    await page.waitForFunction(
+      () => (window as unknown as { dsv2: S }).dsv2.trained || (window as unknown as { dsv2: S }).dsv2.errors.length > 0,
+      null,
+      {
+        timeout: 600_000,
+      },
+    );
     const s = await st();
     if (s.errors.length) throw new Error(`the page failed: ${s.errors.join('; ')}`);
     const chromeTrain = median(s.trainTokS.slice(1));

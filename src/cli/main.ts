@@ -47,7 +47,8 @@ const commands: Record<string, Command> = {
     run: runServe,
   },
   web: {
-    summary: 'web [--model DIR] [--api URL] [--port 8080] [--export DIR]: the browser app (generate with expert colours, train in a worker)',
+    summary:
+      'web [--model DIR] [--api URL] [--port 8080] [--export DIR]: the browser app (generate with expert colours, train in a worker)',
     run: runWeb,
   },
   chat: { summary: 'chat --model DIR [--system TEXT] [--temperature T]: an interactive terminal chat that streams tokens', run: runChat },

@@ -61,4 +61,3 @@ export function writeGguf(path: string, metadata: readonly [string, GgufValue][]
     });
   });
 }
-

@@ -222,7 +222,13 @@ export function encodeSafetensors(
   dtype: 'F32' | 'BF16' | 'F16' = 'F32',
   metadata: Record<string, string> = { format: 'pt' },
 ): Uint8Array {
-  const parts = [...safetensorsChunks(tensors.map((t) => ({ name: t.name, shape: t.shape, read: () => t.data })), dtype, metadata)];
+  const parts = [
+    ...safetensorsChunks(
+      tensors.map((t) => ({ name: t.name, shape: t.shape, read: () => t.data })),
+      dtype,
+      metadata,
+    ),
+  ];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {

@@ -5,7 +5,14 @@ import { existsSync, lstatSync, readFileSync, readdirSync, realpathSync, statSyn
 import { basename, dirname, join, sep } from 'node:path';
 import { writeStreamAtomic } from './atomic.js';
 import { fileSource } from './file-source.js';
-import { CheckpointError, SafetensorsReader, safetensorsChunks, type TensorInfo, type TensorToStream, type TensorToWrite } from './safetensors-format.js';
+import {
+  CheckpointError,
+  SafetensorsReader,
+  safetensorsChunks,
+  type TensorInfo,
+  type TensorToStream,
+  type TensorToWrite,
+} from './safetensors-format.js';
 
 export * from './safetensors-format.js';
 

@@ -60,7 +60,8 @@ class MemoryCheckpoint implements TensorStore {
     }
     const all = [...files.keys()].filter((f) => f.endsWith('.safetensors'));
     const one = files.has('model.safetensors') ? 'model.safetensors' : all.length === 1 ? all[0]! : null;
-    if (!one) throw new CheckpointError(`expected model.safetensors, model.safetensors.index.json or one *.safetensors file (found ${all.length})`);
+    if (!one)
+      throw new CheckpointError(`expected model.safetensors, model.safetensors.index.json or one *.safetensors file (found ${all.length})`);
     for (const [name, info] of this.reader(one).tensors) this.tensors.set(name, info);
   }
 
@@ -100,7 +101,12 @@ export function loadModelFromFiles(files: ModelFiles, opts: FromFilesOptions = {
     const g = new GgufReader(gguf[0], memorySource(gguf[1]));
     const model = ggufModel(g, { backend });
     if (opts.trainable) for (const p of model.params.list()) if (p.dtype === 'f32') p.requireGrad();
-    return { config: model.config, model, tokenizer: tokenizerFromGguf(g, DEEPSEEK_PRETOKENIZERS), chatTemplate: g.str('tokenizer.chat_template') ?? null };
+    return {
+      config: model.config,
+      model,
+      tokenizer: tokenizerFromGguf(g, DEEPSEEK_PRETOKENIZERS),
+      chatTemplate: g.str('tokenizer.chat_template') ?? null,
+    };
   }
   if (!files.has('config.json')) throw new ConfigError(`config.json is missing (files given: ${[...files.keys()].join(', ') || 'none'})`);
   let config: DeepseekV2Config;

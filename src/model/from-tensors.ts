@@ -42,7 +42,12 @@ export interface FromTensorsOptions {
   map?: ((file: string) => Uint8Array | null) | undefined;
 }
 
-export function modelFromTensors(config: DeepseekV2Config, ck: TensorStore, backend: Backend, opts: FromTensorsOptions): DeepseekV2ForCausalLM {
+export function modelFromTensors(
+  config: DeepseekV2Config,
+  ck: TensorStore,
+  backend: Backend,
+  opts: FromTensorsOptions,
+): DeepseekV2ForCausalLM {
   const where = opts.where;
   checkInventory(config, ck, where);
   const keep = opts.trainable === false && opts.storage !== 'f32';

@@ -26,7 +26,20 @@ interface PageState {
   files: string[];
   errors: string[];
 }
-const state: PageState = { ready: false, backend: '', threads: 0, info: null, tokens: [], generating: false, genTokS: 0, trainTokS: [], losses: [], trained: false, files: [], errors: [] };
+const state: PageState = {
+  ready: false,
+  backend: '',
+  threads: 0,
+  info: null,
+  tokens: [],
+  generating: false,
+  genTokS: 0,
+  trainTokS: [],
+  losses: [],
+  trained: false,
+  files: [],
+  errors: [],
+};
 (window as unknown as { dsv2: PageState }).dsv2 = state;
 
 // ---- tabs ------------------------------------------------------------------------------------------------------
@@ -106,9 +119,13 @@ output.onmousemove = (e) => {
   const rows = (t.experts ?? []).map(
     (r) =>
       `layer ${r.layer}: ` +
-      r.experts.map((x, i) => `<span class="swatch" style="background:${expertColour(x, 0.9)}"></span>${x} (${r.weights[i]!.toFixed(3)})`).join('  '),
+      r.experts
+        .map((x, i) => `<span class="swatch" style="background:${expertColour(x, 0.9)}"></span>${x} (${r.weights[i]!.toFixed(3)})`)
+        .join('  '),
   );
-  const shared = info.sharedExperts ? `shared experts (every token): ${Array.from({ length: info.sharedExperts }, (_, i) => `S${i}`).join(' ')}` : '';
+  const shared = info.sharedExperts
+    ? `shared experts (every token): ${Array.from({ length: info.sharedExperts }, (_, i) => `S${i}`).join(' ')}`
+    : '';
   tooltip.innerHTML =
     `<b>${escapeHtml(JSON.stringify(t.text))}</b> id ${t.id}<br>` +
     (rows.length ? rows.join('<br>') : 'not routed yet (the model has not read this token)') +
@@ -181,7 +198,10 @@ $('load').onclick = async () => {
     if (!list?.length) return status('choose the model files first (config.json, model.safetensors, tokenizer.json — or one .gguf)');
     const files: [string, ArrayBuffer][] = [];
     for (const f of list) files.push([f.name, await f.arrayBuffer()]);
-    send({ type: 'load-files', files }, files.map(([, b]) => b));
+    send(
+      { type: 'load-files', files },
+      files.map(([, b]) => b),
+    );
   } else if (source === 'api') {
     const r = await fetch('v1/models');
     if (!r.ok) return status(`no dsv2 serve behind this page (GET /v1/models: HTTP ${r.status}); start dsv2 web with --api URL`);
@@ -212,7 +232,15 @@ async function generateRemote(prompt: string, maxTokens: number, temperature: nu
   const r = await fetch('v1/completions', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: models.data[0]?.id, prompt, max_tokens: maxTokens, temperature, seed, stream: true, return_experts: true }),
+    body: JSON.stringify({
+      model: models.data[0]?.id,
+      prompt,
+      max_tokens: maxTokens,
+      temperature,
+      seed,
+      stream: true,
+      return_experts: true,
+    }),
   });
   if (!r.ok || !r.body) {
     status(`dsv2 serve answered HTTP ${r.status}: ${await r.text()}`);
@@ -279,7 +307,13 @@ $('train-btn').onclick = async () => {
   state.trained = false;
   lossPlot?.destroy();
   lossPlot = new uPlot(
-    { width: 720, height: 240, title: 'training loss (cross-entropy)', scales: { x: { time: false } }, series: [{ label: 'step' }, { label: 'loss', stroke: '#3558d6' }] },
+    {
+      width: 720,
+      height: 240,
+      title: 'training loss (cross-entropy)',
+      scales: { x: { time: false } },
+      series: [{ label: 'step' }, { label: 'loss', stroke: '#3558d6' }],
+    },
     lossData,
     $('loss-chart'),
   );
@@ -307,7 +341,8 @@ function onStep(r: StepReport): void {
   state.trainTokS.push(r.tokS);
   lossPlot?.setData(lossData);
   loadHistory.push(r.load);
-  $('train-stats').textContent = `step ${r.step}/${r.steps} · loss ${r.loss.toFixed(3)} · ${Math.round(r.tokS).toLocaleString('en-US')} tok/s`;
+  $('train-stats').textContent =
+    `step ${r.step}/${r.steps} · loss ${r.loss.toFixed(3)} · ${Math.round(r.tokS).toLocaleString('en-US')} tok/s`;
   const box = $('train-heatmaps');
   r.load.forEach((_, layer) => {
     let c = box.querySelectorAll('canvas')[layer];
@@ -337,7 +372,8 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
       state.ready = true;
       state.backend = m.backend;
       state.threads = m.threads;
-      $('backend').textContent = `backend ${m.backend}, ${m.threads} thread${m.threads === 1 ? '' : 's'}${m.isolated ? '' : ' (not cross-origin isolated: one thread)'}`;
+      $('backend').textContent =
+        `backend ${m.backend}, ${m.threads} thread${m.threads === 1 ? '' : 's'}${m.isolated ? '' : ' (not cross-origin isolated: one thread)'}`;
       return;
     case 'status':
       return status(m.text);

@@ -102,8 +102,14 @@ async function generate(prompt: string, maxTokens: number, temperature: number, 
   const routing = promptRouting(ids);
   post({ type: 'prompt', tokens: ids.map((id, t) => ({ id, text: tokenText(id), experts: routing[t] ?? null })) });
   const engine = new Engine(model, { tokenizer, kvCacheMiB: 32, maxNumSeqs: 1, maxBatchedTokens: 256 });
-  if (ids.length >= c.max_position_embeddings) throw new Error(`the prompt is ${ids.length} tokens; the model has ${c.max_position_embeddings} positions`);
-  engine.add('web', ids, { maxTokens: Math.min(maxTokens, c.max_position_embeddings - ids.length), temperature, seed, returnExperts: true });
+  if (ids.length >= c.max_position_embeddings)
+    throw new Error(`the prompt is ${ids.length} tokens; the model has ${c.max_position_embeddings} positions`);
+  engine.add('web', ids, {
+    maxTokens: Math.min(maxTokens, c.max_position_embeddings - ids.length),
+    temperature,
+    seed,
+    returnExperts: true,
+  });
   stopGenerate = false;
   const t0 = performance.now();
   let n = 0;
@@ -140,7 +146,7 @@ function corpusDocs(s: TrainSettings, text: string | undefined): string[] {
   if (all.trim().length < 200) throw new Error('the training text is too short (at least 200 characters)');
   // documents of about 2,000 characters, split at paragraph ends where possible
   const docs: string[] = [];
-  for (let at = 0; at < all.length; ) {
+  for (let at = 0; at < all.length;) {
     let end = Math.min(all.length, at + 2000);
     const para = all.indexOf('\n\n', end - 400);
     if (para > at && para < end + 400) end = para + 2;
@@ -211,22 +217,17 @@ async function train(s: TrainSettings, text: string | undefined): Promise<void> 
     let loss = NaN;
     let load: number[][] = [];
     const t0 = performance.now();
-    trainStep(
-      m,
-      opt,
-      () => ({ x: intTensor(x, [s.batch, s.seq], { backend: b }), y: intTensor(y, [s.batch, s.seq], { backend: b }) }),
-      {
-        coef,
-        arena,
-        onMicro: (o) => {
-          loss = o.lossCe.item();
-          load = o.router.map((r) => {
-            const total = r.load.reduce((a, v) => a + v, 0) || 1;
-            return r.load.map((v) => v / total);
-          });
-        },
+    trainStep(m, opt, () => ({ x: intTensor(x, [s.batch, s.seq], { backend: b }), y: intTensor(y, [s.batch, s.seq], { backend: b }) }), {
+      coef,
+      arena,
+      onMicro: (o) => {
+        loss = o.lossCe.item();
+        load = o.router.map((r) => {
+          const total = r.load.reduce((a, v) => a + v, 0) || 1;
+          return r.load.map((v) => v / total);
+        });
       },
-    );
+    });
     const report: StepReport = { step: step + 1, steps: s.steps, loss, tokS: (s.batch * s.seq) / ((performance.now() - t0) / 1000), load };
     post({ type: 'step', report });
     await tick();
@@ -247,7 +248,10 @@ async function handle(m: ToWorker): Promise<void> {
     case 'load-files':
     case 'load-url': {
       post({ type: 'status', text: 'loading the model…' });
-      const files = m.type === 'load-url' ? await fetchModelFiles(new URL(m.url, location.href)) : new Map(m.files.map(([n, b]) => [n, new Uint8Array(b)]));
+      const files =
+        m.type === 'load-url'
+          ? await fetchModelFiles(new URL(m.url, location.href))
+          : new Map(m.files.map(([n, b]) => [n, new Uint8Array(b)]));
       const loaded = loadModelFromFiles(files, { backend: backend! });
       model = loaded.model;
       tokenizer = loaded.tokenizer;
@@ -273,8 +277,13 @@ async function handle(m: ToWorker): Promise<void> {
       return;
     case 'download': {
       if (!model) throw new Error('there is no model to download');
-      const files = [...modelToFiles(model, tokenizer)].map(([n, b]) => [n, b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer] as [string, ArrayBuffer]);
-      post({ type: 'files', files }, files.map(([, b]) => b));
+      const files = [...modelToFiles(model, tokenizer)].map(
+        ([n, b]) => [n, b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer] as [string, ArrayBuffer],
+      );
+      post(
+        { type: 'files', files },
+        files.map(([, b]) => b),
+      );
       return;
     }
   }
@@ -284,7 +293,8 @@ async function handle(m: ToWorker): Promise<void> {
 let queue: Promise<void> = Promise.resolve();
 const CONTROLS = new Set(['stop-generate', 'pause', 'resume', 'stop-train']);
 scope.onmessage = (e) => {
-  const run = (): Promise<void> => handle(e.data).catch((err: unknown) => post({ type: 'error', message: (err as Error).message ?? String(err) }));
+  const run = (): Promise<void> =>
+    handle(e.data).catch((err: unknown) => post({ type: 'error', message: (err as Error).message ?? String(err) }));
   if (CONTROLS.has(e.data.type)) void run();
   else queue = queue.then(run);
 };

@@ -56,7 +56,9 @@ export class Heap {
       try {
         this.memory.grow(pages);
       } catch {
-        throw new Error(`wasm backend: a kernel needs ${(this.top / 2 ** 20).toFixed(0)} MiB of staging memory, more than WebAssembly allows here`);
+        throw new Error(
+          `wasm backend: a kernel needs ${(this.top / 2 ** 20).toFixed(0)} MiB of staging memory, more than WebAssembly allows here`,
+        );
       }
       // a grown memory has a new buffer (the old one detaches unless shared): new views
       this.u8 = new Uint8Array(this.memory.buffer);

@@ -126,7 +126,22 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
   /** Fill a GEMM parameter block (./assembly/gemm.ts) at `at` for operands staged at a, b, c. */
   const gemmBlock = (p: GemmParams, a: number, b: number, c: number, at: number, parallel: number): void => {
     const { i32: w, f32: f } = at === PARAMS_AT ? { i32: heap.i32, f32: heap.f32 } : heap.words(at, 20);
-    w.set([p.batch, p.M, p.N, p.K, a, p.aBatchStride, p.aRowStride, p.aColStride, b, p.bBatchStride, p.bRowStride, p.bColStride, c, p.cBatchStride]);
+    w.set([
+      p.batch,
+      p.M,
+      p.N,
+      p.K,
+      a,
+      p.aBatchStride,
+      p.aRowStride,
+      p.aColStride,
+      b,
+      p.bBatchStride,
+      p.bRowStride,
+      p.bColStride,
+      c,
+      p.cBatchStride,
+    ]);
     f[14] = p.alpha;
     f[15] = p.beta;
     w[16] = 0;
@@ -175,7 +190,24 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
 
   const attentionBlock = (p: AttentionParams, ptrs: number[], strides: readonly (readonly number[])[]): void => {
     const w = heap.i32;
-    w.set([p.B, p.H, p.Hkv, p.T, p.S, p.Dk, p.Dv, 0, p.causal ? 1 : 0, ptrs[0]!, ptrs[1]!, ptrs[2]!, ptrs[3]!, p.maskBatch, ptrs[4]!, ptrs[5]!]);
+    w.set([
+      p.B,
+      p.H,
+      p.Hkv,
+      p.T,
+      p.S,
+      p.Dk,
+      p.Dv,
+      0,
+      p.causal ? 1 : 0,
+      ptrs[0]!,
+      ptrs[1]!,
+      ptrs[2]!,
+      ptrs[3]!,
+      p.maskBatch,
+      ptrs[4]!,
+      ptrs[5]!,
+    ]);
     heap.f32[7] = p.scale;
     if (!p.mask) w[12] = 0;
     strides.forEach((s, i) => w.set(s, 19 + 3 * i));
@@ -286,7 +318,21 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
     const { n } = p;
     if (n === 0) return;
     call([whole(p.param, n, 'rw'), whole(p.grad, n, 'r'), whole(p.m, n, 'rw'), whole(p.v, n, 'rw')], ([a, b, c, d]) =>
-      x['adamw']!(n, a!, b!, c!, d!, p.lr, p.beta1, p.beta2, p.eps, 1 - p.lr * p.weightDecay, 1 - p.beta1 ** p.step, 1 - p.beta2 ** p.step, p.gradScale),
+      x['adamw']!(
+        n,
+        a!,
+        b!,
+        c!,
+        d!,
+        p.lr,
+        p.beta1,
+        p.beta2,
+        p.eps,
+        1 - p.lr * p.weightDecay,
+        1 - p.beta1 ** p.step,
+        1 - p.beta2 ** p.step,
+        p.gradScale,
+      ),
     );
   }
   return backend;

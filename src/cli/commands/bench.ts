@@ -109,7 +109,10 @@ export async function runBench(argv: string[]): Promise<number> {
     const n = (flags['threads'] as number | undefined) ?? native.threads?.() ?? 1;
     wasm.setThreads?.(n);
     native.setThreads?.(n);
-    for (const r of [gemmWasmVsNative(wasm, native), trainWasmVsNative(wasm, native, presetName, Math.max(3, (flags['steps'] as number | undefined) ?? 7))])
+    for (const r of [
+      gemmWasmVsNative(wasm, native),
+      trainWasmVsNative(wasm, native, presetName, Math.max(3, (flags['steps'] as number | undefined) ?? 7)),
+    ])
       console.log(
         json
           ? JSON.stringify(r)

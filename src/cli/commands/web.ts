@@ -63,7 +63,8 @@ export function modelFiles(path: string): Map<string, string> {
     }
     for (const shard of new Set(Object.values((map ?? {}) as Record<string, unknown>))) {
       // plain file names beside the index only (the loaders refuse anything else too)
-      if (typeof shard === 'string' && /^[\w.-]+\.safetensors$/.test(shard) && existsSync(join(dir, shard))) files.set(shard, join(dir, shard));
+      if (typeof shard === 'string' && /^[\w.-]+\.safetensors$/.test(shard) && existsSync(join(dir, shard)))
+        files.set(shard, join(dir, shard));
     }
   }
   if (!files.has('config.json')) throw new Error(`${dir} has no config.json`);
@@ -114,9 +115,7 @@ export async function runWeb(argv: string[]): Promise<number> {
 
   // the app's files, fixed at start: URL path → file
   const app = new Map(listFiles(root).map((f) => [relative(root, f).split('\\').join('/'), f]));
-  const headers: Record<string, string> = flags['no-isolation']
-    ? { 'x-content-type-options': 'nosniff' }
-    : HEADERS;
+  const headers: Record<string, string> = flags['no-isolation'] ? { 'x-content-type-options': 'nosniff' } : HEADERS;
   const server = Fastify({ logger: false, forceCloseConnections: true });
   const sendFile = (reply: import('fastify').FastifyReply, file: string): unknown =>
     reply
@@ -143,7 +142,10 @@ export async function runWeb(argv: string[]): Promise<number> {
           ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body: JSON.stringify(req.body ?? {}) }),
         });
       } catch (e) {
-        return reply.code(502).headers(headers).send({ error: `dsv2 serve at ${target.origin} did not answer (${(e as Error).message})` });
+        return reply
+          .code(502)
+          .headers(headers)
+          .send({ error: `dsv2 serve at ${target.origin} did not answer (${(e as Error).message})` });
       }
       reply.code(r.status).headers({ ...headers, 'content-type': r.headers.get('content-type') ?? 'application/json' });
       if (!r.body) return reply.send('');
