@@ -66,11 +66,17 @@ describe('wasm builds and threads', () => {
       const b = backendOf(v, 2);
       assert.equal(b.threads!(), v.shared ? 2 : 1);
       await settle();
-      for (const [M, N, K, tr, beta] of [
+      const shapes = [
         [300, 257, 190, true, 0],
         [129, 520, 300, false, 1],
+        // GEMV shapes (M ≤ 4: no packing), both layouts of B, with and without beta, one of them large enough for threads
         [1, 700, 513, true, 0],
-      ] as const) {
+        [3, 701, 300, false, 1],
+        [4, 129, 77, true, 1],
+        [2, 70, 33, false, 0],
+        [1, 4096, 1024, true, 1],
+      ] as const;
+      for (const [M, N, K, tr, beta] of shapes) {
         const p = gemmCase(M, N, K, M, tr, beta);
         const q = clone(p);
         b.gemm(p);
@@ -141,5 +147,43 @@ describe('wasm builds and threads', () => {
     b.softmax(x, y, 4, 1024, false);
     ref.softmax(x, y2, 4, 1024, false);
     assertClose(y, y2, 1e-6, 1e-5, 'softmax after growth');
+  });
+
+  it('pinned weights: read in place, kept equal through AdamW, released by free and by the garbage collector', async () => {
+    const b = backendOf(have, 2);
+    const heapOf = (x: Backend): { residentBytes(): number } => (x as unknown as { __heap: { residentBytes(): number } }).__heap;
+    const w = rand(256 * 300, 11);
+    b.pin!(w);
+    assert.ok(heapOf(b).residentBytes() >= w.byteLength);
+    const x = rand(64 * 300, 12);
+    const mk = (c: Float32Array): GemmParams => ({
+      batch: 1, M: 64, N: 256, K: 300, a: x, aOffset: 0, aBatchStride: 0, aRowStride: 300, aColStride: 1,
+      b: w, bOffset: 0, bBatchStride: 0, bRowStride: 1, bColStride: 300, c, cOffset: 0, cBatchStride: 0, alpha: 1, beta: 0,
+    }); // prettier-ignore
+    const c1 = new Float32Array(64 * 256);
+    const c2 = new Float32Array(64 * 256);
+    b.gemm(mk(c1));
+    ref.gemm(mk(c2));
+    assertClose(c1, c2, 1e-4, 1e-4, 'product with a pinned weight');
+    // AdamW writes the pinned buffer in its resident copy and copies it out: the array and the copy stay equal
+    const g = rand(w.length, 13);
+    const w2 = w.slice();
+    const opt = { n: w.length, grad: g, lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 1, gradScale: 1 };
+    b.adamw({ ...opt, param: w, m: new Float32Array(w.length), v: new Float32Array(w.length) });
+    ref.adamw({ ...opt, param: w2, m: new Float32Array(w.length), v: new Float32Array(w.length) });
+    assertClose(w, w2, 1e-6, 1e-5, 'AdamW on a pinned buffer');
+    b.gemm(mk(c1));
+    ref.gemm({ ...mk(c2), b: w2 });
+    assertClose(c1, c2, 1e-4, 1e-4, 'product after the update reads the updated weight');
+    b.free(w);
+    assert.equal(heapOf(b).residentBytes(), 0);
+    // a pinned buffer nobody holds is released when collected
+    b.pin!(rand(1 << 16, 14));
+    assert.ok(heapOf(b).residentBytes() > 0);
+    for (let i = 0; i < 50 && heapOf(b).residentBytes() > 0; i++) {
+      (globalThis as { gc?: () => void }).gc?.();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(heapOf(b).residentBytes(), 0, 'released after collection (the suite runs with --expose-gc)');
   });
 });

@@ -187,12 +187,21 @@ describe('dsv2 web in Chromium', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'web-generate.png'), fullPage: true });
   });
 
-  it('trains tiny in a worker: the loss falls, and the downloaded checkpoint loads in Node', async () => {
+  it('trains tiny in a worker: pause holds it, resume goes on, the loss falls, and the checkpoint loads in Node', async () => {
     await page.click('button[data-tab=train]');
     await page.check('input[name=corpus][value=math]');
     await page.fill('#steps', '25');
     await page.fill('#seq', '64');
     await page.click('#train-btn');
+    const steps = async (): Promise<number> => ((await pageState()).losses as number[]).length;
+    await page.waitForFunction(() => (window as unknown as { dsv2: { losses: number[] } }).dsv2.losses.length >= 3, null, { timeout: 60_000 });
+    await page.click('#pause-btn');
+    await new Promise((r) => setTimeout(r, 300)); // a step in flight when the click came may still finish
+    const held = await steps();
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await steps(), held, 'no step while paused');
+    assert.ok(held < 25, `paused at step ${held}`);
+    await page.click('#resume-btn');
     await page.waitForFunction(
       () => {
         const s = (window as unknown as { dsv2: { trained: boolean; errors: string[] } }).dsv2;

@@ -206,6 +206,13 @@ export interface Backend {
   watchStopSignals?(): { received: () => number; restore: () => void };
   /** Hand a buffer back early; the backend may reuse it. Using it afterwards is an error. */
   free(buf: F32 | I32): void;
+  /**
+   * A hint, no effect on results: from now on `buf` (a tensor's whole storage, such as a weight) is written only by
+   * this backend's kernels, so a backend that copies operands into memory of its own (wasm) may keep a resident
+   * copy instead of copying it for every call. Writing `buf` any other way afterwards is an error (the copy goes
+   * stale); free(buf) ends the promise.
+   */
+  pin?(buf: F32): void;
 
   // ---- layout ---------------------------------------------------------------------------------------------
   /** dst (strided) = src (strided), over `shape`. Used for contiguous(), concat and narrow-backward. */

@@ -3,6 +3,7 @@
 // preset's shapes. Batch-1 decode reads every active weight once per token, so it is bound by memory bandwidth:
 // the record also gives the machine's read bandwidth measured in the same run and the ceiling it implies
 // (bandwidth ÷ active weight bytes per token).
+import { pinWeights } from '../model/from-tensors.js';
 import { spawn } from 'node:child_process';
 import type { Backend } from '../backend/backend.js';
 import { Engine } from '../infer/engine.js';
@@ -67,6 +68,7 @@ export class DecodeRunner {
     const c = preset(presetName);
     checkFits(storedModelBytes(c, dtype) + 2 ** 30, `${presetName} with ${dtype} weights`, 'try a smaller --dtype (q4_0)');
     this.model = dtype === 'f32' ? DeepseekV2ForCausalLM.init(c, { seed: 0, std: 0.02, backend }) : randomStoredModel(c, dtype, backend);
+    pinWeights(this.model); // inference: nothing writes the weights (a copying backend keeps them resident)
     this.engine = new Engine(this.model, { kvCacheMiB: 64, maxBatchedTokens: 512 });
   }
 

@@ -3,6 +3,7 @@
 // forward / backward / optimizer split so a regression points at its phase.
 import type { Backend } from '../backend/backend.js';
 import { DeepseekV2ForCausalLM } from '../model/model.js';
+import { pinWeights } from '../model/from-tensors.js';
 import { preset } from '../model/presets.js';
 import { AdamW } from '../optim/optimizer.js';
 import { trainStep, type StepTimes } from '../train/step.js';
@@ -45,6 +46,7 @@ export function trainStepper(b: Backend, presetName: string, opts: { batch?: num
   const model = DeepseekV2ForCausalLM.init(config, { seed: 0, backend: b });
   const params = model.parameters();
   const opt = new AdamW(params, { lr: 3e-4, maxGradNorm: 1 });
+  pinWeights(model); // as the trainer does: only AdamW writes the weights
   const arena = opts.arena === false ? null : new BufferArena(b); // as the trainer does
   const rng = new Rng(3);
   const ids = intTensor(

@@ -12,7 +12,7 @@ import { defaultTokenizerConfig } from '../tokenizer/chat-template.js';
 import { DEEPSEEK_PRETOKENIZERS } from '../tokenizer/pretokenizers.js';
 import { Tokenizer, type TokenizerJson } from '../tokenizer/tokenizer.js';
 import { configJsonText, ConfigError, parseConfig, type DeepseekV2Config } from './config.js';
-import { modelFromTensors, type TensorStore } from './from-tensors.js';
+import { modelFromTensors, pinWeights, type TensorStore } from './from-tensors.js';
 import type { DeepseekV2ForCausalLM } from './model.js';
 
 /** File name → contents (names without folders, as in an HF model directory). */
@@ -100,7 +100,10 @@ export function loadModelFromFiles(files: ModelFiles, opts: FromFilesOptions = {
   if (gguf) {
     const g = new GgufReader(gguf[0], memorySource(gguf[1]));
     const model = ggufModel(g, { backend });
-    if (opts.trainable) for (const p of model.params.list()) if (p.dtype === 'f32') p.requireGrad();
+    if (opts.trainable)
+      for (const p of model.params.list())
+        if (p.dtype === 'f32') p.requireGrad();
+        else pinWeights(model);
     return {
       config: model.config,
       model,

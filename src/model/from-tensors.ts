@@ -86,5 +86,17 @@ export function modelFromTensors(
     const tensor = wrap(backend, buf, t.shape);
     params.set(t.name, opts.trainable === false ? tensor : tensor.requireGrad());
   }
-  return new DeepseekV2ForCausalLM(config, params, backend);
+  const model = new DeepseekV2ForCausalLM(config, params, backend);
+  if (opts.trainable === false) pinWeights(model);
+  return model;
+}
+
+/**
+ * Tell the backend that the model's float32 weights are written only by its kernels from now on (Backend.pin): true
+ * for inference, and for training through AdamW. A backend that copies operands (wasm) then keeps them resident.
+ */
+export function pinWeights(model: DeepseekV2ForCausalLM): void {
+  const pin = model.backend.pin;
+  if (!pin) return;
+  for (const p of model.params.list()) if (p.dtype === 'f32') pin.call(model.backend, p.f32());
 }

@@ -12,7 +12,7 @@ import { configFromGguf } from '../io/gguf-deepseek2.js';
 import { loadGgufModel } from '../io/gguf-load.js';
 import { configJsonText, ConfigError, parseConfig, type DeepseekV2Config } from './config.js';
 import type { DeepseekV2ForCausalLM } from './model.js';
-import { modelFromTensors } from './from-tensors.js';
+import { modelFromTensors, pinWeights } from './from-tensors.js';
 
 export { checkInventory } from './from-tensors.js';
 
@@ -64,7 +64,10 @@ export function loadModel(dir: string, opts: LoadOptions = {}): DeepseekV2ForCau
     if (opts.weights) throw new CheckpointError(`${dir} is a GGUF file; --weights applies to model directories`);
     const { model, file } = loadGgufModel(dir, { backend });
     file.close();
-    if (opts.trainable !== false) for (const p of model.params.list()) if (p.dtype === 'f32') p.requireGrad();
+    if (opts.trainable !== false)
+      for (const p of model.params.list())
+        if (p.dtype === 'f32') p.requireGrad();
+        else pinWeights(model);
     return model;
   }
   const config = readConfig(dir);

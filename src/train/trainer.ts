@@ -14,6 +14,7 @@ import { BatchStream, evalBatches, tokenizeDocs, type DataPosition } from '../da
 import { writeFileAtomic } from '../io/atomic.js';
 import { configToJson, parseConfig, type DeepseekV2Config } from '../model/config.js';
 import { DeepseekV2ForCausalLM } from '../model/model.js';
+import { pinWeights } from '../model/from-tensors.js';
 import type { TokenDropping } from '../model/moe.js';
 import { preset } from '../model/presets.js';
 import { AdamW } from '../optim/optimizer.js';
@@ -376,6 +377,7 @@ export function train(options: TrainOptions, hooks: TrainHooks = {}): TrainResul
     elapsedBefore = saved.state.elapsedS;
     totalSteps = opts.steps ?? saved.state.totalSteps;
   }
+  pinWeights(model); // from here only AdamW writes the weights: a copying backend (wasm) may keep them resident
   if (!totalSteps && !opts.minutes) throw new Error('say how long to train: steps, tokens or minutes');
   if (!(totalSteps >= 0) || !Number.isInteger(totalSteps))
     throw new Error(`the number of steps must be a whole number ≥ 1, got ${totalSteps}`);

@@ -11,6 +11,7 @@ import { cacheWidth } from '../model/attention.js';
 import { configToJson, isMoeLayer, parseConfig, type DeepseekV2Config } from '../model/config.js';
 import { fetchModelFiles, loadModelFromFiles, modelToFiles } from '../model/from-files.js';
 import { DeepseekV2ForCausalLM } from '../model/model.js';
+import { pinWeights } from '../model/from-tensors.js';
 import { preset } from '../model/presets.js';
 import { paramCounts } from '../model/weights.js';
 import { AdamW } from '../optim/optimizer.js';
@@ -198,6 +199,7 @@ async function train(s: TrainSettings, text: string | undefined): Promise<void> 
   source = `trained in this tab (${s.corpus})`;
   post({ type: 'train-started', info: info(config), tokens: stream.length });
   const opt = new AdamW(m.parameters(), { lr: s.lr, maxGradNorm: 1 });
+  pinWeights(m); // only AdamW writes the weights: the wasm backend keeps them resident
   const arena = new BufferArena(b);
   const rng = new Rng(s.seed + 1);
   const coef = { alpha1: 0.003, alpha2: 0.05, alpha3: 0.02 };

@@ -5,6 +5,12 @@
 //
 // Operands that share a buffer are staged as one range (their union), so outputs that interleave in one buffer
 // (dq, dk, dv rows of a fused projection) come back without overwriting each other.
+//
+// Resident buffers (`pin`: the weights) keep a copy in linear memory for as long as their ArrayBuffer lives, so the
+// products read them in place instead of copying every weight for every call (decode reads each weight once a
+// token). The copy is the one the kernels use and write: a resident operand is never copied in, and an output in a
+// resident buffer is copied back out to the JavaScript array after the call, so both stay equal as long as nothing
+// but the backend's kernels writes the buffer (what `Backend.pin` asks of its callers).
 
 export type Access = 'r' | 'w' | 'rw';
 type View = Float32Array | Int32Array | Uint8Array;
@@ -18,14 +24,27 @@ export interface Operand {
 }
 
 const PAGE = 65536;
-/** The first 64 KiB are the module's own (static data); then one page of parameter blocks; then staging. */
+/** The first 64 KiB are the module's own (static data); then one page of parameter blocks; then resident buffers and staging. */
 export const PARAMS_AT = PAGE;
-const STAGE_AT = 2 * PAGE;
+const HEAP_AT = 2 * PAGE;
+const ALIGN = 64;
+
+interface Resident {
+  at: number;
+  bytes: number;
+}
 
 export class Heap {
   private u8: Uint8Array;
-  private top = STAGE_AT;
-  private groups: { arr: View; byte: number; bytes: number; at: number; out: boolean }[] = [];
+  /** Staging starts above the resident buffers, fresh for every call. */
+  private stageBase = HEAP_AT;
+  private top = HEAP_AT;
+  private groups: { arr: Uint8Array; at: number; bytes: number; out: boolean }[] = [];
+  /** Resident copies by the ArrayBuffer they mirror, and the free ranges between them (address → bytes). */
+  private readonly resident = new WeakMap<ArrayBufferLike, Resident>();
+  private readonly holes = new Map<number, number>();
+  private residentTop = HEAP_AT;
+  private readonly collected = new FinalizationRegistry<Resident>((r) => this.release(r));
   /** Words of the parameter block (i32 and f32 views of the same bytes). */
   i32: Int32Array;
   f32: Float32Array;
@@ -36,35 +55,97 @@ export class Heap {
     this.f32 = new Float32Array(memory.buffer, PARAMS_AT, 1024);
   }
 
+  /** Memory up to `end` bytes, growing it if needed (a grown memory has a new buffer: new views). */
+  private ensure(end: number): void {
+    if (end <= this.memory.buffer.byteLength) return;
+    const pages = Math.ceil((end - this.memory.buffer.byteLength) / PAGE);
+    try {
+      this.memory.grow(pages);
+    } catch {
+      throw new Error(`wasm backend: the kernels need ${(end / 2 ** 20).toFixed(0)} MiB of memory, more than WebAssembly allows here`);
+    }
+    this.u8 = new Uint8Array(this.memory.buffer);
+    this.i32 = new Int32Array(this.memory.buffer, PARAMS_AT, 1024);
+    this.f32 = new Float32Array(this.memory.buffer, PARAMS_AT, 1024);
+  }
+
   /** i32 and f32 views of n words at a staging address (for parameter blocks that do not fit the fixed page). */
   words(at: number, n: number): { i32: Int32Array; f32: Float32Array } {
     return { i32: new Int32Array(this.memory.buffer, at, n), f32: new Float32Array(this.memory.buffer, at, n) };
   }
 
+  /**
+   * Keep a resident copy of `arr`'s whole ArrayBuffer (between calls only). Buffers of other memories only: a view
+   * of part of a larger buffer is pinned whole, so pin buffers that are one tensor's storage.
+   */
+  pin(arr: View): void {
+    const buffer = arr.buffer;
+    if (this.resident.has(buffer) || buffer.byteLength === 0) return;
+    const bytes = Math.ceil(buffer.byteLength / ALIGN) * ALIGN;
+    let at = -1;
+    for (const [h, size] of this.holes)
+      if (size >= bytes) {
+        at = h;
+        this.holes.delete(h);
+        if (size > bytes) this.holes.set(h + bytes, size - bytes);
+        break;
+      }
+    if (at < 0) {
+      at = this.residentTop;
+      this.residentTop += bytes;
+      this.stageBase = this.residentTop;
+      this.ensure(this.residentTop);
+    }
+    this.u8.set(new Uint8Array(buffer), at);
+    const r = { at, bytes };
+    this.resident.set(buffer, r);
+    this.collected.register(buffer, r, r);
+  }
+
+  /** Drop a buffer's resident copy (Backend.free, or the garbage collector through the registry). */
+  unpin(arr: View): void {
+    const r = this.resident.get(arr.buffer);
+    if (!r) return;
+    this.resident.delete(arr.buffer);
+    this.collected.unregister(r);
+    this.release(r);
+  }
+
+  private release(r: Resident): void {
+    if (r.at + r.bytes === this.residentTop) {
+      this.residentTop = r.at;
+      // coalesce holes that now end at the top
+      for (let again = true; again;) {
+        again = false;
+        for (const [h, size] of this.holes)
+          if (h + size === this.residentTop) {
+            this.holes.delete(h);
+            this.residentTop = h;
+            again = true;
+          }
+      }
+      this.stageBase = this.residentTop;
+    } else this.holes.set(r.at, r.bytes);
+  }
+
+  /** Bytes held by resident copies (for tests and notes). */
+  residentBytes(): number {
+    let holes = 0;
+    for (const size of this.holes.values()) holes += size;
+    return this.residentTop - HEAP_AT - holes;
+  }
+
   /** Start staging a call. */
   begin(): void {
-    this.top = STAGE_AT;
+    this.top = this.stageBase;
     this.groups.length = 0;
   }
 
   /** Reserve `bytes` (64-byte aligned) in the staging area; returns its address. */
   reserve(bytes: number): number {
-    const at = Math.ceil(this.top / 64) * 64;
+    const at = Math.ceil(this.top / ALIGN) * ALIGN;
     this.top = at + bytes;
-    if (this.top > this.memory.buffer.byteLength) {
-      const pages = Math.ceil((this.top - this.memory.buffer.byteLength) / PAGE);
-      try {
-        this.memory.grow(pages);
-      } catch {
-        throw new Error(
-          `wasm backend: a kernel needs ${(this.top / 2 ** 20).toFixed(0)} MiB of staging memory, more than WebAssembly allows here`,
-        );
-      }
-      // a grown memory has a new buffer (the old one detaches unless shared): new views
-      this.u8 = new Uint8Array(this.memory.buffer);
-      this.i32 = new Int32Array(this.memory.buffer, PARAMS_AT, 1024);
-      this.f32 = new Float32Array(this.memory.buffer, PARAMS_AT, 1024);
-    }
+    this.ensure(this.top);
     return at;
   }
 
@@ -78,6 +159,7 @@ export class Heap {
     }
     const where = new Map<Operand, number>();
     for (const [buffer, list] of byBuffer) {
+      const res = this.resident.get(buffer);
       let first = Infinity;
       let end = 0;
       for (const op of list) {
@@ -85,16 +167,23 @@ export class Heap {
         first = Math.min(first, b);
         end = Math.max(end, b + op.n * op.arr.BYTES_PER_ELEMENT);
       }
+      const out = list.some((op) => op.access !== 'r');
+      if (res) {
+        // in place in the resident copy: nothing to copy in; outputs go back out to the array after the call
+        if (out && end > first)
+          this.groups.push({ arr: new Uint8Array(buffer, first, end - first), at: res.at + first, bytes: end - first, out });
+        for (const op of list) where.set(op, res.at + op.arr.byteOffset + op.lo * op.arr.BYTES_PER_ELEMENT);
+        continue;
+      }
       if (end <= first) {
-        for (const op of list) where.set(op, STAGE_AT);
+        for (const op of list) where.set(op, this.stageBase);
         continue;
       }
       const at = this.reserve(end - first);
       const only = list.length === 1 ? list[0]! : null;
       // a lone write-only operand is overwritten entirely: nothing to copy in
       if (!(only && only.access === 'w')) this.u8.set(new Uint8Array(buffer, first, end - first), at);
-      const out = list.some((op) => op.access !== 'r');
-      this.groups.push({ arr: new Uint8Array(buffer, first, end - first), byte: first, bytes: end - first, at, out });
+      this.groups.push({ arr: new Uint8Array(buffer, first, end - first), at, bytes: end - first, out });
       for (const op of list) where.set(op, at + op.arr.byteOffset + op.lo * op.arr.BYTES_PER_ELEMENT - first);
     }
     return ops.map((op) => where.get(op)!);

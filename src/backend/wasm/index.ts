@@ -16,7 +16,7 @@ import { Heap, PARAMS_AT, whole, type Operand } from './heap.js';
 import { ThreadPool, wasmAbort, type WorkerHandle } from './pool.js';
 
 /** Threaded kernels by number (the `run` export of ./assembly/index.ts). */
-const KERNEL = { gemm: 1, attention: 2, attentionBackward: 3, gemmMany: 4 } as const;
+const KERNEL = { gemm: 1, attention: 2, attentionBackward: 3, gemmMany: 4, gemv: 5 } as const;
 
 /** Which build of the kernels: shared memory (threads) and relaxed SIMD (FMA) are separate modules. */
 export interface WasmVariant {
@@ -158,7 +158,9 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
     if (p.K === 0) return ref.gemm(p); // no products to sum: C = beta·C
     call(gemmOperands(p), ([a, b, c]) => {
       gemmBlock(p, a!, b!, c!, PARAMS_AT, threads);
-      runThreaded(KERNEL.gemm, gemmScratch, 2 * p.batch * p.M * p.N * p.K);
+      // a few rows against a weight read in place (decode): no packing, the weight streamed once
+      const gemv = p.batch === 1 && p.M <= 4 && p.aColStride === 1 && (p.bRowStride === 1 || p.bColStride === 1);
+      runThreaded(gemv ? KERNEL.gemv : KERNEL.gemm, gemv ? 0 : gemmScratch, 2 * p.batch * p.M * p.N * p.K);
     });
   };
 
@@ -233,6 +235,8 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
   const backend: Backend = {
     ...ref,
     name: 'wasm',
+    pin: (buf) => heap.pin(buf),
+    free: (buf) => heap.unpin(buf),
     threads: () => threads,
     setThreads: (n: number) => {
       threads = pool ? Math.max(1, Math.min(Math.floor(n), pool.size + 1)) : 1;
@@ -313,6 +317,9 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
     sumsq: (xs, n) => call([whole(xs, n, 'r')], ([a]) => x['sumsq']!(a!, n)),
     sumsqMany: (xs, ns) => xs.reduce((s, v, i) => s + (ns[i]! ? call([whole(v, ns[i]!, 'r')], ([a]) => x['sumsq']!(a!, ns[i]!)) : 0), 0),
   };
+
+  // the heap, for tests that check resident copies (not part of the Backend contract)
+  Object.defineProperty(backend, '__heap', { value: heap, enumerable: false });
 
   function adamw(p: AdamWParams): void {
     const { n } = p;

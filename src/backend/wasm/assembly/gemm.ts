@@ -216,3 +216,118 @@ export function gemmMany(list: usize, tid: i32): void {
     for (let item = 0; item < items; item++) gemmItem(pb, item, scratch);
   }
 }
+
+// GEMV-shaped products (M ≤ 4 rows, one batch, A rows contiguous): no packing, the weight is read once, in place.
+// Work items are column ranges of GV_COLS from the block's counter (slot 16). Block: the GEMM block's slots.
+const GV_COLS = 64;
+
+/** C[m, n0..n1) for B = Wᵀ (bRS = 1, W rows contiguous): four dot products of A's row with four W rows at once. */
+function gemvT(pb: usize, n0: i32, n1: i32): void {
+  const M = PARAM(pb, 1), N = PARAM(pb, 2), K = PARAM(pb, 3);
+  const aRS = PARAM(pb, 6), bCS = PARAM(pb, 11);
+  const a0 = <usize>PARAM(pb, 4), b0 = <usize>PARAM(pb, 8), c0 = <usize>PARAM(pb, 12);
+  const alpha = load<f32>(pb + 14 * 4), beta = load<f32>(pb + 15 * 4);
+  const ws = <usize>bCS << 2;
+  for (let m = 0; m < M; m++) {
+    const a = a0 + (<usize>(m * aRS) << 2);
+    const c = c0 + (<usize>(m * N) << 2);
+    let n = n0;
+    for (; n + 4 <= n1; n += 4) {
+      const w = b0 + <usize>n * ws;
+      let a0v = f32x4.splat(0), a1v = f32x4.splat(0), a2v = f32x4.splat(0), a3v = f32x4.splat(0);
+      let k = 0;
+      for (; k + 4 <= K; k += 4) {
+        const o = <usize>k << 2;
+        const x = v128.load(a + o);
+        a0v = madd(x, v128.load(w + o), a0v);
+        a1v = madd(x, v128.load(w + ws + o), a1v);
+        a2v = madd(x, v128.load(w + 2 * ws + o), a2v);
+        a3v = madd(x, v128.load(w + 3 * ws + o), a3v);
+      }
+      const t0 = f32x4.add(i32x4.shuffle(a0v, a1v, 0, 4, 1, 5), i32x4.shuffle(a0v, a1v, 2, 6, 3, 7));
+      const t1 = f32x4.add(i32x4.shuffle(a2v, a3v, 0, 4, 1, 5), i32x4.shuffle(a2v, a3v, 2, 6, 3, 7));
+      let r = f32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7));
+      for (; k < K; k++) {
+        const o = <usize>k << 2;
+        const x = load<f32>(a + o);
+        r = f32x4.add(r, f32x4.mul(f32x4.splat(x), f32x4(load<f32>(w + o), load<f32>(w + ws + o), load<f32>(w + 2 * ws + o), load<f32>(w + 3 * ws + o))));
+      }
+      r = f32x4.mul(r, f32x4.splat(alpha));
+      const co = c + (<usize>n << 2);
+      if (beta != 0) r = madd(f32x4.splat(beta), v128.load(co), r);
+      v128.store(co, r);
+    }
+    for (; n < n1; n++) {
+      const w = b0 + <usize>n * ws;
+      let s: f32 = 0;
+      for (let k = 0; k < K; k++) s += load<f32>(a + (<usize>k << 2)) * load<f32>(w + (<usize>k << 2));
+      const co = c + (<usize>n << 2);
+      store<f32>(co, alpha * s + (beta != 0 ? beta * load<f32>(co) : 0));
+    }
+  }
+}
+
+/** C[m, n0..n1) for a row-major B (bCS = 1): 16 columns at a time in registers over all of K. */
+function gemvN(pb: usize, n0: i32, n1: i32): void {
+  const M = PARAM(pb, 1), N = PARAM(pb, 2), K = PARAM(pb, 3);
+  const aRS = PARAM(pb, 6), bRS = PARAM(pb, 10);
+  const a0 = <usize>PARAM(pb, 4), b0 = <usize>PARAM(pb, 8), c0 = <usize>PARAM(pb, 12);
+  const alpha = load<f32>(pb + 14 * 4), beta = load<f32>(pb + 15 * 4);
+  const bs = <usize>bRS << 2;
+  const va = f32x4.splat(alpha);
+  const vb = f32x4.splat(beta);
+  for (let m = 0; m < M; m++) {
+    const a = a0 + (<usize>(m * aRS) << 2);
+    const c = c0 + (<usize>(m * N) << 2);
+    let n = n0;
+    for (; n + 16 <= n1; n += 16) {
+      let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+      let p = b0 + (<usize>n << 2);
+      for (let k = 0; k < K; k++) {
+        const ak = v128.load32_splat(a + (<usize>k << 2));
+        x0 = madd(ak, v128.load(p), x0);
+        x1 = madd(ak, v128.load(p, 16), x1);
+        x2 = madd(ak, v128.load(p, 32), x2);
+        x3 = madd(ak, v128.load(p, 48), x3);
+        p += bs;
+      }
+      const co = c + (<usize>n << 2);
+      if (beta != 0) {
+        x0 = madd(vb, v128.load(co), f32x4.mul(x0, va));
+        x1 = madd(vb, v128.load(co, 16), f32x4.mul(x1, va));
+        x2 = madd(vb, v128.load(co, 32), f32x4.mul(x2, va));
+        x3 = madd(vb, v128.load(co, 48), f32x4.mul(x3, va));
+      } else {
+        x0 = f32x4.mul(x0, va);
+        x1 = f32x4.mul(x1, va);
+        x2 = f32x4.mul(x2, va);
+        x3 = f32x4.mul(x3, va);
+      }
+      v128.store(co, x0);
+      v128.store(co, x1, 16);
+      v128.store(co, x2, 32);
+      v128.store(co, x3, 48);
+    }
+    for (; n < n1; n++) {
+      let s: f32 = 0;
+      for (let k = 0; k < K; k++) s += load<f32>(a + (<usize>k << 2)) * load<f32>(b0 + <usize>k * bs + (<usize>n << 2));
+      const co = c + (<usize>n << 2);
+      store<f32>(co, alpha * s + (beta != 0 ? beta * load<f32>(co) : 0));
+    }
+  }
+}
+
+/** One thread's share of a GEMV-shaped product (see above); the caller checked the shape. */
+export function gemv(pb: usize, tid: i32): void {
+  const N = PARAM(pb, 2);
+  const transposed = PARAM(pb, 10) == 1 && PARAM(pb, 11) != 1;
+  const items = (N + GV_COLS - 1) / GV_COLS;
+  for (;;) {
+    const item = atomic.add<i32>(pb + 16 * 4, 1);
+    if (item >= items) break;
+    const n0 = item * GV_COLS;
+    const n1 = min(N, n0 + GV_COLS);
+    if (transposed) gemvT(pb, n0, n1);
+    else gemvN(pb, n0, n1);
+  }
+}

@@ -1,9 +1,9 @@
 // The wasm kernel module's exports. Kernels that run on several threads take a parameter block and a thread index
 // and share work through an atomic counter in the block; `run` is how a worker thread calls them by number.
-import { gemm, gemmMany, gemmScratchBytes } from './gemm';
+import { gemm, gemmMany, gemmScratchBytes, gemv } from './gemm';
 import { attention, attentionBackward } from './attention';
 
-export { gemm, gemmMany, gemmScratchBytes, attention, attentionBackward };
+export { gemm, gemmMany, gemmScratchBytes, gemv, attention, attentionBackward };
 export {
   rmsnorm,
   rmsnormBackward,
@@ -24,4 +24,5 @@ export function run(kernel: i32, pb: usize, tid: i32): void {
   else if (kernel == 2) attention(pb, tid);
   else if (kernel == 3) attentionBackward(pb, tid);
   else if (kernel == 4) gemmMany(pb, tid);
+  else if (kernel == 5) gemv(pb, tid);
 }
