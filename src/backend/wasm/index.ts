@@ -269,7 +269,7 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
       call(ops, (ptrs) => {
         attentionBlock(p, [ptrs[0]!, ptrs[1]!, ptrs[2]!, ptrs[3]!, ptrs[4]!, ptrs[5]!], layoutOf(p));
         heap.i32.set([ptrs[6]!, ptrs[7]!, ptrs[8]!, ptrs[9]!], 43);
-        runThreaded(KERNEL.attentionBackward, 4 * (2 * p.S + 16), 4 * p.B * p.H * p.T * p.S * (p.Dk + p.Dv));
+        runThreaded(KERNEL.attentionBackward, 4 * (8 * (p.S + 4) + 16), 4 * p.B * p.H * p.T * p.S * (p.Dk + p.Dv));
       });
     },
     rmsnorm: (xs, w, y, rstd, R, D, eps) =>

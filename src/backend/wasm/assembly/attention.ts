@@ -3,7 +3,7 @@
 // row's log-sum-exp saved for the backward, which recomputes the probabilities from it.
 // Work items come from a shared counter: forward items are (batch, head); backward items are (batch, KV head),
 // so that the dk and dv rows an item accumulates belong to it alone.
-import { axpy, dot, exp1, exp4, hmax, madd, PARAM, PARAMF } from './common';
+import { dot, exp1, exp4, hmax, madd, PARAM, PARAMF } from './common';
 
 // Parameter block (i32 slots; pointers are byte addresses into this memory):
 //  0 B  1 H  2 Hkv  3 T  4 S  5 Dk  6 Dv  7 scale (f32)  8 causal  9 q  10 k  11 v  12 mask (0: none)  13 maskBatch
@@ -178,6 +178,36 @@ function zeroRows(pb: usize, base: usize, which: i32, b: i32, h: i32, rows: i32,
 }
 
 // p_j = exp(s_j − lse);  dv_j += p_j·do;  dp_j = do·v_j;  ds_j = p_j·(dp_j − do·o);  dq += scale·Σ ds_j·k_j;  dk_j += scale·ds_j·q
+/** y[d] += Σ_r w[r]·x_r[d] over n floats, for four rows x_r at once (one read and write of y, not four). */
+@inline
+function axpy4(w: v128, x0: usize, x1: usize, x2: usize, x3: usize, y: usize, n: i32): void {
+  const w0 = f32x4.splat(f32x4.extract_lane(w, 0)), w1 = f32x4.splat(f32x4.extract_lane(w, 1));
+  const w2 = f32x4.splat(f32x4.extract_lane(w, 2)), w3 = f32x4.splat(f32x4.extract_lane(w, 3));
+  let d = 0;
+  for (; d + 4 <= n; d += 4) {
+    const o = <usize>d << 2;
+    let acc = v128.load(y + o);
+    acc = madd(w0, v128.load(x0 + o), acc);
+    acc = madd(w1, v128.load(x1 + o), acc);
+    acc = madd(w2, v128.load(x2 + o), acc);
+    acc = madd(w3, v128.load(x3 + o), acc);
+    v128.store(y + o, acc);
+  }
+  for (; d < n; d++) {
+    const o = <usize>d << 2;
+    store<f32>(
+      y + o,
+      load<f32>(y + o) +
+        f32x4.extract_lane(w, 0) * load<f32>(x0 + o) +
+        f32x4.extract_lane(w, 1) * load<f32>(x1 + o) +
+        f32x4.extract_lane(w, 2) * load<f32>(x2 + o) +
+        f32x4.extract_lane(w, 3) * load<f32>(x3 + o),
+    );
+  }
+}
+
+// Four query rows at a time: their probabilities p and score gradients ds go into scratch rows (zero past each
+// row's visible keys), then every key's dv and dk rows take the four rows' contributions in one pass.
 export function attentionBackward(pb: usize, tid: i32): void {
   const B = PARAM(pb, 0), H = PARAM(pb, 1), Hkv = PARAM(pb, 2), T = PARAM(pb, 3), S = PARAM(pb, 4);
   const Dk = PARAM(pb, 5), Dv = PARAM(pb, 6);
@@ -186,53 +216,78 @@ export function attentionBackward(pb: usize, tid: i32): void {
   const outb = <usize>PARAM(pb, 14), lse = <usize>PARAM(pb, 15);
   const doutb = <usize>PARAM(pb, 43), dqb = <usize>PARAM(pb, 44), dkb = <usize>PARAM(pb, 45), dvb = <usize>PARAM(pb, 46);
   const scratch = <usize>PARAM(pb, 17) + <usize>tid * <usize>PARAM(pb, 18);
-  const row = scratch;
-  const dsRow = row + ((<usize>(S + 4)) << 2);
-  const mx = dsRow + ((<usize>(S + 4)) << 2);
+  const rowBytes = (<usize>(S + 4)) << 2;
+  const P = scratch; // 4 rows of p
+  const DS = P + 4 * rowBytes; // 4 rows of ds
+  const mx = DS + 4 * rowBytes;
   const group = H / Hkv;
+  const vsz = (<usize>PARAM(pb, STRIDES + 3 * V + 2)) << 2;
+  const ksz = (<usize>PARAM(pb, STRIDES + 3 * K + 2)) << 2;
+  const vsc = f32x4.splat(scale);
   for (;;) {
     const item = atomic.add<i32>(pb + 16 * 4, 1);
     if (item >= B * Hkv) break;
     const b = item / Hkv, g = item % Hkv;
     zeroRows(pb, dkb, DK, b, g, S, Dk);
     zeroRows(pb, dvb, DV, b, g, S, Dv);
+    const v0 = rowAt(pb, vb, V, b, g, 0);
+    const k0 = rowAt(pb, kb, K, b, g, 0);
     for (let h = g * group; h < (g + 1) * group; h++) {
       zeroRows(pb, dqb, DQ, b, h, T, Dk);
-      for (let t = 0; t < T; t++) {
-        const l = load<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2));
-        if (l == -Infinity) continue;
-        const n = scores(pb, b, h, t, row, mx);
-        const o = rowAt(pb, outb, OUT, b, h, t);
-        const dO = rowAt(pb, doutb, DOUT, b, h, t);
-        const q = rowAt(pb, qb, Q, b, h, t);
-        const dq = rowAt(pb, dqb, DQ, b, h, t);
-        const dOdotO = dot(dO, o, Dv);
-        expRow(row, n, l); // p_j
-        // ds_j = p_j·(dO·v_j − dO·o)·scale, four keys at a time
-        const v0 = rowAt(pb, vb, V, b, g, 0);
-        const vsz = (<usize>PARAM(pb, STRIDES + 3 * V + 2)) << 2;
-        const vo = f32x4.splat(dOdotO);
-        const vsc = f32x4.splat(scale);
-        let j = 0;
-        for (; j + 4 <= n; j += 4) {
-          const dp = dot4(dO, v0 + <usize>j * vsz, vsz, Dv);
-          const p4 = v128.load(row + (<usize>j << 2));
-          v128.store(dsRow + (<usize>j << 2), f32x4.mul(f32x4.mul(p4, f32x4.sub(dp, vo)), vsc));
+      for (let t0 = 0; t0 < T; t0 += 4) {
+        let nmax = 0;
+        for (let r = 0; r < 4; r++) {
+          const t = t0 + r;
+          const p = P + <usize>r * rowBytes;
+          const ds = DS + <usize>r * rowBytes;
+          const l = t < T ? load<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2)) : -Infinity;
+          if (l == -Infinity) {
+            store<i32>(mx + 4 + (<usize>r << 2), 0); // no visible key (or past the end): no contribution
+            continue;
+          }
+          const n = scores(pb, b, h, t, p, mx);
+          store<i32>(mx + 4 + (<usize>r << 2), n);
+          nmax = max(nmax, n);
+          expRow(p, n, l); // p_j
+          // ds_j = p_j·(dO·v_j − dO·o)·scale, four keys at a time
+          const dO = rowAt(pb, doutb, DOUT, b, h, t);
+          const dOdotO = dot(dO, rowAt(pb, outb, OUT, b, h, t), Dv);
+          const vo = f32x4.splat(dOdotO);
+          let j = 0;
+          for (; j + 4 <= n; j += 4) {
+            const dp = dot4(dO, v0 + <usize>j * vsz, vsz, Dv);
+            v128.store(ds + (<usize>j << 2), f32x4.mul(f32x4.mul(v128.load(p + (<usize>j << 2)), f32x4.sub(dp, vo)), vsc));
+          }
+          for (; j < n; j++) {
+            const pj = load<f32>(p + (<usize>j << 2));
+            store<f32>(ds + (<usize>j << 2), pj * (dot(dO, v0 + <usize>j * vsz, Dv) - dOdotO) * scale);
+          }
+          // dq += Σ_j ds_j·k_j
+          accumRows(ds, n, k0, ksz, Dk, rowAt(pb, dqb, DQ, b, h, t));
         }
-        for (; j < n; j++) {
-          const pj = load<f32>(row + (<usize>j << 2));
-          store<f32>(dsRow + (<usize>j << 2), pj * (dot(dO, v0 + <usize>j * vsz, Dv) - dOdotO) * scale);
+        if (nmax == 0) continue;
+        // rows see fewer keys than the longest of the four: zero their p and ds up to nmax
+        for (let r = 0; r < 4; r++) {
+          const n = load<i32>(mx + 4 + (<usize>r << 2));
+          if (n < nmax) {
+            memory.fill(P + <usize>r * rowBytes + (<usize>n << 2), 0, (<usize>(nmax - n)) << 2);
+            memory.fill(DS + <usize>r * rowBytes + (<usize>n << 2), 0, (<usize>(nmax - n)) << 2);
+          }
         }
-        // dq += Σ_j ds_j·k_j
-        accumRows(dsRow, n, rowAt(pb, kb, K, b, g, 0), (<usize>PARAM(pb, STRIDES + 3 * K + 2)) << 2, Dk, dq);
-        for (j = 0; j < n; j++) {
-          const pj = load<f32>(row + (<usize>j << 2));
-          if (pj == 0) continue;
-          axpy(pj, dO, rowAt(pb, dvb, DV, b, g, j), Dv);
-          axpy(load<f32>(dsRow + (<usize>j << 2)), q, rowAt(pb, dkb, DK, b, g, j), Dk);
+        // the four rows' dO and q (rows past the end repeat the last real one, with weight 0)
+        const last = min(T - 1, t0 + 3);
+        const d0 = rowAt(pb, doutb, DOUT, b, h, t0), d1 = rowAt(pb, doutb, DOUT, b, h, min(t0 + 1, last));
+        const d2 = rowAt(pb, doutb, DOUT, b, h, min(t0 + 2, last)), d3 = rowAt(pb, doutb, DOUT, b, h, last);
+        const q0 = rowAt(pb, qb, Q, b, h, t0), q1 = rowAt(pb, qb, Q, b, h, min(t0 + 1, last));
+        const q2 = rowAt(pb, qb, Q, b, h, min(t0 + 2, last)), q3 = rowAt(pb, qb, Q, b, h, last);
+        for (let j = 0; j < nmax; j++) {
+          const o = <usize>j << 2;
+          const wp = f32x4(load<f32>(P + o), load<f32>(P + rowBytes + o), load<f32>(P + 2 * rowBytes + o), load<f32>(P + 3 * rowBytes + o));
+          const wd = f32x4(load<f32>(DS + o), load<f32>(DS + rowBytes + o), load<f32>(DS + 2 * rowBytes + o), load<f32>(DS + 3 * rowBytes + o));
+          axpy4(wp, d0, d1, d2, d3, rowAt(pb, dvb, DV, b, g, j), Dv);
+          axpy4(wd, q0, q1, q2, q3, rowAt(pb, dkb, DK, b, g, j), Dk);
         }
       }
     }
   }
 }
-
