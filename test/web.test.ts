@@ -4,7 +4,7 @@
 // training `tiny` in the page's worker lowers the loss and its downloaded checkpoint loads in Node. Screenshots of
 // both views are written to test-artifacts/. Also: the library's browser entry bundles without any `node:` module.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -13,38 +13,11 @@ import { after, before, describe, it } from 'node:test';
 import { build } from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import * as T from '../src/node.js';
+import { CHROMIUM, CHROMIUM_ARGS, startDsv2 } from '../src/bench/browser.js';
 
-const CHROMIUM = process.env['DSV2_CHROMIUM'] ?? '/usr/bin/chromium';
 const ARTIFACTS = 'test-artifacts';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const cases = (name: string): any => JSON.parse(readFileSync(`test/golden/${name}/cases.json`, 'utf8'));
-
-/** Start `dsv2 ARGS…` and resolve with the URL it prints (it listens on a free port). */
-function startDsv2(args: string[], pattern: RegExp): Promise<{ proc: ChildProcess; url: string }> {
-  const proc = spawn(process.execPath, ['bin/dsv2.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const take = (d: Buffer): void => {
-      out += d.toString();
-      const m = pattern.exec(out);
-      if (m) resolve({ proc, url: m[1]!.replace(/\/$/, '') + '/' });
-    };
-    proc.stdout!.on('data', take);
-    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    proc.on('exit', (code) => reject(new Error(`dsv2 ${args[0]} exited with ${code}: ${out}`)));
-    setTimeout(() => reject(new Error(`dsv2 ${args[0]} did not start: ${out}`)), 60_000);
-  });
-}
-
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 interface Shown {
   ready: boolean;
@@ -101,31 +74,8 @@ describe('dsv2 web in Chromium', () => {
   before(async () => {
     assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium; DSV2_CHROMIUM names another)`);
     mkdirSync(ARTIFACTS, { recursive: true });
-    server = spawn(process.execPath, ['bin/dsv2.js', 'web', '--model', 'test/golden/gen', '--port', '0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      server.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /open (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      server.on('exit', (code) => reject(new Error(`dsv2 web exited with ${code}: ${out}`)));
-      setTimeout(() => reject(new Error(`dsv2 web did not start: ${out}`)), 20_000);
-    });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    ({ proc: server, url } = await startDsv2(['web', '--model', 'test/golden/gen', '--port', '0'], /open (http:\/\/\S+)/));
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(url);
@@ -194,7 +144,9 @@ describe('dsv2 web in Chromium', () => {
     await page.fill('#seq', '64');
     await page.click('#train-btn');
     const steps = async (): Promise<number> => ((await pageState()).losses as number[]).length;
-    await page.waitForFunction(() => (window as unknown as { dsv2: { losses: number[] } }).dsv2.losses.length >= 3, null, { timeout: 60_000 });
+    await page.waitForFunction(() => (window as unknown as { dsv2: { losses: number[] } }).dsv2.losses.length >= 3, null, {
+      timeout: 60_000,
+    });
     await page.click('#pause-btn');
     await new Promise((r) => setTimeout(r, 300)); // a step in flight when the click came may still finish
     const held = await steps();

@@ -1,7 +1,6 @@
 // Tokens/s of the web app in headless Chromium (the wasm backend in the page's worker) for generation and training of
 // `small`, next to the same work in Node on the wasm and native backends, measured in one run. Needs Chromium and
 // playwright-core (a development dependency); `dsv2 bench web [--model DIR]`.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +10,7 @@ import { modelToFiles } from '../model/from-files.js';
 import { loadModel } from '../model/load.js';
 import { DeepseekV2ForCausalLM } from '../model/model.js';
 import { preset } from '../model/presets.js';
+import { CHROMIUM, CHROMIUM_ARGS, startDsv2 } from './browser.js';
 import { median } from './timing.js';
 import { trainStepper } from './train.js';
 
@@ -71,29 +71,8 @@ export async function benchWeb(
     const m = DeepseekV2ForCausalLM.init(preset('small'), { seed: 0, backend: wasm });
     for (const [name, bytes] of modelToFiles(m, null)) writeFileSync(join(dir, name), bytes);
   }
-  const bin = decodeURIComponent(new URL('../../../bin/dsv2.js', import.meta.url).pathname);
-  const server = spawn(process.execPath, [bin, 'web', '--model', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    server.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /open (http:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    server.on('exit', (code) => reject(new Error(`dsv2 web exited with ${code}`)));
-  });
-  const browser = await pw.chromium.launch({
-    executablePath: opts.chromium ?? process.env['DSV2_CHROMIUM'] ?? '/usr/bin/chromium',
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const { proc: server, url } = await startDsv2(['web', '--model', dir, '--port', '0'], /open (http:\/\/\S+)/);
+  const browser = await pw.chromium.launch({ executablePath: opts.chromium ?? CHROMIUM, args: CHROMIUM_ARGS });
   try {
     const page = await browser.newPage();
     await page.goto(url);

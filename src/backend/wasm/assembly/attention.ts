@@ -3,7 +3,7 @@
 // row's log-sum-exp saved for the backward, which recomputes the probabilities from it.
 // Work items come from a shared counter: forward items are (batch, head); backward items are (batch, KV head),
 // so that the dk and dv rows an item accumulates belong to it alone.
-import { dot, exp1, exp4, hmax, madd, PARAM, PARAMF } from './common';
+import { dot, dot4, exp1, exp4, hmax, madd, PARAM, PARAMF } from './common';
 
 // Parameter block (i32 slots; pointers are byte addresses into this memory):
 //  0 B  1 H  2 Hkv  3 T  4 S  5 Dk  6 Dv  7 scale (f32)  8 causal  9 q  10 k  11 v  12 mask (0: none)  13 maskBatch
@@ -23,31 +23,6 @@ function rowAt(pb: usize, base: usize, which: i32, b: i32, h: i32, t: i32): usiz
 function visible(pb: usize, t: i32): i32 {
   const S = PARAM(pb, 4), T = PARAM(pb, 3);
   return PARAM(pb, 8) ? min(S, S - T + t + 1) : S;
-}
-
-/** Σ_d q[d]·k[d] for four keys at once (k rows `ks` floats apart): one vector of the four dot products. */
-@inline
-function dot4(q: usize, k: usize, ks: usize, D: i32): v128 {
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-  let d = 0;
-  for (; d + 4 <= D; d += 4) {
-    const o = <usize>d << 2;
-    const qv = v128.load(q + o);
-    a0 = madd(qv, v128.load(k + o), a0);
-    a1 = madd(qv, v128.load(k + ks + o), a1);
-    a2 = madd(qv, v128.load(k + 2 * ks + o), a2);
-    a3 = madd(qv, v128.load(k + 3 * ks + o), a3);
-  }
-  // transpose-add: lane i of the result is the sum of a_i's lanes
-  const t0 = f32x4.add(i32x4.shuffle(a0, a1, 0, 4, 1, 5), i32x4.shuffle(a0, a1, 2, 6, 3, 7));
-  const t1 = f32x4.add(i32x4.shuffle(a2, a3, 0, 4, 1, 5), i32x4.shuffle(a2, a3, 2, 6, 3, 7));
-  let r = f32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7));
-  for (; d < D; d++) {
-    const qd = load<f32>(q + (<usize>d << 2));
-    const o = <usize>d << 2;
-    r = f32x4.add(r, f32x4.mul(f32x4.splat(qd), f32x4(load<f32>(k + o), load<f32>(k + ks + o), load<f32>(k + 2 * ks + o), load<f32>(k + 3 * ks + o))));
-  }
-  return r;
 }
 
 /** Scores of query row (b, h, t) against its visible keys into `row`; returns how many, and their max in `mx`. */

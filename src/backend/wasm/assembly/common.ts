@@ -46,6 +46,31 @@ export function dot(x: usize, y: usize, n: i32): f32 {
   return s;
 }
 
+/** Σ_d q[d]·k_i[d] for four rows k_i (`ks` bytes apart) at once: one vector of the four dot products. */
+@inline
+export function dot4(q: usize, k: usize, ks: usize, D: i32): v128 {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let d = 0;
+  for (; d + 4 <= D; d += 4) {
+    const o = <usize>d << 2;
+    const qv = v128.load(q + o);
+    a0 = madd(qv, v128.load(k + o), a0);
+    a1 = madd(qv, v128.load(k + ks + o), a1);
+    a2 = madd(qv, v128.load(k + 2 * ks + o), a2);
+    a3 = madd(qv, v128.load(k + 3 * ks + o), a3);
+  }
+  // transpose-add: lane i of the result is the sum of a_i's lanes
+  const t0 = f32x4.add(i32x4.shuffle(a0, a1, 0, 4, 1, 5), i32x4.shuffle(a0, a1, 2, 6, 3, 7));
+  const t1 = f32x4.add(i32x4.shuffle(a2, a3, 0, 4, 1, 5), i32x4.shuffle(a2, a3, 2, 6, 3, 7));
+  let r = f32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7));
+  for (; d < D; d++) {
+    const qd = load<f32>(q + (<usize>d << 2));
+    const o = <usize>d << 2;
+    r = f32x4.add(r, f32x4.mul(f32x4.splat(qd), f32x4(load<f32>(k + o), load<f32>(k + ks + o), load<f32>(k + 2 * ks + o), load<f32>(k + 3 * ks + o))));
+  }
+  return r;
+}
+
 /** y[i] += a·x[i] over n floats. */
 @inline
 export function axpy(a: f32, x: usize, y: usize, n: i32): void {

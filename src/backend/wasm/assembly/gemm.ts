@@ -7,7 +7,7 @@
 // Work items are tiles of C (NC columns × a range of rows, per batch) taken from a shared atomic counter, so the
 // same code runs on one thread or on several sharing memory (src/backend/wasm/pool.ts).
 
-import { madd, PARAM } from './common';
+import { dot4, madd, PARAM } from './common';
 
 const MR = 4;
 const NR = 8;
@@ -234,24 +234,7 @@ function gemvT(pb: usize, n0: i32, n1: i32): void {
     let n = n0;
     for (; n + 4 <= n1; n += 4) {
       const w = b0 + <usize>n * ws;
-      let a0v = f32x4.splat(0), a1v = f32x4.splat(0), a2v = f32x4.splat(0), a3v = f32x4.splat(0);
-      let k = 0;
-      for (; k + 4 <= K; k += 4) {
-        const o = <usize>k << 2;
-        const x = v128.load(a + o);
-        a0v = madd(x, v128.load(w + o), a0v);
-        a1v = madd(x, v128.load(w + ws + o), a1v);
-        a2v = madd(x, v128.load(w + 2 * ws + o), a2v);
-        a3v = madd(x, v128.load(w + 3 * ws + o), a3v);
-      }
-      const t0 = f32x4.add(i32x4.shuffle(a0v, a1v, 0, 4, 1, 5), i32x4.shuffle(a0v, a1v, 2, 6, 3, 7));
-      const t1 = f32x4.add(i32x4.shuffle(a2v, a3v, 0, 4, 1, 5), i32x4.shuffle(a2v, a3v, 2, 6, 3, 7));
-      let r = f32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7));
-      for (; k < K; k++) {
-        const o = <usize>k << 2;
-        const x = load<f32>(a + o);
-        r = f32x4.add(r, f32x4.mul(f32x4.splat(x), f32x4(load<f32>(w + o), load<f32>(w + ws + o), load<f32>(w + 2 * ws + o), load<f32>(w + 3 * ws + o))));
-      }
+      let r = dot4(a, w, ws, K);
       r = f32x4.mul(r, f32x4.splat(alpha));
       const co = c + (<usize>n << 2);
       if (beta != 0) r = madd(f32x4.splat(beta), v128.load(co), r);
