@@ -323,3 +323,41 @@ for (const backend of testBackends()) {
     });
   });
 }
+
+describe('module structure', () => {
+  it('src/tensor does not import src/autograd at run time (no tensor ↔ autograd circle); the methods come from autograd', async () => {
+    const { dirname, resolve } = await import('node:path');
+    const { spawnSync } = await import('node:child_process');
+    // the runtime imports (type-only ones are erased by the compiler) reachable from the compiled tensor module
+    const start = resolve('dist/src/tensor/tensor.js');
+    const seen = new Set<string>([start]);
+    const todo = [start];
+    while (todo.length) {
+      const f = todo.pop()!;
+      for (const m of readFileSync(f, 'utf8').matchAll(/^(?:import|export)\s[^'"]*?from\s+'(\.[^']+)'|^import\s+'(\.[^']+)'/gm)) {
+        const dep = resolve(dirname(f), m[1] ?? m[2]!);
+        if (seen.has(dep)) continue;
+        seen.add(dep);
+        todo.push(dep);
+      }
+    }
+    assert.deepEqual(
+      [...seen].filter((f) => f.includes('/autograd/')),
+      [],
+    );
+    // alone, the Tensor has no op methods; the library's entry installs them
+    const alone = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "const m = await import('./dist/src/tensor/tensor.js'); console.log(typeof m.Tensor.prototype.reshape)",
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(alone.stdout.trim(), 'undefined', alone.stderr);
+    const x = T.randn([2, 3], { seed: 1 });
+    assert.deepEqual(x.reshape([3, 2]).shape, [3, 2]);
+    assert.deepEqual(x.T.shape, [3, 2]);
+  });
+});

@@ -3,7 +3,7 @@
 // uses the float32-representable points actually evaluated, so rounding of x ± eps does not bias the slope.
 import { Rng } from '../tensor/random.js';
 import { tensor, type Tensor } from '../tensor/tensor.js';
-import { noGrad } from './graph.js';
+import { backward, noGrad } from './graph.js';
 import { mul, sum } from './ops/index.js';
 
 export interface GradcheckOptions {
@@ -37,7 +37,7 @@ export function gradcheck(f: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts
   const R = tensor(Float32Array.from(r), probe.shape, { backend: probe.backend });
 
   for (const x of inputs) x.grad = null;
-  sum(mul(f(...inputs), R)).backward();
+  backward(sum(mul(f(...inputs), R)));
 
   let maxAbsErr = 0;
   let worstRatio = 0;

@@ -2,10 +2,30 @@
 // inputs and a backward function). backward() walks those nodes in reverse topological order, calls each
 // backward once with the summed upstream gradient, accumulates into the leaves' `.grad`, and frees each node
 // after use (unless retainGraph) so saved activations are released as soon as possible.
-import { Tensor, uninit, type SliceGrad } from '../tensor/tensor.js';
+import { Tensor, uninit } from '../tensor/tensor.js';
 import { fmtShape, shapesEqual } from '../tensor/shape.js';
 import { contiguous } from './ops/views.js';
 import { addInto, cloneTensor, copyInto, onesLike, strided } from './ops/kernels.js';
+
+/** How an op output was produced: its differentiable inputs and the function mapping dL/dy to dL/dinputs. */
+/**
+ * A gradient that is zero outside one slice of its input (the backward of narrow/split): `grad` belongs at
+ * [start, start + grad.shape[axis]) along `axis`. The graph adds it into one shared buffer instead of
+ * materialising a full-size zero tensor per slice.
+ */
+export interface SliceGrad {
+  slice: Tensor;
+  axis: number;
+  start: number;
+}
+
+export interface GradNode {
+  op: string;
+  inputs: readonly Tensor[];
+  backward: ((gy: Tensor) => readonly (Tensor | SliceGrad | null)[]) | null;
+  /** The backward takes its gradient in any layout (a view op, or a kernel that reads strides); else contiguous. */
+  stridedGrad?: boolean;
+}
 
 let gradDisabled = 0;
 /**
@@ -113,7 +133,7 @@ function topoOrder(root: Tensor): Tensor[] {
   return order; // children before parents; reversed below
 }
 
-export function backward(root: Tensor, grad: Tensor | undefined, opts: { retainGraph?: boolean } = {}): void {
+export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
   if (!root.requiresGrad) throw new Error('backward(): this tensor does not require grad (no input had requiresGrad)');
   if (!grad && root.size !== 1) {
     throw new Error(`backward(): a non-scalar output (shape ${fmtShape(root.shape)}) needs an explicit gradient`);

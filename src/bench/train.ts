@@ -1,6 +1,7 @@
 // Training throughput: forward + backward (cross-entropy plus the three balance losses) + AdamW on random tokens,
 // at the issue's batch (8 × 256 for `small`, 4 × 256 for `medium`). Reports the median step as tokens/s, with the
 // forward / backward / optimizer split so a regression points at its phase.
+import { contiguous, narrow } from '../autograd/ops/views.js';
 import type { Backend } from '../backend/backend.js';
 import { DeepseekV2ForCausalLM } from '../model/model.js';
 import { pinWeights } from '../model/from-tensors.js';
@@ -54,8 +55,8 @@ export function trainStepper(b: Backend, presetName: string, opts: { batch?: num
     [B, T + 1],
     { backend: b },
   );
-  const x = ids.narrow(1, 0, T).contiguous();
-  const y = ids.narrow(1, 1, T).contiguous();
+  const x = contiguous(narrow(ids, 1, 0, T));
+  const y = contiguous(narrow(ids, 1, 1, T));
   const coef = { alpha1: 0.003, alpha2: 0.05, alpha3: 0.02 };
   const stepper: TrainStepper = {
     preset: presetName,

@@ -1,6 +1,8 @@
 // The Tensor: a typed-array storage plus shape, strides and offset. Views (reshape, permute, narrow, expand)
 // share storage; `contiguous()` copies only when the layout requires it. Autograd state (requiresGrad, grad,
-// node) lives here too; the graph itself is built by the ops (src/autograd).
+// node) lives here too; the graph itself, its node types and the ops are src/autograd, which this module does not
+// import (reading values copies through the backend, not through an op). The fluent methods (`x.reshape(…)`,
+// `loss.backward()`) are installed by src/autograd/methods.ts, for users; src/ calls the functions.
 //
 // Memory rule (docs/engine.md): storage is owned by reachability. There is no global tape: each op output
 // points to the node that made it, and `backward()` releases every node (and so every saved activation) as
@@ -13,30 +15,9 @@ import type { DType } from './dtype.js';
 import { Rng } from './random.js';
 import { dequantize, rowBytes, type QuantType } from '../quant/formats.js';
 import { checkShape, contiguousStrides, fmtShape, isContiguous, sizeOf, type Shape } from './shape.js';
-import * as views from '../autograd/ops/views.js';
-import * as ew from '../autograd/ops/elementwise.js';
-import { matmul } from '../autograd/ops/matmul.js';
-import { backward } from '../autograd/graph.js';
+import type { GradNode } from '../autograd/graph.js';
 
-/** How an op output was produced: its differentiable inputs and the function mapping dL/dy to dL/dinputs. */
-/**
- * A gradient that is zero outside one slice of its input (the backward of narrow/split): `grad` belongs at
- * [start, start + grad.shape[axis]) along `axis`. The graph adds it into one shared buffer instead of
- * materialising a full-size zero tensor per slice.
- */
-export interface SliceGrad {
-  slice: Tensor;
-  axis: number;
-  start: number;
-}
-
-export interface GradNode {
-  op: string;
-  inputs: readonly Tensor[];
-  backward: ((gy: Tensor) => readonly (Tensor | SliceGrad | null)[]) | null;
-  /** The backward takes its gradient in any layout (a view op, or a kernel that reads strides); else contiguous. */
-  stridedGrad?: boolean;
-}
+export type { GradNode, SliceGrad } from '../autograd/graph.js';
 
 export class Tensor {
   requiresGrad = false;
@@ -142,16 +123,37 @@ export class Tensor {
 
   /** The float values of a float32 tensor (its contiguous data) or of a stored weight (decoded into a new array). */
   floats(): F32 {
-    return this.isStored()
-      ? dequantize(this.dtype as QuantType, this.bytes(), this.shape[0]!, this.shape[1]!)
-      : views.contiguous(this).f32();
+    if (this.isStored()) return dequantize(this.dtype as QuantType, this.bytes(), this.shape[0]!, this.shape[1]!);
+    if (this.dtype !== 'f32') throw new Error(`expected a float32 tensor, got ${this.dtype}`);
+    return this.values() as F32;
   }
 
   /** Values in row-major order as a plain array (a stored weight's decoded values). */
   toArray(): number[] {
-    if (this.isStored()) return Array.from(this.floats());
-    const c = views.contiguous(this);
-    return Array.from(c.dtype === 'i32' ? c.i32() : c.f32());
+    return Array.from(this.isStored() ? this.floats() : this.values());
+  }
+
+  /** The values in row-major order: the storage itself when contiguous, else a copy (no graph: reading is not an op). */
+  private values(): F32 | I32 {
+    this.check('read');
+    if (this.isContiguous()) return this.dtype === 'i32' ? this.i32() : this.f32();
+    const dense = { offset: 0, strides: contiguousStrides(this.shape) };
+    if (this.dtype === 'f32') {
+      const out = new Float32Array(this.size);
+      this.backend.copy({ buf: this.data as F32, offset: this.offset, strides: this.strides }, { buf: out, ...dense }, this.shape);
+      return out;
+    }
+    // int32 views are rare (indices are made contiguous): an odometer in place of a kernel
+    const out = new Int32Array(this.size);
+    const src = this.data as I32;
+    const idx = new Array<number>(this.ndim).fill(0);
+    for (let n = 0; n < this.size; n++) {
+      let at = this.offset;
+      for (let d = 0; d < this.ndim; d++) at += idx[d]! * this.strides[d]!;
+      out[n] = src[at]!;
+      for (let d = this.ndim - 1; d >= 0 && ++idx[d]! === this.shape[d]!; d--) idx[d] = 0;
+    }
+    return out;
   }
 
   /** Values as nested arrays following the shape. */
@@ -192,11 +194,6 @@ export class Tensor {
     return this.data;
   }
 
-  /** Reverse-mode autodiff from this tensor; a non-scalar needs an explicit upstream gradient. */
-  backward(grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
-    backward(this, grad, opts);
-  }
-
   /** Mark as a leaf that accumulates gradient. Returns this. */
   requireGrad(on = true): this {
     if (on && this.dtype !== 'f32') throw new Error('only float32 tensors can require gradients');
@@ -211,44 +208,6 @@ export class Tensor {
 
   toString(): string {
     return `Tensor(${fmtShape(this.shape)}, ${this.dtype}, ${this.backend.name})`;
-  }
-
-  // ---- fluent shorthands for the most common ops (all differentiable) -------------------------------------
-  reshape(shape: readonly number[]): Tensor {
-    return views.reshape(this, shape);
-  }
-  permute(dims: readonly number[]): Tensor {
-    return views.permute(this, dims);
-  }
-  transpose(a = -2, b = -1): Tensor {
-    return views.transpose(this, a, b);
-  }
-  get T(): Tensor {
-    return views.transpose(this, -2, -1);
-  }
-  narrow(axis: number, start: number, length: number): Tensor {
-    return views.narrow(this, axis, start, length);
-  }
-  expand(shape: readonly number[]): Tensor {
-    return views.expand(this, shape);
-  }
-  contiguous(): Tensor {
-    return views.contiguous(this);
-  }
-  add(b: Tensor | number): Tensor {
-    return ew.add(this, b);
-  }
-  sub(b: Tensor | number): Tensor {
-    return ew.sub(this, b);
-  }
-  mul(b: Tensor | number): Tensor {
-    return ew.mul(this, b);
-  }
-  div(b: Tensor | number): Tensor {
-    return ew.div(this, b);
-  }
-  matmul(b: Tensor): Tensor {
-    return matmul(this, b);
   }
 }
 

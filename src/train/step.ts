@@ -2,7 +2,8 @@
 // micro-batch, the objective's forward and backward (its loss scaled by 1/micro-batches), with the activations of the
 // previous micro-batch handed back to a BufferArena first; then AdamW. What callers differ in (data, dropping,
 // metrics, NaN checks, writing gradients out) comes in through the arguments.
-import { scale } from '../autograd/ops/index.js';
+import { backward } from '../autograd/graph.js';
+import { scale } from '../autograd/ops/elementwise.js';
 import type { DeepseekV2ForCausalLM } from '../model/model.js';
 import type { TokenDropping } from '../model/moe.js';
 import type { AdamW } from '../optim/optimizer.js';
@@ -57,7 +58,7 @@ export function trainStep(
       const { x, y, drop } = next(m);
       const obj = objective(model, x, y, o.coef, { drop });
       const t1 = performance.now();
-      (micro > 1 ? scale(obj.lossTotal, 1 / micro) : obj.lossTotal).backward();
+      backward(micro > 1 ? scale(obj.lossTotal, 1 / micro) : obj.lossTotal);
       const t2 = performance.now();
       times.forward += t1 - t0;
       times.backward += t2 - t1;

@@ -1,4 +1,5 @@
 // The op set, one import away. Every op is differentiable unless its doc says otherwise.
+import '../methods.js'; // the Tensor's fluent methods, for users of the library
 export { contiguous, reshape, permute, transpose, narrow, expand, squeeze, unsqueeze, writeSlice } from './views.js';
 export { add, sub, mul, div, neg, exp, log, sqrt, rsqrt, silu, square, abs, scale, swiglu } from './elementwise.js';
 export { sum, mean, max, maxWithIndices } from './reduce.js';
