@@ -12,6 +12,7 @@ import { ConfigError, parseConfig } from '../src/model/config.js';
 import { Rng } from '../src/tensor/random.js';
 import { Tokenizer, type TokenizerJson } from '../src/tokenizer/tokenizer.js';
 import { trainBpe } from '../src/tokenizer/train.js';
+import { mutateJson } from './mutate.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'dsv2-fuzz-'));
 const G = 'test/golden';
@@ -31,48 +32,6 @@ function attempt(f: () => unknown): unknown {
   } catch (e) {
     return e;
   }
-}
-
-/** A JSON value mutated: a random path replaced by a hostile value, deleted, or duplicated under another key. */
-function mutateJson(v: unknown, rng: Rng, depth = 0): unknown {
-  const hostile = [
-    null,
-    -1,
-    0,
-    1e300,
-    -1e300,
-    2 ** 31,
-    2 ** 53,
-    1.5,
-    NaN,
-    '',
-    '__proto__',
-    'x'.repeat(5000),
-    [],
-    {},
-    true,
-    [1, 2],
-    { a: 1 },
-  ];
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng.uniform() * xs.length)]!;
-  if (depth > 4 || v === null || typeof v !== 'object' || rng.uniform() < 0.25) return pick(hostile);
-  if (Array.isArray(v)) {
-    if (!v.length) return [pick(hostile)];
-    const out = v.slice();
-    const i = Math.floor(rng.uniform() * out.length);
-    if (rng.uniform() < 0.2) out.splice(i, 1);
-    else out[i] = mutateJson(out[i], rng, depth + 1);
-    return out;
-  }
-  const o = { ...(v as Record<string, unknown>) };
-  const keys = Object.keys(o);
-  if (!keys.length) return { [pick(['__proto__', 'constructor', 'x'])]: pick(hostile) };
-  const k = pick(keys);
-  const r = rng.uniform();
-  if (r < 0.15) delete o[k];
-  else if (r < 0.25) o[pick(['__proto__', 'constructor', 'toString', k + '_'])] = o[k];
-  else o[k] = mutateJson(o[k], rng, depth + 1);
-  return o;
 }
 
 describe('parser fuzzing', () => {

@@ -34,6 +34,13 @@ export interface TensorInfo {
 
 export class CheckpointError extends Error {}
 
+/** An index.json's "metadata", when there, is an object (transformers writes {"total_size": …}). */
+export function checkIndexMetadata(idx: object, where: string): void {
+  const m = (idx as { metadata?: unknown }).metadata;
+  if (m !== undefined && m !== null && (typeof m !== 'object' || Array.isArray(m)))
+    throw new CheckpointError(`${where}: "metadata" must be an object, got ${brief(m)}`);
+}
+
 const MAX_HEADER = 100 * 1024 * 1024;
 
 /** One safetensors file read through a ByteSource: header parsed and validated at open, data read on demand. */
@@ -102,8 +109,12 @@ export class SafetensorsReader {
       this.tensors.set(name, { name, dtype, shape, begin: dataStart + b, end: dataStart + en, file: this.path });
     }
     spans.sort((p, q) => p[0] - q[0]);
+    // the format packs the tensors tightly from byte 0 (as the reference implementation checks): no overlaps, no holes
+    if (spans.length && spans[0]![0] !== 0) bad(`the first tensor '${spans[0]![2]}' starts at data byte ${spans[0]![0]}, not 0`);
     for (let i = 1; i < spans.length; i++) {
       if (spans[i]![0] < spans[i - 1]![1]) bad(`tensors '${spans[i - 1]![2]}' and '${spans[i]![2]}' overlap`);
+      if (spans[i]![0] > spans[i - 1]![1])
+        bad(`${spans[i]![0] - spans[i - 1]![1]} bytes between tensors '${spans[i - 1]![2]}' and '${spans[i]![2]}' belong to none`);
     }
     const end = spans.length ? spans[spans.length - 1]![1] : 0;
     if (end !== dataLen) bad(`${dataLen - end} bytes after the last tensor (the header and the file do not agree)`);

@@ -7,6 +7,7 @@ import { writeStreamAtomic } from './atomic.js';
 import { fileSource } from './file-source.js';
 import {
   CheckpointError,
+  checkIndexMetadata,
   SafetensorsReader,
   safetensorsChunks,
   type TensorInfo,
@@ -81,6 +82,7 @@ export class Checkpoint {
     }
     if (!idx || typeof idx !== 'object' || !idx.weight_map || typeof idx.weight_map !== 'object' || Array.isArray(idx.weight_map))
       throw new CheckpointError(`${indexPath}: no "weight_map" object`);
+    checkIndexMetadata(idx, indexPath);
     const dir = dirname(indexPath);
     for (const [name, shard] of Object.entries(idx.weight_map)) {
       // a shard is a plain file name beside the index: no folders, no '..', no absolute paths, no links out

@@ -159,11 +159,41 @@ function int(j: Json, key: keyof DeepseekV2Config, min: number, nullable = false
   return v;
 }
 
+function nonNegative(v: number, key: string): number {
+  if (v < 0) fail(`'${key}' must be ≥ 0, got ${v}`);
+  return v;
+}
+
 function num(j: Json, key: string, positive = false): number {
   const v = j[key];
   if (typeof v !== 'number' || !Number.isFinite(v)) fail(`'${key}' must be a number, got ${brief(v)}`);
   if (positive && v <= 0) fail(`'${key}' must be > 0, got ${v}`);
   return v;
+}
+
+/** The fields dsv2 reads past must still have the types transformers gives them (a broken file is refused whole). */
+function checkPassive(src: Json): void {
+  const is = {
+    string: (v: unknown) => typeof v === 'string',
+    strings: (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === 'string'),
+    object: (v: unknown) => v !== null && typeof v === 'object' && !Array.isArray(v),
+    bool: (v: unknown) => typeof v === 'boolean',
+    count: (v: unknown) => Number.isInteger(v) && (v as number) >= 1,
+  };
+  const rules: [string, (v: unknown) => boolean, string][] = [
+    ['architectures', is.strings, 'a list of strings'],
+    ['auto_map', is.object, 'an object'],
+    ['attention_bias', (v) => v === false, 'false (DeepSeek-V2 has no attention biases)'],
+    ['attention_dropout', (v) => typeof v === 'number' && v >= 0 && v < 1, 'a number in [0, 1)'],
+    ['ep_size', is.count, 'an integer ≥ 1'],
+    ['pretraining_tp', is.count, 'an integer ≥ 1'],
+    ['torch_dtype', (v) => v === null || is.string(v), 'a string or null'],
+    ['transformers_version', is.string, 'a string'],
+    ['use_cache', is.bool, 'true or false'],
+    ['pad_token_id', (v) => v === null || (Number.isInteger(v) && (v as number) >= 0), 'a token id or null'],
+    ['_name_or_path', is.string, 'a string'],
+  ];
+  for (const [key, ok, want] of rules) if (src[key] !== undefined && !ok(src[key])) fail(`'${key}' must be ${want}, got ${brief(src[key])}`);
 }
 
 function bool(j: Json, key: string): boolean {
@@ -224,6 +254,7 @@ export function parseConfig(json: unknown): DeepseekV2Config {
   if (src['model_type'] !== undefined && src['model_type'] !== 'deepseek_v2') {
     fail(`model_type ${brief(src['model_type'])} is not "deepseek_v2"`);
   }
+  checkPassive(src);
   const j: Json = { ...DEFAULTS, ...src };
   // DeepSeek's own configs write q_lora_rank 0 for "no query compression" (spec §2.1)
   if (j['q_lora_rank'] === 0) j['q_lora_rank'] = null;
@@ -251,7 +282,7 @@ export function parseConfig(json: unknown): DeepseekV2Config {
     routed_scaling_factor: num(j, 'routed_scaling_factor', true),
     first_k_dense_replace: int(j, 'first_k_dense_replace', 0)!,
     moe_layer_freq: int(j, 'moe_layer_freq', 1)!,
-    aux_loss_alpha: num(j, 'aux_loss_alpha'),
+    aux_loss_alpha: nonNegative(num(j, 'aux_loss_alpha'), 'aux_loss_alpha'),
     seq_aux: bool(j, 'seq_aux'),
     hidden_act: oneOf(j, 'hidden_act', ['silu'] as const),
     rms_norm_eps: num(j, 'rms_norm_eps', true),

@@ -7,7 +7,7 @@ import { memorySource } from '../io/bytes.js';
 import { GgufReader } from '../io/gguf-format.js';
 import { ggufModel, tokenizerFromGguf } from '../io/gguf-deepseek2.js';
 import { brief } from '../io/brief.js';
-import { CheckpointError, encodeSafetensors, SafetensorsReader, type TensorInfo } from '../io/safetensors-format.js';
+import { CheckpointError, checkIndexMetadata, encodeSafetensors, SafetensorsReader, type TensorInfo } from '../io/safetensors-format.js';
 import { defaultTokenizerConfig } from '../tokenizer/chat-template.js';
 import { DEEPSEEK_PRETOKENIZERS } from '../tokenizer/pretokenizers.js';
 import { Tokenizer, type TokenizerJson } from '../tokenizer/tokenizer.js';
@@ -49,6 +49,7 @@ class MemoryCheckpoint implements TensorStore {
       const idx = json(files, index) as { weight_map?: unknown };
       const map = idx?.weight_map;
       if (!map || typeof map !== 'object' || Array.isArray(map)) throw new CheckpointError(`${index}: no "weight_map" object`);
+      checkIndexMetadata(idx, index);
       for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
         if (typeof shard !== 'string' || !files.has(shard))
           throw new CheckpointError(`${index}: weight_map puts '${name}' in ${brief(shard)}, which is not among the files given`);

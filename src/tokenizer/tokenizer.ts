@@ -299,7 +299,18 @@ export class Tokenizer {
     if (!j || typeof j !== 'object' || !j.model || typeof j.model !== 'object') bad('no "model" section');
     const type = j.model.type ?? 'BPE';
     if (type !== 'BPE') bad(`model type ${brief(type)} is not supported (only BPE)`);
-    if (j.normalizer) {
+    // fields dsv2 does not read must still have their format's types (a number where an object goes is a broken file)
+    const obj = (v: unknown): boolean => v === undefined || v === null || (typeof v === 'object' && !Array.isArray(v));
+    for (const k of ['truncation', 'padding', 'decoder', 'post_processor', 'pre_tokenizer', 'normalizer'] as const)
+      if (!obj((j as Record<string, unknown>)[k])) bad(`"${k}" must be an object or null, got ${brief((j as Record<string, unknown>)[k])}`);
+    if (j.version !== undefined && typeof j.version !== 'string') bad(`"version" must be a string, got ${brief(j.version)}`);
+    const m = j.model as Record<string, unknown>;
+    if (m['byte_fallback'] !== undefined && m['byte_fallback'] !== false && m['byte_fallback'] !== null)
+      bad(`model.byte_fallback ${brief(m['byte_fallback'])} is not supported (byte-level BPE needs none)`);
+    for (const k of ['continuing_subword_prefix', 'end_of_word_suffix'])
+      if (m[k] !== undefined && m[k] !== null && m[k] !== '') bad(`model.${k} ${brief(m[k])} is not supported`);
+    if (m['dropout'] !== undefined && m['dropout'] !== null && m['dropout'] !== 0) bad(`model.dropout ${brief(m['dropout'])} is not supported`);
+    if (j.normalizer !== undefined && j.normalizer !== null) {
       const n = j.normalizer as { type?: string; normalizers?: unknown[] };
       if (!(n.type === 'Sequence' && (n.normalizers ?? []).length === 0)) bad(`normalizer ${brief(n.type)} is not supported`);
     }
