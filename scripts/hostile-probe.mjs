@@ -7,6 +7,7 @@
 // accepted mutants it lists what was changed, most frequent first, to say which the format itself allows.
 // Usage: npm run build && node scripts/hostile-probe.mjs [--scale 1]   (--scale 0.1: a tenth of the inputs)
 import fs, { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { Buffer } from 'node:buffer';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -59,8 +60,10 @@ function run(name, n, kinds, make, load, folder) {
     if (folder && opened.some((p) => !p.startsWith(folder + '/') && !p.startsWith(tmp))) row.outside++;
     if (err === null) {
       row.accepted++;
-      for (const l of log.length ? log : ['(bytes changed)']) accepted.set(l.replace(/\d+/g, 'N'), (accepted.get(l.replace(/\d+/g, 'N')) ?? 0) + 1);
-    } else if ((kinds.some((k) => err instanceof k) || err?.constructor === Error) && err.message.length > 0 && err.message.length < 600) row.clear++;
+      for (const l of log.length ? log : ['(bytes changed)'])
+        accepted.set(l.replace(/\d+/g, 'N'), (accepted.get(l.replace(/\d+/g, 'N')) ?? 0) + 1);
+    } else if ((kinds.some((k) => err instanceof k) || err?.constructor === Error) && err.message.length > 0 && err.message.length < 600)
+      row.clear++;
     else {
       row.crash++;
       const key = `${err?.constructor?.name}: ${String(err?.message).slice(0, 120)}`;
@@ -75,7 +78,15 @@ const n = (k) => Math.round(k * scale);
 
 // config.json
 const configs = ['lite', 'full'].map((c) => JSON.parse(readFileSync(`${G}/${c}/config.json`, 'utf8')));
-results.push(run('config.json', n(12000), [ConfigError], (rng, log, i) => mutateJson(configs[i % 2], rng, 0, log), (j) => parseConfig(j)));
+results.push(
+  run(
+    'config.json',
+    n(12000),
+    [ConfigError],
+    (rng, log, i) => mutateJson(configs[i % 2], rng, 0, log),
+    (j) => parseConfig(j),
+  ),
+);
 
 // safetensors header and body: raw bytes of the header region, the header's JSON, or the data region cut/extended
 const file = readFileSync(`${G}/lite/model.safetensors`);
@@ -100,7 +111,13 @@ results.push(
         for (let k = 0; k < 1 + Math.floor(rng.uniform() * 6); k++) {
           const at = Math.floor(rng.uniform() * (8 + hlen));
           b[at] = Math.floor(rng.uniform() * 256);
-          log.push(at < 8 ? 'a byte of the length prefix' : inString[at - 8] ? 'a byte inside a JSON string (a name, dtype or metadata)' : 'a byte of JSON structure or padding');
+          log.push(
+            at < 8
+              ? 'a byte of the length prefix'
+              : inString[at - 8]
+                ? 'a byte inside a JSON string (a name, dtype or metadata)'
+                : 'a byte of JSON structure or padding',
+          );
         }
         return b;
       }
@@ -129,7 +146,14 @@ mkdirSync(dir, { recursive: true });
 copyFileSync(`${G}/lite/model.safetensors`, join(dir, 'model-00001-of-00001.safetensors'));
 const names = Object.keys(header).filter((k) => k !== '__metadata__');
 const base = { metadata: {}, weight_map: Object.fromEntries(names.map((k) => [k, 'model-00001-of-00001.safetensors'])) };
-const outside = ['../lite/model.safetensors', '/etc/passwd', `${G}/lite/model.safetensors`, 'sub/../../x', '..', '../../../../etc/hostname'];
+const outside = [
+  '../lite/model.safetensors',
+  '/etc/passwd',
+  `${G}/lite/model.safetensors`,
+  'sub/../../x',
+  '..',
+  '../../../../etc/hostname',
+];
 results.push(
   run(
     'sharded index.json',
@@ -158,10 +182,16 @@ const tok = trainBpe(['Call me Ishmael. Some years ago — never mind how long p
 });
 const tj = tok.toJSON();
 results.push(
-  run('tokenizer.json', n(12000), [], (rng, log) => mutateJson(tj, rng, 0, log), (j) => {
-    const t = Tokenizer.fromJSON(j);
-    t.decode(t.encode('Call me 🐋 ok <|eos|>'));
-  }),
+  run(
+    'tokenizer.json',
+    n(12000),
+    [],
+    (rng, log) => mutateJson(tj, rng, 0, log),
+    (j) => {
+      const t = Tokenizer.fromJSON(j);
+      t.decode(t.encode('Call me 🐋 ok <|eos|>'));
+    },
+  ),
 );
 
 console.log('| input | tried | clear error | crash | slow > 10 s | opened outside the folder | accepted |');

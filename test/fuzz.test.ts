@@ -129,3 +129,57 @@ describe('parser fuzzing', () => {
     assert.ok(Date.now() - t0 < 20_000, `no mutant hangs (${Date.now() - t0} ms)`);
   });
 });
+
+describe('refusals found by the hostile-input probe (scripts/hostile-probe.mjs)', () => {
+  it('a safetensors file with bytes between its tensors, or before the first, is refused naming them', () => {
+    const file = readFileSync(`${G}/lite/model.safetensors`);
+    const n = Number(file.readBigUInt64LE(0));
+    const header = JSON.parse(file.subarray(8, 8 + n).toString('utf8')) as Record<string, { data_offsets?: [number, number] }>;
+    const names = Object.keys(header).filter((k) => k !== '__metadata__');
+    const data = file.subarray(8 + n);
+    const write = (h: unknown, body: Uint8Array): string => {
+      const hb = Buffer.from(JSON.stringify(h), 'utf8');
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(hb.length));
+      const path = join(tmp, `hole-${Math.random()}.safetensors`);
+      writeFileSync(path, Buffer.concat([len, hb, body]));
+      return path;
+    };
+    // every tensor moved 4 bytes later: a hole before the first
+    const shifted = Object.fromEntries(
+      Object.entries(header).map(([k, v]) => [k, k === '__metadata__' ? v : { ...v, data_offsets: v.data_offsets!.map((o) => o + 4) }]),
+    );
+    assert.throws(() => new SafetensorsFile(write(shifted, Buffer.concat([Buffer.alloc(4), data]))), /starts at data byte 4, not 0/);
+    // the second tensor (by offset) dropped from the header: its bytes, between the first and the third, belong to none
+    const byOffset = [...names].sort((a, b) => header[a]!.data_offsets![0] - header[b]!.data_offsets![0]);
+    const dropped = Object.fromEntries(Object.entries(header).filter(([k]) => k !== byOffset[1]));
+    assert.throws(
+      () => new SafetensorsFile(write(dropped, data)),
+      new RegExp(`\\d+ bytes between tensors '${byOffset[0]}' and '${byOffset[2]}' belong to none`),
+    );
+  });
+
+  it('config.json fields dsv2 reads past still need their types; aux_loss_alpha must be ≥ 0', () => {
+    const base = JSON.parse(readFileSync(`${G}/lite/config.json`, 'utf8')) as Record<string, unknown>;
+    for (const [k, v, msg] of [
+      ['architectures', -1, /'architectures' must be a list of strings/],
+      ['attention_bias', true, /'attention_bias' must be false/],
+      ['use_cache', 'yes', /'use_cache' must be true or false/],
+      ['ep_size', 0, /'ep_size' must be an integer ≥ 1/],
+      ['aux_loss_alpha', -0.5, /'aux_loss_alpha' must be ≥ 0/],
+    ] as const)
+      assert.throws(() => parseConfig({ ...base, [k]: v }), msg, k);
+  });
+
+  it('tokenizer.json sections of the wrong type and BPE options dsv2 does not implement are refused', () => {
+    const base = trainBpe(['hello world, hello experts'], { vocabSize: 280 }).toJSON() as unknown as Record<string, unknown>;
+    const model = base['model'] as Record<string, unknown>;
+    for (const [j, msg] of [
+      [{ ...base, padding: 5 }, /"padding" must be an object or null/],
+      [{ ...base, version: 1 }, /"version" must be a string/],
+      [{ ...base, model: { ...model, byte_fallback: true } }, /byte_fallback .* is not supported/],
+      [{ ...base, model: { ...model, end_of_word_suffix: '</w>' } }, /end_of_word_suffix .* is not supported/],
+    ] as const)
+      assert.throws(() => Tokenizer.fromJSON(j as unknown as TokenizerJson), msg);
+  });
+});

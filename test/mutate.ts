@@ -63,4 +63,3 @@ export function mutateJson(v: unknown, rng: Rng, depth = 0, log?: string[], path
   } else o[k] = mutateJson(o[k], rng, depth + 1, log, at);
   return o;
 }
-

@@ -193,7 +193,8 @@ function checkPassive(src: Json): void {
     ['pad_token_id', (v) => v === null || (Number.isInteger(v) && (v as number) >= 0), 'a token id or null'],
     ['_name_or_path', is.string, 'a string'],
   ];
-  for (const [key, ok, want] of rules) if (src[key] !== undefined && !ok(src[key])) fail(`'${key}' must be ${want}, got ${brief(src[key])}`);
+  for (const [key, ok, want] of rules)
+    if (src[key] !== undefined && !ok(src[key])) fail(`'${key}' must be ${want}, got ${brief(src[key])}`);
 }
 
 function bool(j: Json, key: string): boolean {

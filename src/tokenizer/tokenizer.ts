@@ -309,7 +309,8 @@ export class Tokenizer {
       bad(`model.byte_fallback ${brief(m['byte_fallback'])} is not supported (byte-level BPE needs none)`);
     for (const k of ['continuing_subword_prefix', 'end_of_word_suffix'])
       if (m[k] !== undefined && m[k] !== null && m[k] !== '') bad(`model.${k} ${brief(m[k])} is not supported`);
-    if (m['dropout'] !== undefined && m['dropout'] !== null && m['dropout'] !== 0) bad(`model.dropout ${brief(m['dropout'])} is not supported`);
+    if (m['dropout'] !== undefined && m['dropout'] !== null && m['dropout'] !== 0)
+      bad(`model.dropout ${brief(m['dropout'])} is not supported`);
     if (j.normalizer !== undefined && j.normalizer !== null) {
       const n = j.normalizer as { type?: string; normalizers?: unknown[] };
       if (!(n.type === 'Sequence' && (n.normalizers ?? []).length === 0)) bad(`normalizer ${brief(n.type)} is not supported`);
