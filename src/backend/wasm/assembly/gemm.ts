@@ -37,12 +37,28 @@ function packB(dst: usize, b: usize, rs: i32, cs: i32, kc: i32, nc: i32): void {
         v128.store(panel + <usize>(k * NR) * 4, v128.load(src, 16), 16);
       }
     } else if (rs == 1 && w == NR) {
-      // B = Wᵀ (x·Wᵀ): each panel column is a contiguous row of W; walk it once
-      for (let jj = 0; jj < NR; jj++) {
-        const src = b + <usize>((j0 + jj) * cs) * 4;
-        const d = panel + <usize>jj * 4;
-        for (let k = 0; k < kc; k++) store<f32>(d + <usize>(k * NR) * 4, load<f32>(src + <usize>k * 4));
+      // B = Wᵀ (x·Wᵀ): each panel column is a contiguous row of W; 4×4 blocks transposed in registers
+      const r0 = b + <usize>(j0 * cs) * 4;
+      const rstep = <usize>cs * 4;
+      let k = 0;
+      for (; k + 4 <= kc; k += 4) {
+        const o = <usize>k << 2;
+        const d = panel + <usize>(k * NR) * 4;
+        for (let half = 0; half < 2; half++) {
+          const src = r0 + <usize>(half * 4) * rstep + o;
+          const x0 = v128.load(src), x1 = v128.load(src + rstep), x2 = v128.load(src + 2 * rstep), x3 = v128.load(src + 3 * rstep);
+          const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5), t1 = i32x4.shuffle(x0, x1, 2, 6, 3, 7);
+          const t2 = i32x4.shuffle(x2, x3, 0, 4, 1, 5), t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7);
+          const dh = d + <usize>(half * 16);
+          v128.store(dh, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+          v128.store(dh + NR * 4, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
+          v128.store(dh + 2 * NR * 4, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
+          v128.store(dh + 3 * NR * 4, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
+        }
       }
+      for (; k < kc; k++)
+        for (let jj = 0; jj < NR; jj++)
+          store<f32>(panel + <usize>(k * NR + jj) * 4, load<f32>(r0 + <usize>jj * rstep + (<usize>k << 2)));
     } else {
       for (let k = 0; k < kc; k++) {
         const d = panel + <usize>(k * NR) * 4;
@@ -60,11 +76,23 @@ function packA(dst: usize, a: usize, rs: i32, cs: i32, mc: i32, kc: i32): void {
     const h = min(MR, mc - i0);
     const panel = dst + <usize>(i0 * kc) * 4;
     if (cs == 1 && h == MR) {
-      for (let ii = 0; ii < MR; ii++) {
-        const src = a + <usize>((i0 + ii) * rs) * 4;
-        const d = panel + <usize>ii * 4;
-        for (let k = 0; k < kc; k++) store<f32>(d + <usize>(k * MR) * 4, load<f32>(src + <usize>k * 4));
+      // four rows, 4×4 blocks transposed in registers
+      const r0 = a + <usize>(i0 * rs) * 4;
+      const rstep = <usize>rs * 4;
+      let k = 0;
+      for (; k + 4 <= kc; k += 4) {
+        const o = <usize>k << 2;
+        const x0 = v128.load(r0 + o), x1 = v128.load(r0 + rstep + o), x2 = v128.load(r0 + 2 * rstep + o), x3 = v128.load(r0 + 3 * rstep + o);
+        const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5), t1 = i32x4.shuffle(x0, x1, 2, 6, 3, 7);
+        const t2 = i32x4.shuffle(x2, x3, 0, 4, 1, 5), t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7);
+        const d = panel + <usize>(k * MR) * 4;
+        v128.store(d, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+        v128.store(d, i32x4.shuffle(t0, t2, 2, 3, 6, 7), 16);
+        v128.store(d, i32x4.shuffle(t1, t3, 0, 1, 4, 5), 32);
+        v128.store(d, i32x4.shuffle(t1, t3, 2, 3, 6, 7), 48);
       }
+      for (; k < kc; k++)
+        for (let ii = 0; ii < MR; ii++) store<f32>(panel + <usize>(k * MR + ii) * 4, load<f32>(r0 + <usize>ii * rstep + (<usize>k << 2)));
     } else if (rs == 1 && h == MR) {
       for (let k = 0; k < kc; k++) v128.store(panel + <usize>(k * MR) * 4, v128.load(a + <usize>(i0 + k * cs) * 4));
     } else {
