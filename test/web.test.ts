@@ -260,6 +260,23 @@ describe('dsv2 web: other ways to run the page', () => {
     const routed = s.tokens.slice(0, -1).filter((t) => Array.isArray(t.experts));
     assert.equal(routed.length, s.tokens.length - 1);
     assert.match(JSON.stringify(routed[0]!.experts), /"layer":1,"experts":\[\d+,\d+\]/);
+    // the proxy forwards paths under /v1/ of that server only: not a request target naming another host (a raw
+    // socket, as no browser sends it), not dot segments that climb out of /v1/
+    const { createConnection } = await import('node:net');
+    const web0 = new URL(web.url);
+    const rawStatus = (target: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const sock = createConnection({ host: web0.hostname, port: Number(web0.port) }, () =>
+          sock.write(`GET ${target} HTTP/1.1\r\nHost: ${web0.host}\r\nConnection: close\r\n\r\n`),
+        );
+        let got = '';
+        sock.on('data', (d) => (got += d.toString()));
+        sock.on('end', () => resolve(Number(/^HTTP\/1\.1 (\d+)/.exec(got)?.[1] ?? 0)));
+        sock.on('error', reject);
+      });
+    assert.equal(await rawStatus('http://127.0.0.1:1/v1/models'), 400);
+    assert.equal(await rawStatus('/v1/%2e%2e/health'), 400);
+    assert.equal(await rawStatus('/v1/models'), 200);
   });
 
   it('serves only the app and the model files, and --export writes both for any static server', async () => {

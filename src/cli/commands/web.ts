@@ -131,7 +131,12 @@ export async function runWeb(argv: string[]): Promise<number> {
   if (api) {
     const target = api;
     server.all('/v1/*', async (req, reply) => {
-      const url = new URL(req.url, target);
+      // only a path under /v1/ of the --api host: a request target in absolute form (`GET http://other/v1/x`) or
+      // with dot segments (`/v1/%2e%2e/x`) must not make this server fetch anything else
+      const raw = req.url.startsWith('/') ? req.url : null;
+      const url = raw === null ? null : new URL(raw, target);
+      if (!url || url.origin !== target.origin || !url.pathname.startsWith('/v1/'))
+        return reply.code(400).headers(headers).send({ error: 'the proxy forwards paths under /v1/ only' });
       const fwd: Record<string, string> = { 'content-type': 'application/json' };
       if (req.headers.authorization) fwd['authorization'] = req.headers.authorization;
       let r: Response;
