@@ -2,12 +2,17 @@
 // or not) against the ts reference, at shapes large enough that the threaded paths (GEMM tiles, products of
 // gemmMany, attention rows) really run on several threads; memory growth mid-call; operands that share a buffer.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import * as T from '../src/node.js';
 import type { AttentionParams, Backend, GemmParams } from '../src/backend/backend.js';
 import { createWasmBackend, detectVariant, wasmFileName, type WasmVariant } from '../src/backend/wasm/index.js';
+import { Heap } from '../src/backend/wasm/heap.js';
+import { ggufMetadata, ggufTensors } from '../src/io/gguf-deepseek2.js';
+import { writeGguf } from '../src/io/gguf.js';
 import { assertClose } from './helpers.js';
 
 const ref = T.loadBackend('ts');
@@ -185,5 +190,27 @@ describe('wasm builds and threads', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(heapOf(b).residentBytes(), 0, 'released after collection (the suite runs with --expose-gc)');
+  });
+
+  it('a pin the memory cannot hold fails alone: the heap stages calls as before', () => {
+    const heap = new Heap(new WebAssembly.Memory({ initial: 3, maximum: 3 })); // 192 KiB: 64 KiB of room
+    assert.throws(() => heap.pin(new Float32Array(1 << 20)), /more than WebAssembly allows/);
+    assert.equal(heap.residentBytes(), 0);
+    heap.begin();
+    assert.ok(heap.reserve(4096) >= 2 * 65536);
+  });
+
+  it('a GGUF loaded for inference has its weights resident, like a safetensors checkpoint', () => {
+    const b = backendOf(have, 1);
+    const heapOf = (x: Backend): { residentBytes(): number } => (x as unknown as { __heap: { residentBytes(): number } }).__heap;
+    const src = T.loadModel('test/golden/lite', { trainable: false, backend: ref });
+    const path = join(mkdtempSync(join(tmpdir(), 'dsv2-wasm-')), 'lite.gguf');
+    writeGguf(
+      path,
+      ggufMetadata(src.config, null, 'f32', 'test'),
+      ggufTensors(src.config, (n) => src.params.get(n).f32(), 'f32'),
+    );
+    T.loadModel(path, { trainable: false, backend: b });
+    assert.ok(heapOf(b).residentBytes() > 0);
   });
 });

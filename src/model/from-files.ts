@@ -101,10 +101,9 @@ export function loadModelFromFiles(files: ModelFiles, opts: FromFilesOptions = {
   if (gguf) {
     const g = new GgufReader(gguf[0], memorySource(gguf[1]));
     const model = ggufModel(g, { backend });
-    if (opts.trainable)
-      for (const p of model.params.list())
-        if (p.dtype === 'f32') p.requireGrad();
-        else pinWeights(model);
+    if (opts.trainable) {
+      for (const p of model.params.list()) if (p.dtype === 'f32') p.requireGrad();
+    } else pinWeights(model);
     return {
       config: model.config,
       model,

@@ -64,10 +64,9 @@ export function loadModel(dir: string, opts: LoadOptions = {}): DeepseekV2ForCau
     if (opts.weights) throw new CheckpointError(`${dir} is a GGUF file; --weights applies to model directories`);
     const { model, file } = loadGgufModel(dir, { backend });
     file.close();
-    if (opts.trainable !== false)
-      for (const p of model.params.list())
-        if (p.dtype === 'f32') p.requireGrad();
-        else pinWeights(model);
+    if (opts.trainable !== false) {
+      for (const p of model.params.list()) if (p.dtype === 'f32') p.requireGrad();
+    } else pinWeights(model);
     return model;
   }
   const config = readConfig(dir);

@@ -92,9 +92,9 @@ export class Heap {
       }
     if (at < 0) {
       at = this.residentTop;
+      this.ensure(at + bytes); // first: a memory that cannot grow leaves the heap as it was
       this.residentTop += bytes;
       this.stageBase = this.residentTop;
-      this.ensure(this.residentTop);
     }
     this.u8.set(new Uint8Array(buffer), at);
     const r = { at, bytes };
