@@ -4,6 +4,7 @@
 import type { Backend, GemmParams } from '../backend/backend.js';
 import { Rng } from '../tensor/random.js';
 import { threadsOf } from './kernels.js';
+import { quartile } from './peer.js';
 import { median } from './timing.js';
 import { trainStepper } from './train.js';
 
@@ -21,11 +22,6 @@ export interface WasmVsNativeRecord {
   ratio_q3: number;
 }
 
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))]!;
-};
-
 function record(what: string, unit: string, wasm: Backend, pairs: [number, number][]): WasmVsNativeRecord {
   const ratios = pairs.map(([w, n]) => w / n);
   return {
@@ -37,9 +33,18 @@ function record(what: string, unit: string, wasm: Backend, pairs: [number, numbe
     native: median(pairs.map((p) => p[1])),
     unit,
     ratio: median(ratios),
-    ratio_q1: quantile(ratios, 0.25),
-    ratio_q3: quantile(ratios, 0.75),
+    ratio_q1: quartile(ratios, 0.25),
+    ratio_q3: quartile(ratios, 0.75),
   };
+}
+
+/** `pairs` measurements of [a, b], alternating which runs first so that neither always runs on the warmer machine. */
+function interleaved(pairs: number, a: () => number, b: () => number): [number, number][] {
+  return Array.from({ length: pairs }, (_, i): [number, number] => {
+    if (i % 2 === 0) return [a(), b()];
+    const second = b();
+    return [a(), second];
+  });
 }
 
 function gemmParams(n: number): GemmParams {
@@ -62,15 +67,16 @@ export function gemmWasmVsNative(wasm: Backend, native: Backend, n = 1024, pairs
     return (2 * n ** 3) / (performance.now() - t0) / 1e6;
   };
   for (let i = 0; i < 2; i++) [wasm, native].forEach(gflops);
-  const out: [number, number][] = [];
-  for (let i = 0; i < pairs; i++) {
-    // alternate which goes first, so neither always runs on the warmer machine
-    if (i % 2) {
-      const nat = gflops(native);
-      out.push([gflops(wasm), nat]);
-    } else out.push([gflops(wasm), gflops(native)]);
-  }
-  return record(`gemm ${n}³`, 'GFLOP/s', wasm, out);
+  return record(
+    `gemm ${n}³`,
+    'GFLOP/s',
+    wasm,
+    interleaved(
+      pairs,
+      () => gflops(wasm),
+      () => gflops(native),
+    ),
+  );
 }
 
 /** Training tokens/s of wasm and native on a preset, `pairs` interleaved steps after a warm-up of each. */
@@ -83,13 +89,14 @@ export function trainWasmVsNative(wasm: Backend, native: Backend, presetName = '
     const t = s.step();
     return (s.batch * s.seq) / ((t.forward + t.backward + t.optimizer) / 1000);
   };
-  const out: [number, number][] = [];
-  for (let i = 0; i < pairs; i++) {
-    // alternate which goes first, so neither always runs on the warmer machine
-    if (i % 2) {
-      const n = tokS(sn);
-      out.push([tokS(sw), n]);
-    } else out.push([tokS(sw), tokS(sn)]);
-  }
-  return record(`train step ${presetName} ${sw.batch}×${sw.seq}`, 'tok/s', wasm, out);
+  return record(
+    `train step ${presetName} ${sw.batch}×${sw.seq}`,
+    'tok/s',
+    wasm,
+    interleaved(
+      pairs,
+      () => tokS(sw),
+      () => tokS(sn),
+    ),
+  );
 }
