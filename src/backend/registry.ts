@@ -20,11 +20,8 @@ export interface BackendLoader {
   init?(): Promise<void>;
 }
 
-const NOT_HERE: Record<BackendName, string> = {
-  ts: '',
-  native: 'the native addon is for Node.js; import deepseek-v2-ts/node (the CLI does)',
-  wasm: '',
-};
+/** Why a backend with no loader registered does not load: only `native` can be missing (ts and wasm always have one). */
+const NO_LOADER = 'the native addon is for Node.js; import deepseek-v2-ts/node (the CLI does)';
 
 const loaders = new Map<BackendName, BackendLoader>([
   ['ts', { load: createTsBackend, whyNot: () => null }],
@@ -59,7 +56,8 @@ function tryLoad(name: BackendName): Backend | null {
 /** Why a backend does not load here (null when it does). */
 export function backendUnavailableReason(name: BackendName): string | null {
   if (tryLoad(name)) return null;
-  return loaders.get(name)?.whyNot() ?? NOT_HERE[name];
+  const loader = loaders.get(name);
+  return loader ? loader.whyNot() : NO_LOADER;
 }
 
 /** Load a backend by name, or throw one clear error saying what exists. */
