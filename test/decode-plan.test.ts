@@ -1,7 +1,7 @@
 // The engine's op-free decode step (src/infer/decode-plan.ts) against the model's own forward: for each config
 // variant the decode path meets (query compression, YaRN, group-limited routing, normalised top-k weights, no shared
-// experts, several dense layers, MoE every other layer), every step's logits within 1e-4, the same greedy tokens,
-// and the same routed experts and gate weights in the events.
+// experts, several dense layers, MoE every other layer) and batches of 1, 3 and 6 sequences, every step's logits
+// within 1e-4, the same greedy tokens, and the same routed experts and gate weights in the events.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Engine, type TokenEvent } from '../src/infer/engine.js';
@@ -57,22 +57,26 @@ for (const backend of testBackends()) {
         const c = parseConfig({ ...preset('tiny'), vocab_size: 96, max_position_embeddings: 256, ...over });
         const model = DeepseekV2ForCausalLM.init(c, { seed: 2, std: 0.3, backend });
         const rng = new Rng(1);
-        const prompts = [3, 11, 6].map((len) => Array.from({ length: len }, () => rng.int(c.vocab_size)));
-        const ref = run(model, false, prompts, 10);
-        const got = run(model, true, prompts, 10);
-        assert.deepEqual(
-          got.events.map((e) => [e.requestId, e.id]),
-          ref.events.map((e) => [e.requestId, e.id]),
-        );
-        for (const [r, steps] of ref.logits) steps.forEach((l, s) => assertClose(got.logits.get(r)![s]!, l, 1e-4, 1e-4, `${r} step ${s}`));
-        got.events.forEach((e, i) => {
-          const want = ref.events[i]!.experts!;
+        // batches of 3, of 1 (the latent's contiguous path) and of 6 (token groups of 4 in the absorbed kernel, and a rest)
+        for (const lens of [[3, 11, 6], [7], [3, 11, 6, 2, 9, 5]]) {
+          const prompts = lens.map((len) => Array.from({ length: len }, () => rng.int(c.vocab_size)));
+          const ref = run(model, false, prompts, 10);
+          const got = run(model, true, prompts, 10);
           assert.deepEqual(
-            e.experts!.map((l) => [l.layer, l.experts]),
-            want.map((l) => [l.layer, l.experts]),
+            got.events.map((e) => [e.requestId, e.id]),
+            ref.events.map((e) => [e.requestId, e.id]),
           );
-          e.experts!.forEach((l, j) => assertClose(l.weights, want[j]!.weights, 1e-6, 1e-5, 'gate weights'));
-        });
+          for (const [r, steps] of ref.logits)
+            steps.forEach((l, s) => assertClose(got.logits.get(r)![s]!, l, 1e-4, 1e-4, `${lens} ${r} step ${s}`));
+          got.events.forEach((e, i) => {
+            const want = ref.events[i]!.experts!;
+            assert.deepEqual(
+              e.experts!.map((l) => [l.layer, l.experts]),
+              want.map((l) => [l.layer, l.experts]),
+            );
+            e.experts!.forEach((l, j) => assertClose(l.weights, want[j]!.weights, 1e-6, 1e-5, 'gate weights'));
+          });
+        }
       });
     }
 

@@ -104,6 +104,68 @@ for (const backend of testBackends()) {
       }
     });
 
+    it('mlaDecode equals the absorbed attention computed from its definition (odd widths, token groups and a rest)', () => {
+      const rng = new T.Rng(9);
+      const [H, dn, dr, dc, dv] = [3, 5, 6, 20, 7]; // dc 20: a 16-wide chunk and a masked 4-wide one
+      const W = dc + dr;
+      const blockSize = 4;
+      const numBlocks = 16;
+      const lens = [1, 5, 9, 16, 3, 7]; // six tokens: a group of four, then two
+      const N = lens.length;
+      const maxBlocks = 4;
+      const cache = Float32Array.from({ length: numBlocks * blockSize * W }, () => rng.normal());
+      const kvB = Float32Array.from({ length: H * (dn + dv) * dc }, () => rng.normal() * 0.3);
+      const q = Float32Array.from({ length: N * H * (dn + dr) }, () => rng.normal());
+      const perm = Array.from({ length: numBlocks }, (_, i) => i).sort(() => rng.uniform() - 0.5);
+      const tables = new Int32Array(N * maxBlocks).fill(-1);
+      let next = 0;
+      lens.forEach((len, n) => {
+        for (let b = 0; b < Math.ceil(len / blockSize); b++) tables[n * maxBlocks + b] = perm[next++ % numBlocks]!;
+      });
+      const out = new Float32Array(N * H * dv);
+      const scale = 0.25;
+      const params = {
+        N, H, dn, dr, dc, dv, scale, q, kvB, cache, blockSize, numBlocks, blockTables: tables, maxBlocks,
+        contextLens: Int32Array.from(lens),
+      }; // prettier-ignore
+      backend.mlaDecode(params, out);
+      lens.forEach((len, n) => {
+        const rows = Array.from(
+          { length: len },
+          (_, j) => (tables[n * maxBlocks + Math.floor(j / blockSize)]! * blockSize + (j % blockSize)) * W,
+        );
+        for (let h = 0; h < H; h++) {
+          // the non-absorbed form: decompress each row's key and value with kv_b_proj, then plain attention
+          const qo = (n * H + h) * (dn + dr);
+          const s = rows.map((r) => {
+            let dot = 0;
+            for (let i = 0; i < dn; i++) {
+              let k = 0;
+              for (let c = 0; c < dc; c++) k += kvB[(h * (dn + dv) + i) * dc + c]! * cache[r + c]!;
+              dot += q[qo + i]! * k;
+            }
+            for (let i = 0; i < dr; i++) dot += q[qo + dn + i]! * cache[r + dc + i]!;
+            return dot * scale;
+          });
+          const mx = Math.max(...s);
+          const e = s.map((v) => Math.exp(v - mx));
+          const z = e.reduce((a, b) => a + b, 0);
+          const want = Array.from({ length: dv }, (_, v) =>
+            rows.reduce((acc, r, j) => {
+              let val = 0;
+              for (let c = 0; c < dc; c++) val += kvB[(h * (dn + dv) + dn + v) * dc + c]! * cache[r + c]!;
+              return acc + (e[j]! / z) * val;
+            }, 0),
+          );
+          assertClose(out.subarray((n * H + h) * dv, (n * H + h + 1) * dv), want, 1e-5, 1e-4, `token ${n} head ${h}`);
+        }
+      });
+      assert.throws(() => backend.mlaDecode({ ...params, contextLens: Int32Array.from([1, 5, 9, 17, 3, 7]) }, out), /context length 17/);
+      const bad = tables.slice();
+      bad[0] = numBlocks;
+      assert.throws(() => backend.mlaDecode({ ...params, blockTables: bad }, out), new RegExp(`block id ${numBlocks}`));
+    });
+
     it('pagedAttention and scatterRows refuse out-of-range block ids, context lengths and slots', () => {
       const base = {
         N: 1, H: 2, Hkv: 1, Dk: 4, Dv: 4, scale: 1, q: new Float32Array(8), cache: new Float32Array(2 * 4 * 4), W: 4,

@@ -135,6 +135,36 @@ export interface PagedAttentionParams {
 }
 
 /**
+ * Absorbed MLA decode attention (spec §4.2) in one call, for N decode tokens reading a paged latent cache whose rows
+ * are [normalised latent (dc) | rotated rope key (dr)]. Per token n and head h, with W^UK_h = kvB rows
+ * [h·(dn+dv), h·(dn+dv)+dn) and W^UV_h the dv rows after them (kv_b_proj.weight [H·(dn+dv), dc]):
+ *   q̃ = [q_nope · W^UK_h | q_pe]  (a dc + dr query in the latent space),
+ *   c = Σ_j softmax_j(scale · q̃ · row_j) · latent_j,   out[n, h·dv : (h+1)·dv] = W^UV_h · c.
+ * It is pagedAttention with Hkv = 1, Dk = dc + dr, Dv = dc between the two per-head products, which the decode
+ * step would otherwise make as three more calls and two copies.
+ */
+export interface MlaDecodeParams {
+  N: number;
+  H: number;
+  dn: number;
+  dr: number;
+  dc: number;
+  dv: number;
+  scale: number;
+  /** [N, H, dn + dr]: q_nope, then the rotated q_pe, per head. */
+  q: F32;
+  /** kv_b_proj.weight [H·(dn + dv), dc]. */
+  kvB: F32;
+  /** Rows of dc + dr floats; the block layout as PagedAttentionParams. */
+  cache: F32;
+  blockSize: number;
+  numBlocks: number;
+  blockTables: I32;
+  maxBlocks: number;
+  contextLens: I32;
+}
+
+/**
  * A product with a stored (bf16, f16 or quantized) weight: y [M,N] = x [M,K] · Wᵀ (+ y when beta is 1), W [N,K]
  * row-major in `type`'s layout (src/quant/formats.ts: N rows of rowBytes(type, K) bytes). x rows start at xOffset
  * with stride K, y rows at yOffset with stride N. The 32-element integer types quantize x per block to int8 and
@@ -302,6 +332,8 @@ export interface Backend {
   attentionBackward(p: AttentionParams, out: F32, lse: F32, dout: F32, dq: F32, dk: F32, dv: F32): void;
   /** Paged decode attention (inference only, no backward); throws on a block id or context length out of range. */
   pagedAttention(p: PagedAttentionParams, out: F32): void;
+  /** Absorbed MLA decode attention (MlaDecodeParams); out [N, H·dv]. Same checks as pagedAttention. */
+  mlaDecode(p: MlaDecodeParams, out: F32): void;
   /** One decoupled-weight-decay Adam step, in place on param, m, v. */
   adamw(p: AdamWParams): void;
   /** Σ x[i]² over n elements, accumulated in double (global gradient norm). */

@@ -208,9 +208,6 @@ export class DecodePlan {
     const entry = this.get('entry', N * W);
     const lat0 = this.get('lat0', N * dc);
     const latN = this.get('latN', N * dc);
-    const qAbs = this.get('qAbs', N * H * W);
-    const tmpH = this.get('tmpH', H * N * Math.max(dc, dv));
-    const lat = this.get('lat', N * H * dc);
     const o = this.get('o', N * H * dv);
     const routes: PlanRouting[] = [];
     const numSlots = this.cache[0]!.length / W;
@@ -231,81 +228,23 @@ export class DecodePlan {
       // §2.2 the cache entry [normalised latent | rotated rope key], written to the token's slot
       this.mm(this.linear(a, 0, N, Lw.kvA, W, d, kv));
       b.rope(kv, cos, sin, entry, 1, N, 1, dr, 1, false, dc); // copies the latent, rotates the key
-      b.copy({ buf: kv, offset: 0, strides: [W, 1] }, { buf: lat0, offset: 0, strides: [dc, 1] }, [N, dc]);
-      b.rmsnorm(lat0, Lw.kvANorm, latN, rstd, N, dc, LATENT_NORM_EPS);
-      b.copy({ buf: latN, offset: 0, strides: [dc, 1] }, { buf: entry, offset: 0, strides: [W, 1] }, [N, dc]);
+      if (N === 1)
+        b.rmsnorm(kv, Lw.kvANorm, entry, rstd, 1, dc, LATENT_NORM_EPS); // one row: its latent is contiguous
+      else {
+        b.copy({ buf: kv, offset: 0, strides: [W, 1] }, { buf: lat0, offset: 0, strides: [dc, 1] }, [N, dc]);
+        b.rmsnorm(lat0, Lw.kvANorm, latN, rstd, N, dc, LATENT_NORM_EPS);
+        b.copy({ buf: latN, offset: 0, strides: [dc, 1] }, { buf: entry, offset: 0, strides: [W, 1] }, [N, dc]);
+      }
       const cacheL = this.cache[i]!;
       b.scatterRows(entry, slots, cacheL, N, numSlots, W);
-      // §4.2 absorbed: per head, q_nope · W^UK_h [dn, dc] → the query's latent part; q_pe stays as the rope part
-      b.gemm({
-        batch: H,
-        M: N,
-        N: dc,
-        K: dn,
-        a: qr,
-        aOffset: 0,
-        aBatchStride: dq,
-        aRowStride: H * dq,
-        aColStride: 1,
-        b: Lw.kvB,
-        bOffset: 0,
-        bBatchStride: (dn + dv) * dc,
-        bRowStride: dc,
-        bColStride: 1,
-        c: tmpH,
-        cOffset: 0,
-        cBatchStride: N * dc,
-        alpha: 1,
-        beta: 0,
-      }); // [H, N, dc]
-      b.copy({ buf: tmpH, offset: 0, strides: [N * dc, dc, 1] }, { buf: qAbs, offset: 0, strides: [W, H * W, 1] }, [H, N, dc]);
-      b.copy({ buf: qr, offset: dn, strides: [H * dq, dq, 1] }, { buf: qAbs, offset: dc, strides: [H * W, W, 1] }, [N, H, dr]);
-      b.pagedAttention(
+      // §4.2 absorbed: the query into the latent space by W^UK_h, MQA over the cache rows in place, out by W^UV_h
+      b.mlaDecode(
         {
-          N,
-          H,
-          Hkv: 1,
-          Dk: W,
-          Dv: dc,
-          scale: this.scale,
-          q: qAbs,
-          cache: cacheL,
-          W,
-          kOffset: 0,
-          kHeadStride: 0,
-          vOffset: 0,
-          vHeadStride: 0,
-          blockSize: this.blockSize,
-          numBlocks: numSlots / this.blockSize,
-          blockTables: tables,
-          maxBlocks,
-          contextLens,
-        },
-        lat,
-      ); // [N, H, dc]
-      // out of the latent space: o_h = lat_h · W^UV_hᵀ, W^UV_h [dv, dc]
-      b.gemm({
-        batch: H,
-        M: N,
-        N: dv,
-        K: dc,
-        a: lat,
-        aOffset: 0,
-        aBatchStride: dc,
-        aRowStride: H * dc,
-        aColStride: 1,
-        b: Lw.kvB,
-        bOffset: dn * dc,
-        bBatchStride: (dn + dv) * dc,
-        bRowStride: 1,
-        bColStride: dc,
-        c: tmpH,
-        cOffset: 0,
-        cBatchStride: N * dv,
-        alpha: 1,
-        beta: 0,
-      }); // [H, N, dv]
-      b.copy({ buf: tmpH, offset: 0, strides: [N * dv, dv, 1] }, { buf: o, offset: 0, strides: [dv, H * dv, 1] }, [H, N, dv]);
+          N, H, dn, dr, dc, dv, scale: this.scale, q: qr, kvB: Lw.kvB, cache: cacheL, blockSize: this.blockSize,
+          numBlocks: numSlots / this.blockSize, blockTables: tables, maxBlocks, contextLens,
+        }, // prettier-ignore
+        o,
+      ); // [N, H·dv]
       this.mm(this.linear(o, 0, N, Lw.oProj, d, H * dv, x, 1)); // x += o_proj(o)
       b.rmsnorm(x, Lw.postNorm, a, rstd, N, d, eps);
       if (Lw.moe) routes.push(this.moe(i, a, x, N));

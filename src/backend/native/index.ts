@@ -12,6 +12,7 @@ import type {
   GemmParams,
   I32,
   PagedAttentionParams,
+  MlaDecodeParams,
   QGemmParams,
   ReduceOp,
   Strided,
@@ -79,6 +80,7 @@ export function createNativeBackend(): Backend | null {
   const attnMeta = new Float64Array(10 + 8 * 3);
   const adamMeta = new Float64Array(8);
   const pagedMeta = new Float64Array(14);
+  const mlaMeta = new Float64Array(10);
   let qMeta = new Float64Array(7 * 64);
   const qgemmMany = (ps: readonly QGemmParams[]): void => {
     if (qMeta.length < 7 * ps.length) qMeta = new Float64Array(14 * ps.length);
@@ -199,6 +201,10 @@ export function createNativeBackend(): Backend | null {
         p.maxBlocks,
       ]);
       n['pagedAttention']!(p.q, p.cache, p.blockTables, p.contextLens, out, pagedMeta);
+    },
+    mlaDecode: (p: MlaDecodeParams, out: F32) => {
+      mlaMeta.set([p.N, p.H, p.dn, p.dr, p.dc, p.dv, p.scale, p.blockSize, p.numBlocks, p.maxBlocks]);
+      n['mlaDecode']!(p.q, p.kvB, p.cache, p.blockTables, p.contextLens, out, mlaMeta);
     },
     adamw: (p: AdamWParams) => {
       adamMeta.set([p.n, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.step, p.gradScale]);

@@ -465,6 +465,25 @@ FN(PagedAttention) {
   });
 }
 
+// mlaDecode(q, kvB, cache, blockTables, contextLens, out, meta[N, H, dn, dr, dc, dv, scale, blockSize, numBlocks, maxBlocks])
+FN(MlaDecode) {
+  BODY("mla decode", {
+    const double* m = c.f64(6, 10, W);
+    MlaDecodeArgs a;
+    a.N = (i64)m[0], a.H = (i64)m[1], a.dn = (i64)m[2], a.dr = (i64)m[3], a.dc = (i64)m[4], a.dv = (i64)m[5], a.scale = (float)m[6];
+    a.blockSize = (i64)m[7], a.numBlocks = (i64)m[8], a.maxBlocks = (i64)m[9];
+    if (a.N < 0 || a.H < 1 || a.dn < 0 || a.dr < 0 || a.dc < 1 || a.dv < 1 || a.blockSize < 1 || a.maxBlocks < 1 || a.numBlocks < 0)
+      throw KernelError("mla decode: bad sizes");
+    a.q = c.f32(0, a.N * a.H * (a.dn + a.dr), W);
+    a.kvB = c.f32(1, a.H * (a.dn + a.dv) * a.dc, W);
+    a.cache = c.f32(2, a.numBlocks * a.blockSize * (a.dc + a.dr), W);
+    a.blockTables = c.i32(3, a.N * a.maxBlocks, W);
+    a.contextLens = c.i32(4, a.N, W);
+    mla_decode(a, c.f32(5, a.N * a.H * a.dv, W));
+    return undef(env);
+  });
+}
+
 // scatterAddRowsBackward(dy, idx, src, w, dsrc | null, dw | null, M, N, D)
 FN(ScatterAddRowsBackward) {
   BODY("scatter-add rows backward", {
@@ -792,6 +811,7 @@ napi_value Init(napi_env env, napi_value exports) {
       P("scatterRows", ScatterRows),
       P("scatterAddRows", ScatterAddRows),
       P("pagedAttention", PagedAttention),
+      P("mlaDecode", MlaDecode),
       P("scatterAddRowsBackward", ScatterAddRowsBackward),
       P("gatherLast", GatherLast),
       P("scatterAddLast", ScatterAddLast),

@@ -187,6 +187,19 @@ struct PagedAttentionArgs {
   const int32_t* contextLens;
 };
 void paged_attention(const PagedAttentionArgs& p, float* out);
+/** Absorbed MLA decode attention (MlaDecodeParams in backend.ts). */
+struct MlaDecodeArgs {
+  i64 N, H, dn, dr, dc, dv;
+  float scale;
+  const float* q;    // [N, H, dn + dr]
+  const float* kvB;  // [H·(dn + dv), dc]
+  const float* cache;
+  i64 blockSize, numBlocks;
+  const int32_t* blockTables;
+  i64 maxBlocks;
+  const int32_t* contextLens;
+};
+void mla_decode(const MlaDecodeArgs& a, float* out);  // out [N, H·dv]
 /** dst[idx[m], :] = src[m, :] */
 void scatter_rows(const float* src, const int32_t* idx, float* dst, i64 M, i64 N, i64 D);
 
