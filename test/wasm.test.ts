@@ -11,6 +11,7 @@ import * as T from '../src/node.js';
 import type { AttentionParams, Backend, GemmParams } from '../src/backend/backend.js';
 import { createWasmBackend, detectVariant, wasmFileName, type WasmVariant } from '../src/backend/wasm/index.js';
 import { Heap } from '../src/backend/wasm/heap.js';
+import { ThreadPool } from '../src/backend/wasm/pool.js';
 import { ggufMetadata, ggufTensors } from '../src/io/gguf-deepseek2.js';
 import { writeGguf } from '../src/io/gguf.js';
 import { assertClose } from './helpers.js';
@@ -212,5 +213,51 @@ describe('wasm builds and threads', () => {
     );
     T.loadModel(path, { trainable: false, backend: b });
     assert.ok(heapOf(b).residentBytes() > 0);
+  });
+});
+
+/**
+ * A module with the kernels' imports (a shared one-page memory, AssemblyScript's abort) whose run(kernel, pb, tid)
+ * traps when pb is not 0 and tid is (a worker's share), and returns otherwise.
+ */
+const TRAP_MODULE = Uint8Array.from([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+  0x01, 0x0e, 0x02, 0x60, 0x04, 0x7f, 0x7f, 0x7f, 0x7f, 0x00, 0x60, 0x03, 0x7f, 0x7f, 0x7f, 0x00, // types
+  0x02, 0x1c, 0x02, // imports: env.memory (shared, 1..1 pages), env.abort
+  0x03, 0x65, 0x6e, 0x76, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x03, 0x01, 0x01,
+  0x03, 0x65, 0x6e, 0x76, 0x05, 0x61, 0x62, 0x6f, 0x72, 0x74, 0x00, 0x00,
+  0x03, 0x02, 0x01, 0x01, // one function of type 1
+  0x07, 0x07, 0x01, 0x03, 0x72, 0x75, 0x6e, 0x00, 0x01, // export "run"
+  // if (pb && tid) unreachable
+  0x0a, 0x0d, 0x01, 0x0b, 0x00, 0x20, 0x01, 0x20, 0x02, 0x71, 0x04, 0x40, 0x00, 0x0b, 0x0b,
+]); // prettier-ignore
+
+describe('wasm thread pool', () => {
+  it('a share that traps in a worker is raised by the caller (no hang), and the worker goes on serving', async () => {
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    const pool = new ThreadPool(
+      () => {
+        const w = new Worker(new URL('../src/backend/wasm/worker-node.js', import.meta.url));
+        w.unref();
+        return w;
+      },
+      1,
+      new WebAssembly.Module(TRAP_MODULE),
+      memory,
+    );
+    for (let i = 0; i < 200 && pool.ready() < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(pool.ready(), 1, 'the worker attached');
+    let own = 0;
+    assert.throws(() => pool.run(7, 1, 2, () => own++), /wasm kernel 7 trapped in a worker thread/);
+    assert.equal(own, 1, 'the caller ran its share');
+    pool.run(7, 0, 2, () => own++); // the same worker, a share that does not trap
+    assert.equal(own, 2);
+    // the caller's own share traps: raised once the worker has finished, and the next call runs normally
+    assert.throws(() => pool.run(7, 0, 2, () => {
+      throw new Error('caller share trapped');
+    }), /caller share trapped/); // prettier-ignore
+    pool.run(7, 0, 2, () => own++);
+    assert.equal(own, 3);
+    pool.terminate();
   });
 });

@@ -5,10 +5,12 @@
 //
 // Each worker has its own mailbox word: the caller stores a new task number there and notifies, the worker runs the
 // task the control words name, adds one to DONE and notifies. A worker is never woken for a task it is not part of,
-// so no task is run twice and DONE counts only the workers the caller chose.
+// so no task is run twice and DONE counts only the workers the caller chose. A share that traps (a kernel bug, or
+// memory the kernel could not reach) still counts as done and sets ERROR, so the caller raises it instead of waiting
+// forever, and the worker goes on serving.
 
 /** Control words (Int32Array over a SharedArrayBuffer of its own). */
-export const CTL = { KERNEL: 0, PB: 1, DONE: 2, READY: 3, MAILBOX: 8 } as const;
+export const CTL = { KERNEL: 0, PB: 1, DONE: 2, READY: 3, ERROR: 4, MAILBOX: 8 } as const;
 export const MAX_WORKERS = 31; // READY is a bit mask of one 32-bit word
 
 /** The message that starts a worker (src/backend/wasm/worker.ts). */
@@ -78,19 +80,28 @@ export class ThreadPool {
     ctl[CTL.KERNEL] = kernel;
     ctl[CTL.PB] = pb;
     Atomics.store(ctl, CTL.DONE, 0);
+    Atomics.store(ctl, CTL.ERROR, 0);
     this.task++;
     // thread ids are 1..chosen.length (each owns a scratch region), whatever the workers' own numbers
     chosen.forEach((w, k) => {
       Atomics.store(ctl, CTL.MAILBOX + w, (this.task << 6) | (k + 1));
       Atomics.notify(ctl, CTL.MAILBOX + w);
     });
-    self(0);
+    // the caller's own share may trap too: the workers are still waited for, so no call overlaps this one
+    let trapped: unknown = null;
+    try {
+      self(0);
+    } catch (e) {
+      trapped = e;
+    }
     const want = chosen.length;
     for (;;) {
       const d = Atomics.load(ctl, CTL.DONE);
       if (d >= want) break;
       if (this.block) Atomics.wait(ctl, CTL.DONE, d, 50);
     }
+    if (trapped) throw trapped;
+    if (Atomics.load(ctl, CTL.ERROR)) throw new Error(`wasm kernel ${kernel} trapped in a worker thread`);
   }
 
   terminate(): void {
@@ -112,7 +123,11 @@ export function serveTasks(init: WorkerInit): void {
     const v = Atomics.load(ctl, box);
     if (v === seen) continue;
     seen = v;
-    run(ctl[CTL.KERNEL]!, ctl[CTL.PB]!, v & 63);
+    try {
+      run(ctl[CTL.KERNEL]!, ctl[CTL.PB]!, v & 63);
+    } catch {
+      Atomics.store(ctl, CTL.ERROR, 1);
+    }
     Atomics.add(ctl, CTL.DONE, 1);
     Atomics.notify(ctl, CTL.DONE);
   }
