@@ -153,6 +153,25 @@ describe('dsv2 web in Chromium', () => {
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal(await steps(), held, 'no step while paused');
     assert.ok(held < 25, `paused at step ${held}`);
+    // generating while training runs (paused here): the model of this tab answers now, not once training ends, and a
+    // second click while the generation runs is ignored
+    await page.click('button[data-tab=generate]');
+    await page.check('input[name=source][value=trained]');
+    await page.fill('#prompt', '[3, 4, 5]');
+    await page.fill('#max-tokens', '6');
+    await page.evaluate(() => {
+      const b = document.querySelector<HTMLButtonElement>('#generate-btn')!;
+      b.click();
+      b.click();
+    });
+    await page.waitForFunction(() => !(window as unknown as { dsv2: Shown }).dsv2.generating, null, { timeout: 30_000 });
+    const g = await pageState();
+    assert.deepEqual(g.errors, []);
+    assert.equal(g.trained, false, 'training still runs');
+    assert.ok(g.tokens.length > 3 && g.tokens.length <= 9, `${g.tokens.length} tokens: the prompt's 3 and at most 6 new`);
+    assert.equal(await page.isDisabled('#generate-btn'), false, 'Generate is back');
+    assert.equal(await steps(), held, 'still paused');
+    await page.click('button[data-tab=train]');
     await page.click('#resume-btn');
     await page.waitForFunction(
       () => {
@@ -260,6 +279,15 @@ describe('dsv2 web: other ways to run the page', () => {
     const routed = s.tokens.slice(0, -1).filter((t) => Array.isArray(t.experts));
     assert.equal(routed.length, s.tokens.length - 1);
     assert.match(JSON.stringify(routed[0]!.experts), /"layer":1,"experts":\[\d+,\d+\]/);
+    // a request dsv2 serve refuses (more new tokens than the context holds): one error on the page, Generate is back
+    const errorsBefore = s.errors.length;
+    await page.fill('#max-tokens', '100000');
+    await page.click('#generate-btn');
+    await page.waitForFunction(() => !(window as unknown as { dsv2: Shown }).dsv2.generating, null, { timeout: 30_000 });
+    const refused = await shown(page);
+    assert.equal(refused.errors.length, errorsBefore + 1, JSON.stringify(refused.errors));
+    assert.match(refused.errors.at(-1)!, /HTTP 400.*max_tokens/);
+    assert.equal(await page.isDisabled('#generate-btn'), false);
     // the proxy forwards paths under /v1/ of that server only: not a request target naming another host (a raw
     // socket, as no browser sends it), not dot segments that climb out of /v1/
     const { createConnection } = await import('node:net');

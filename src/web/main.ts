@@ -211,65 +211,91 @@ $('load').onclick = async () => {
   } else status('the trained model is used for generation as soon as training starts');
 };
 
+/** One generation at a time: Generate is off and Stop on while one runs, and both are put back when it ends. */
+function generatingUi(on: boolean): void {
+  state.generating = on;
+  $<HTMLButtonElement>('generate-btn').disabled = on;
+  $<HTMLButtonElement>('stop-btn').disabled = !on;
+}
+
+/** The request of a generation by `dsv2 serve`, so that Stop can abort it. */
+let remote: AbortController | null = null;
+
 $('generate-btn').onclick = () => {
+  if (state.generating) return;
   const source = document.querySelector<HTMLInputElement>('input[name=source]:checked')!.value;
   resetOutput();
   const maxTokens = Number($<HTMLInputElement>('max-tokens').value);
   const temperature = Number($<HTMLInputElement>('temperature').value);
   const seed = Number($<HTMLInputElement>('seed').value);
   const prompt = $<HTMLTextAreaElement>('prompt').value;
+  generatingUi(true);
   if (source === 'api') return void generateRemote(prompt, maxTokens, temperature, seed);
-  state.generating = true;
-  $<HTMLButtonElement>('stop-btn').disabled = false;
   send({ type: 'generate', prompt, maxTokens, temperature, seed });
 };
-$('stop-btn').onclick = () => send({ type: 'stop-generate' });
+$('stop-btn').onclick = () => (remote ? remote.abort() : send({ type: 'stop-generate' }));
 
 /** Generation by a running `dsv2 serve` (OpenAI streaming, with its return_experts extension), through the proxy. */
 async function generateRemote(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<void> {
-  state.generating = true;
-  const models = (await (await fetch('v1/models')).json()) as { data: { id: string }[] };
-  const r = await fetch('v1/completions', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      model: models.data[0]?.id,
-      prompt,
-      max_tokens: maxTokens,
-      temperature,
-      seed,
-      stream: true,
-      return_experts: true,
-    }),
-  });
-  if (!r.ok || !r.body) {
-    status(`dsv2 serve answered HTTP ${r.status}: ${await r.text()}`);
-    state.generating = false;
-    return;
-  }
-  addToken({ id: -1, text: prompt, experts: null }, true);
-  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
-    let nl: number;
-    while ((nl = buf.indexOf('\n\n')) >= 0) {
-      const line = buf.slice(0, nl).replace(/^data: /, '');
-      buf = buf.slice(nl + 2);
-      if (line === '[DONE]') continue;
-      const chunk = JSON.parse(line) as { choices: { text: string; experts?: RoutedExperts[][] }[] };
-      const c = chunk.choices[0];
-      if (!c) continue;
-      // a token's experts are those of the position it was predicted from: the token before it
-      const prev = state.tokens[state.tokens.length - 1];
-      if (prev && c.experts?.[0]) prev.experts = c.experts[0];
-      addToken({ id: -1, text: c.text, experts: null }, false);
+  remote = new AbortController();
+  const signal = remote.signal;
+  let n = 0;
+  const t0 = performance.now();
+  try {
+    const m = await fetch('v1/models', { signal });
+    if (!m.ok) throw new Error(`GET /v1/models answered HTTP ${m.status}`);
+    const models = (await m.json()) as { data: { id: string }[] };
+    const r = await fetch('v1/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: models.data[0]?.id,
+        prompt,
+        max_tokens: maxTokens,
+        temperature,
+        seed,
+        stream: true,
+        return_experts: true,
+      }),
+      signal,
+    });
+    if (!r.ok || !r.body) throw new Error(`dsv2 serve answered HTTP ${r.status}: ${await r.text()}`);
+    addToken({ id: -1, text: prompt, experts: null }, true);
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let nl: number;
+      while ((nl = buf.indexOf('\n\n')) >= 0) {
+        const line = buf.slice(0, nl).replace(/^data: /, '');
+        buf = buf.slice(nl + 2);
+        if (line === '[DONE]') continue;
+        const chunk = JSON.parse(line) as { choices: { text: string; experts?: RoutedExperts[][] }[]; error?: { message: string } };
+        if (chunk.error) throw new Error(`dsv2 serve: ${chunk.error.message}`);
+        const c = chunk.choices[0];
+        if (!c) continue;
+        // a token's experts are those of the position it was predicted from: the token before it
+        const prev = state.tokens[state.tokens.length - 1];
+        if (prev && c.experts?.[0]) prev.experts = c.experts[0];
+        addToken({ id: -1, text: c.text, experts: null }, false);
+        n++;
+      }
     }
+    state.genTokS = n / ((performance.now() - t0) / 1000);
+    $('gen-stats').textContent = `${n} tokens at ${state.genTokS.toFixed(1)} tok/s from dsv2 serve`;
+  } catch (e) {
+    if (signal.aborted) $('gen-stats').textContent = `${n} tokens (stopped)`;
+    else {
+      state.errors.push((e as Error).message);
+      status(`error: ${(e as Error).message}`);
+    }
+  } finally {
+    remote = null;
+    generatingUi(false);
+    repaint();
   }
-  state.generating = false;
-  repaint();
 }
 
 // ---- train -----------------------------------------------------------------------------------------------------
@@ -399,9 +425,8 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
       return;
     }
     case 'generated':
-      state.generating = false;
+      generatingUi(false);
       state.genTokS = m.tokS;
-      $<HTMLButtonElement>('stop-btn').disabled = true;
       $('gen-stats').textContent = `${m.tokens} tokens at ${m.tokS.toFixed(1)} tok/s (${m.finishReason})`;
       return;
     case 'train-started':
@@ -434,9 +459,12 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
     }
     case 'error':
       state.errors.push(m.message);
-      state.generating = false;
       status(`error: ${m.message}`);
-      $<HTMLButtonElement>('train-btn').disabled = false;
+      if (m.during === 'generate') generatingUi(false);
+      if (m.during === 'train') {
+        for (const id of ['pause-btn', 'resume-btn', 'stop-train-btn']) $<HTMLButtonElement>(id).disabled = true;
+        $<HTMLButtonElement>('train-btn').disabled = false;
+      }
       return;
   }
 };

@@ -76,4 +76,5 @@ export type FromWorker =
   | { type: 'step'; report: StepReport }
   | { type: 'trained'; steps: number; stopped: boolean }
   | { type: 'files'; files: [string, ArrayBuffer][] }
-  | { type: 'error'; message: string };
+  /** A request failed; `during` is the type of the request (the page puts back the buttons of that one). */
+  | { type: 'error'; message: string; during: ToWorker['type'] };

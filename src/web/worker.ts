@@ -89,7 +89,19 @@ function promptRouting(ids: number[]): (RoutedExperts[] | null)[] {
   );
 }
 
+let generating = false;
+
 async function generate(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<void> {
+  if (generating) throw new Error('a generation is already running (Stop it first)');
+  generating = true;
+  try {
+    await generateOnce(prompt, maxTokens, temperature, seed);
+  } finally {
+    generating = false;
+  }
+}
+
+async function generateOnce(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<void> {
   if (!model) throw new Error('load a model first');
   const c = model.config;
   // a JSON array of token ids is taken as the ids themselves (no tokenizer needed)
@@ -291,12 +303,14 @@ async function handle(m: ToWorker): Promise<void> {
   }
 }
 
-// one message at a time, except the controls, which must reach a running loop
+// One message at a time, except the controls, which must reach a running loop, and a generation while training
+// runs: the two loops take turns at their ticks (each kernel call runs whole), and the generation sees the weights
+// as training leaves them step by step, which is what "generate from the model being trained" means.
 let queue: Promise<void> = Promise.resolve();
 const CONTROLS = new Set(['stop-generate', 'pause', 'resume', 'stop-train']);
 scope.onmessage = (e) => {
   const run = (): Promise<void> =>
-    handle(e.data).catch((err: unknown) => post({ type: 'error', message: (err as Error).message ?? String(err) }));
-  if (CONTROLS.has(e.data.type)) void run();
+    handle(e.data).catch((err: unknown) => post({ type: 'error', message: (err as Error).message ?? String(err), during: e.data.type }));
+  if (CONTROLS.has(e.data.type) || (e.data.type === 'generate' && training)) void run();
   else queue = queue.then(run);
 };
