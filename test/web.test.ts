@@ -14,6 +14,7 @@ import { build } from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import * as T from '../src/node.js';
 import { CHROMIUM, CHROMIUM_ARGS, startDsv2 } from '../src/bench/browser.js';
+import { modelFiles } from '../src/cli/commands/web.js';
 
 const ARTIFACTS = 'test-artifacts';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -250,7 +251,13 @@ describe('dsv2 web: other ways to run the page', () => {
       vocabSize: 300,
       specials: ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>'],
     });
-    const cfg = T.parseConfig({ ...T.configToJson(T.preset('tiny')), vocab_size: 300, bos_token_id: 0, eos_token_id: 1 });
+    const cfg = T.parseConfig({
+      ...T.configToJson(T.preset('tiny')),
+      vocab_size: 300,
+      bos_token_id: 0,
+      eos_token_id: 1,
+      max_position_embeddings: 4096, // room for a long generation to be cut off
+    });
     for (const [n, b] of T.modelToFiles(T.DeepseekV2ForCausalLM.init(cfg, { seed: 1 }), tok)) writeFileSync(join(dir, n), b);
     const serve = await startDsv2(['serve', '--model', dir, '--port', '0'], /listening on (http:\/\/\S+)/);
     procs.push(serve.proc);
@@ -305,6 +312,31 @@ describe('dsv2 web: other ways to run the page', () => {
     assert.equal(await rawStatus('http://127.0.0.1:1/v1/models'), 400);
     assert.equal(await rawStatus('/v1/%2e%2e/health'), 400);
     assert.equal(await rawStatus('/v1/models'), 200);
+    // a client of the proxy that goes away mid-stream: dsv2 serve's generation stops too (its blocks are freed); the
+    // proxy's fetch is also aborted when the client leaves before dsv2 serve has answered (queued, prefilling)
+    const metric = async (name: string): Promise<number> =>
+      Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(`${serve.url}metrics`)).text())?.[1]);
+    const before = await metric('dsv2_generation_tokens_total');
+    const { request } = await import('node:http');
+    await new Promise<void>((resolve, reject) => {
+      const body = JSON.stringify({ prompt: 'the whale', max_tokens: 4000, ignore_eos: true, stream: true });
+      const rq = request(`${web.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+        res.once('data', () => {
+          rq.destroy(); // the first chunk came: hang up
+          resolve();
+        });
+      });
+      rq.on('error', (e) => ((e as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(e)));
+      rq.end(body);
+    });
+    let running = 1;
+    for (let i = 0; i < 100 && running !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      running = await metric('dsv2_num_requests_running');
+    }
+    assert.equal(running, 0, 'the generation was cancelled');
+    const made = (await metric('dsv2_generation_tokens_total')) - before;
+    assert.ok(made < 4000, `${made} tokens generated of the 4000 asked`);
   });
 
   it('serves only the app and the model files, and --export writes both for any static server', async () => {
@@ -313,6 +345,14 @@ describe('dsv2 web: other ways to run the page', () => {
     const status = async (path: string): Promise<number> => (await fetch(url + path)).status;
     assert.equal(await status('model/config.json'), 200);
     assert.equal(await status('app.js'), 200);
+    assert.equal((await fetch(url + 'app.js', { method: 'HEAD' })).status, 200, 'HEAD of an app file');
+    // a folder where the index names a shard is not a file to serve (it was a 500)
+    const odd = mkdtempSync(join(tmpdir(), 'dsv2-web-odd-'));
+    writeFileSync(join(odd, 'config.json'), readFileSync('test/golden/gen/config.json'));
+    writeFileSync(join(odd, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: 'x.safetensors', b: 'y.safetensors' } }));
+    mkdirSync(join(odd, 'x.safetensors'));
+    writeFileSync(join(odd, 'y.safetensors'), 'y');
+    assert.deepEqual([...modelFiles(odd).keys()].sort(), ['config.json', 'model.safetensors.index.json', 'y.safetensors']);
     for (const bad of ['model/..%2Fcases.json', '..%2F..%2Fpackage.json', 'model/cases.json', '%2e%2e/package.json', '%E0%A4%A', 'model/'])
       assert.ok([400, 404].includes(await status(bad)), bad);
     const r = await fetch(url);

@@ -63,8 +63,8 @@ export function modelFiles(path: string): Map<string, string> {
     }
     for (const shard of new Set(Object.values((map ?? {}) as Record<string, unknown>))) {
       // plain file names beside the index only (the loaders refuse anything else too)
-      if (typeof shard === 'string' && /^[\w.-]+\.safetensors$/.test(shard) && existsSync(join(dir, shard)))
-        files.set(shard, join(dir, shard));
+      const file = typeof shard === 'string' && /^[\w.-]+\.safetensors$/.test(shard) ? join(dir, shard) : null;
+      if (file && existsSync(file) && statSync(file).isFile()) files.set(shard as string, file);
     }
   }
   if (!files.has('config.json')) throw new Error(`${dir} has no config.json`);
@@ -139,11 +139,17 @@ export async function runWeb(argv: string[]): Promise<number> {
         return reply.code(400).headers(headers).send({ error: 'the proxy forwards paths under /v1/ only' });
       const fwd: Record<string, string> = { 'content-type': 'application/json' };
       if (req.headers.authorization) fwd['authorization'] = req.headers.authorization;
+      // a page that goes away (a closed tab, Stop) ends the request to dsv2 serve too, which cancels the generation
+      const gone = new AbortController();
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) gone.abort();
+      });
       let r: Response;
       try {
         r = await fetch(url, {
           method: req.method,
           headers: fwd,
+          signal: gone.signal,
           ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body: JSON.stringify(req.body ?? {}) }),
         });
       } catch (e) {
@@ -166,7 +172,7 @@ export async function runWeb(argv: string[]): Promise<number> {
       return reply.code(400).headers(headers).send({ error: 'malformed URL' });
     }
     const file = app.get(path);
-    if (req.method === 'GET' && file) return sendFile(reply, file);
+    if ((req.method === 'GET' || req.method === 'HEAD') && file) return sendFile(reply, file);
     return reply.code(404).headers(headers).send({ error: 'not found' });
   });
   const host = (flags['host'] as string | undefined) ?? '127.0.0.1';
