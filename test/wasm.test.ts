@@ -201,6 +201,25 @@ describe('wasm builds and threads', () => {
     assert.ok(heap.reserve(4096) >= 2 * 65536);
   });
 
+  it('freed resident ranges merge with their neighbours, so a larger buffer fits where two smaller ones were', () => {
+    const heap = new Heap(new WebAssembly.Memory({ initial: 8 }));
+    const k = 4096; // floats: 16 KiB a buffer
+    const [a, b, c, d] = [1, 1, 1, 1].map(() => new Float32Array(k));
+    for (const x of [a, b, c, d]) heap.pin(x!);
+    const end = heap.residentEnd();
+    heap.unpin(a!);
+    heap.unpin(c!);
+    heap.unpin(b!); // a, b, c: one hole of 48 KiB below d
+    assert.equal(heap.residentBytes(), 4 * k);
+    const big = new Float32Array(3 * k);
+    heap.pin(big);
+    assert.equal(heap.residentEnd(), end, 'the 48 KiB buffer took the merged hole, not new memory');
+    heap.unpin(d!);
+    heap.unpin(big); // everything free: merged down to the bottom
+    assert.equal(heap.residentBytes(), 0);
+    assert.equal(heap.residentEnd(), 2 * 65536);
+  });
+
   it('a GGUF loaded for inference has its weights resident, like a safetensors checkpoint', () => {
     const b = backendOf(have, 1);
     const heapOf = (x: Backend): { residentBytes(): number } => (x as unknown as { __heap: { residentBytes(): number } }).__heap;

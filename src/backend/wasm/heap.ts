@@ -43,6 +43,8 @@ export class Heap {
   /** Resident copies by the ArrayBuffer they mirror, and the free ranges between them (address → bytes). */
   private readonly resident = new WeakMap<ArrayBufferLike, Resident>();
   private readonly holes = new Map<number, number>();
+  /** The same holes by their end (address + bytes → address), to merge a freed range with the hole before it. */
+  private readonly holeEnds = new Map<number, number>();
   private residentTop = HEAP_AT;
   private readonly collected = new FinalizationRegistry<Resident>((r) => this.release(r));
   /** Words of the parameter block (i32 and f32 views of the same bytes). */
@@ -87,7 +89,11 @@ export class Heap {
       if (size >= bytes) {
         at = h;
         this.holes.delete(h);
-        if (size > bytes) this.holes.set(h + bytes, size - bytes);
+        this.holeEnds.delete(h + size);
+        if (size > bytes) {
+          this.holes.set(h + bytes, size - bytes);
+          this.holeEnds.set(h + size, h + bytes);
+        }
         break;
       }
     if (at < 0) {
@@ -111,21 +117,34 @@ export class Heap {
     this.release(r);
   }
 
+  /** Free a resident range: merged with the holes on either side, and given back to staging when it ends at the top. */
   private release(r: Resident): void {
-    if (r.at + r.bytes === this.residentTop) {
-      this.residentTop = r.at;
-      // coalesce holes that now end at the top
-      for (let again = true; again;) {
-        again = false;
-        for (const [h, size] of this.holes)
-          if (h + size === this.residentTop) {
-            this.holes.delete(h);
-            this.residentTop = h;
-            again = true;
-          }
-      }
-      this.stageBase = this.residentTop;
-    } else this.holes.set(r.at, r.bytes);
+    let { at, bytes } = r;
+    const next = this.holes.get(at + bytes);
+    if (next !== undefined) {
+      this.holes.delete(at + bytes);
+      this.holeEnds.delete(at + bytes + next);
+      bytes += next;
+    }
+    const prev = this.holeEnds.get(at);
+    if (prev !== undefined) {
+      this.holeEnds.delete(at);
+      this.holes.delete(prev);
+      bytes += at - prev;
+      at = prev;
+    }
+    if (at + bytes === this.residentTop) {
+      this.residentTop = at; // holes always merge, so no other hole ends here
+      this.stageBase = at;
+    } else {
+      this.holes.set(at, bytes);
+      this.holeEnds.set(at + bytes, at);
+    }
+  }
+
+  /** End of the resident area (staging starts there); with residentBytes, what fragmentation costs. */
+  residentEnd(): number {
+    return this.residentTop;
   }
 
   /** Bytes held by resident copies (for tests and notes). */
