@@ -79,6 +79,32 @@ describe('GGUF files we write', () => {
     });
   }
 
+  it('a header parsed once is reused for the same unchanged file, never for one rewritten in place', () => {
+    const p = join(tmp, 'reuse.gguf');
+    writeGguf(
+      p,
+      [
+        ['general.architecture', str('deepseek2')],
+        ['test.name', str('aaaa')],
+        ['test.n', u32(7)],
+      ],
+      [],
+    );
+    const a = new GgufFile(p);
+    const b = new GgufFile(p); // from the cache
+    assert.deepEqual([...b.metadata], [...a.metadata]);
+    assert.equal(b.dataOffset, a.dataOffset);
+    a.close();
+    b.close();
+    // the same size, the same inode, likely the same modification time: the header bytes tell them apart
+    const bytes = readFileSync(p);
+    bytes.write('bbbb', bytes.indexOf('aaaa'));
+    writeFileSync(p, bytes);
+    const c = new GgufFile(p);
+    assert.equal(c.str('test.name'), 'bbbb');
+    c.close();
+  });
+
   it('a model loaded from a GGUF computes exactly what the same model quantized in memory computes', () => {
     const c = cases('lite');
     for (const type of ['q8_0', 'q4_0', 'bf16'] as const) {

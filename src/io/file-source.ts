@@ -3,12 +3,14 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { ByteSource } from './bytes.js';
 
 /** Open `path` for reading; throws Node's error (ENOENT, EACCES, …) for the caller to word. */
-export function fileSource(path: string): ByteSource & { isFile: boolean } {
+export function fileSource(path: string): ByteSource & { isFile: boolean; identity: string } {
   let fd: number | null = openSync(path, 'r');
   const st = fstatSync(fd);
   return {
     size: st.size,
     isFile: st.isFile(),
+    /** The file's device, inode, size and change times: equal identities are the same, unchanged file. */
+    identity: `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`,
     bytes: null,
     read(dst, dstOff, len, pos) {
       if (fd === null) fd = openSync(path, 'r');

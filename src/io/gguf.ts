@@ -3,7 +3,7 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { writeStreamAtomic } from './atomic.js';
 import { fileSource } from './file-source.js';
-import { GgufError, GgufReader, ggufHeader, type GgufTensorOut, type GgufValue } from './gguf-format.js';
+import { GgufError, GgufReader, ggufHeader, type GgufHeaderState, type GgufTensorOut, type GgufValue } from './gguf-format.js';
 
 export * from './gguf-format.js';
 
@@ -25,6 +25,25 @@ export function isGgufFile(path: string): boolean {
 }
 
 /** A GGUF file on disk: the reader over the open file (memory-mapped where `map` can). */
+/**
+ * Headers parsed in this process: one command opens a GGUF for its config, its tokenizer, its chat template and its
+ * weights, and a large vocabulary takes ~0.25 s a parse. An entry is used only for the same file (device, inode,
+ * size, times) whose header bytes are still the ones parsed (a rewrite within the file system's clock tick keeps
+ * the times): comparing a few MB is ~100× cheaper than parsing them. The last few files only.
+ */
+const parsedHeaders = new Map<string, { state: GgufHeaderState; bytes: Uint8Array }>();
+const PARSED_KEEP = 4;
+
+function headerBytes(src: ReturnType<typeof fileSource>, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let got = 0; got < n;) {
+    const r = src.read(out, got, n - got, got);
+    if (r <= 0) return out.subarray(0, got);
+    got += r;
+  }
+  return out;
+}
+
 export class GgufFile extends GgufReader {
   constructor(path: string, opts: { map?: (path: string) => Uint8Array | null } = {}) {
     let src: ReturnType<typeof fileSource>;
@@ -37,7 +56,14 @@ export class GgufFile extends GgufReader {
       src.close();
       throw new GgufError(`${path}: not a regular file`);
     }
-    super(path, src, opts.map?.(path) ?? null);
+    const entry = parsedHeaders.get(src.identity);
+    const same = entry && Buffer.compare(headerBytes(src, entry.bytes.length), entry.bytes) === 0 ? entry.state : null;
+    super(path, src, opts.map?.(path) ?? null, same);
+    if (!same) {
+      parsedHeaders.delete(src.identity);
+      parsedHeaders.set(src.identity, { state: this.headerState(), bytes: headerBytes(src, this.dataOffset) });
+      if (parsedHeaders.size > PARSED_KEEP) parsedHeaders.delete(parsedHeaders.keys().next().value!);
+    }
   }
 }
 
