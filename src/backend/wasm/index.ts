@@ -6,7 +6,7 @@
 // GEMM and attention also run on worker threads sharing the memory (./pool.ts) when it is shared.
 // What stays in the reference: strided copies and broadcasts, reductions, the gathers and scatters (row copies that
 // JavaScript already does at memory speed: staging them into linear memory would only add copies), top-k,
-// argsort, paged decode attention and the quantized products.
+// argsort, paged decode attention (pagedAttention, mlaDecode) and the quantized products.
 //
 // This module is browser-safe: it is handed a compiled module and, for threads, a way to start a worker.
 import type { AdamWParams, AttentionParams, Backend, F32, GemmParams, I32 } from '../backend.js';
