@@ -286,18 +286,21 @@ export class DecodePlan {
     const per = Nr / G;
     for (let n = 0; n < N; n++) {
       const s = scores.subarray(n * Nr, (n + 1) * Nr);
-      let keep: Uint8Array | null = null;
+      let masked: ArrayLike<number> = s;
       if (c.topk_method !== 'greedy') {
         // §5.5 group-limited: a group's score is its best expert's; the topk_group best groups stay, the rest → 0
-        const gs = Array.from({ length: G }, (_, g) => {
+        const gs = new Float64Array(G);
+        for (let g = 0; g < G; g++) {
           let m = -Infinity;
           for (let e = g * per; e < (g + 1) * per; e++) if (s[e]! > m) m = s[e]!;
-          return m;
-        });
-        keep = new Uint8Array(G);
+          gs[g] = m;
+        }
+        const keep = new Uint8Array(G);
         for (const g of topOf(gs, c.topk_group)) keep[g] = 1;
+        const m = this.get('rm', Nr);
+        for (let e = 0; e < Nr; e++) m[e] = keep[Math.floor(e / per)] ? s[e]! : 0;
+        masked = m;
       }
-      const masked = keep ? Array.from(s, (v, e) => (keep![Math.floor(e / per)] ? v : 0)) : s;
       const top = topOf(masked, K);
       let sum = 0;
       for (let k = 0; k < K; k++) sum = Math.fround(sum + s[top[k]!]!);
@@ -345,9 +348,18 @@ export class DecodePlan {
   }
 }
 
-/** Indices of the k largest of xs, descending, ties to the lower index (as the backend's topk). */
+/**
+ * Indices of the k largest of xs, descending, ties to the lower index (as the backend's topk): k selection passes,
+ * each taking the first of the largest not yet taken (k ≤ 8 here, over ≤ 256 experts: cheaper than a sort).
+ */
 function topOf(xs: ArrayLike<number>, k: number): number[] {
-  const idx = Array.from({ length: xs.length }, (_, i) => i);
-  idx.sort((p, q) => (xs[q]! > xs[p]! ? 1 : xs[q]! < xs[p]! ? -1 : p - q));
-  return idx.slice(0, k);
+  const taken = new Uint8Array(xs.length);
+  const out: number[] = [];
+  for (let r = 0; r < Math.min(k, xs.length); r++) {
+    let best = -1;
+    for (let i = 0; i < xs.length; i++) if (!taken[i] && (best < 0 || xs[i]! > xs[best]!)) best = i;
+    taken[best] = 1;
+    out.push(best);
+  }
+  return out;
 }
