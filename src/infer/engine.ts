@@ -36,7 +36,7 @@ export interface EngineOptions {
   eosTokenIds?: number[];
   /** Run pure decode steps of MLA models through DecodePlan (default on); off: always the model's forward. */
   decodePlan?: boolean;
-  /** Sees the raw logits every sampled token came from (checks and tests). */
+  /** Sees the raw logits every sampled token came from (checks and tests); a view valid during the call only. */
   onLogits?: (requestId: string, index: number, step: number, logits: Float32Array) => void;
 }
 
@@ -339,8 +339,12 @@ export class Engine {
     const out = this.plan!.run(ids, positions, slots, tables, maxBlocks, lens, wantExperts);
     const V = this.model.config.vocab_size;
     const rows = batch.flatMap((e, i) => (e.sample ? [i] : []));
-    const logits = new Float32Array(rows.length * V);
-    rows.forEach((i, r) => logits.set(out.logits.subarray(i * V, (i + 1) * V), r * V));
+    // every row samples in a decode step (the usual case): the plan's buffer as it is, read before the next step
+    let logits = out.logits;
+    if (rows.length !== N) {
+      logits = new Float32Array(rows.length * V);
+      rows.forEach((i, r) => logits.set(out.logits.subarray(i * V, (i + 1) * V), r * V));
+    }
     if (!out.routing) return { logits, experts: null };
     return {
       logits,
