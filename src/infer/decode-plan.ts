@@ -297,7 +297,7 @@ export class DecodePlan {
         }
         const keep = new Uint8Array(G);
         for (const g of topOf(gs, c.topk_group)) keep[g] = 1;
-        const m = this.get('rm', Nr);
+        const m = this.get('rm', Nr).subarray(0, Nr); // exactly Nr: topOf scans the whole array
         for (let e = 0; e < Nr; e++) m[e] = keep[Math.floor(e / per)] ? s[e]! : 0;
         masked = m;
       }

@@ -24,7 +24,6 @@ export function isGgufFile(path: string): boolean {
   }
 }
 
-/** A GGUF file on disk: the reader over the open file (memory-mapped where `map` can). */
 /**
  * Headers parsed in this process: one command opens a GGUF for its config, its tokenizer, its chat template and its
  * weights, and a large vocabulary takes ~0.25 s a parse. An entry is used only for the same file (device, inode,
@@ -34,16 +33,25 @@ export function isGgufFile(path: string): boolean {
 const parsedHeaders = new Map<string, { state: GgufHeaderState; bytes: Uint8Array }>();
 const PARSED_KEEP = 4;
 
-function headerBytes(src: ReturnType<typeof fileSource>, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let got = 0; got < n;) {
-    const r = src.read(out, got, n - got, got);
-    if (r <= 0) return out.subarray(0, got);
-    got += r;
+/** Headers larger than this are parsed every time (the cache keeps a copy of the bytes). */
+const PARSED_MAX_BYTES = 64 * 2 ** 20;
+
+/** The first n bytes of the file (fewer when it is shorter), or null when they cannot be read. */
+function headerBytes(src: ReturnType<typeof fileSource>, n: number): Uint8Array | null {
+  try {
+    const out = new Uint8Array(n);
+    for (let got = 0; got < n;) {
+      const r = src.read(out, got, Math.min(n - got, 2 ** 24), got);
+      if (r <= 0) return out.subarray(0, got);
+      got += r;
+    }
+    return out;
+  } catch {
+    return null;
   }
-  return out;
 }
 
+/** A GGUF file on disk: the reader over the open file (memory-mapped where `map` can). */
 export class GgufFile extends GgufReader {
   constructor(path: string, opts: { map?: (path: string) => Uint8Array | null } = {}) {
     let src: ReturnType<typeof fileSource>;
@@ -57,12 +65,17 @@ export class GgufFile extends GgufReader {
       throw new GgufError(`${path}: not a regular file`);
     }
     const entry = parsedHeaders.get(src.identity);
-    const same = entry && Buffer.compare(headerBytes(src, entry.bytes.length), entry.bytes) === 0 ? entry.state : null;
+    const now = entry ? headerBytes(src, entry.bytes.length) : null;
+    const same = entry && now && Buffer.compare(now, entry.bytes) === 0 ? entry.state : null;
     super(path, src, opts.map?.(path) ?? null, same);
     if (!same) {
       parsedHeaders.delete(src.identity);
-      parsedHeaders.set(src.identity, { state: this.headerState(), bytes: headerBytes(src, this.dataOffset) });
-      if (parsedHeaders.size > PARSED_KEEP) parsedHeaders.delete(parsedHeaders.keys().next().value!);
+      // read after the parse: a rewrite in place between the two, within one clock tick, is the one case missed
+      const bytes = this.dataOffset <= PARSED_MAX_BYTES ? headerBytes(src, this.dataOffset) : null;
+      if (bytes && bytes.length === this.dataOffset) {
+        parsedHeaders.set(src.identity, { state: this.headerState(), bytes });
+        if (parsedHeaders.size > PARSED_KEEP) parsedHeaders.delete(parsedHeaders.keys().next().value!);
+      }
     }
   }
 }

@@ -292,6 +292,7 @@ async function generateRemote(prompt: string, maxTokens: number, temperature: nu
       status(`error: ${(e as Error).message}`);
     }
   } finally {
+    remote.abort(); // after an error mid-stream, dsv2 serve must not go on generating for nobody (a no-op once done)
     remote = null;
     generatingUi(false);
     repaint();

@@ -69,16 +69,15 @@ function info(c: DeepseekV2Config): ModelInfo {
 }
 
 /** A token as the page shows it: its text, a special token by a short name, an id where there is no tokenizer. */
-function tokenText(id: number): string {
-  if (!tokenizer) return `#${id} `;
-  const special = tokenizer.specials.find((s) => s.id === id)?.content;
+function tokenText(id: number, tok: Tokenizer | null): string {
+  if (!tok) return `#${id} `;
+  const special = tok.specials.find((s) => s.id === id)?.content;
   if (special) return special === BOS ? '⟨bos⟩' : special === EOS ? '⟨eos⟩' : `⟨${special}⟩`;
-  return new TextDecoder().decode(tokenizer.tokenBytes(id));
+  return new TextDecoder().decode(tok.tokenBytes(id));
 }
 
 /** Routing of every prompt token as the model's input: one forward, the router's chosen experts and weights. */
-function promptRouting(ids: number[]): (RoutedExperts[] | null)[] {
-  const m = model!;
+function promptRouting(m: DeepseekV2ForCausalLM, ids: number[]): (RoutedExperts[] | null)[] {
   const out = noGrad(() => m.forward(intTensor([ids], undefined, { backend: m.backend })));
   const K = m.config.num_experts_per_tok ?? 0;
   const perLayer = out.router.map((r) => ({ layer: r.layer, idx: r.chosen, w: r.weights.toArray() }));
@@ -89,32 +88,44 @@ function promptRouting(ids: number[]): (RoutedExperts[] | null)[] {
   );
 }
 
-let generating = false;
+/** The generation running now (it may run beside training); loading or training another model stops it first. */
+let current: Promise<void> | null = null;
 
 async function generate(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<void> {
-  if (generating) throw new Error('a generation is already running (Stop it first)');
-  generating = true;
+  // the page allows one at a time; a second request is answered without touching the page's buttons
+  if (current) return post({ type: 'status', text: 'a generation is already running (Stop it first)' });
+  current = generateOnce(prompt, maxTokens, temperature, seed);
   try {
-    await generateOnce(prompt, maxTokens, temperature, seed);
+    await current;
   } finally {
-    generating = false;
+    current = null;
   }
 }
 
+/** Stop the running generation, if any, and wait until it has ended. */
+async function stopGeneration(): Promise<void> {
+  if (!current) return;
+  stopGenerate = true;
+  await current.catch(() => undefined);
+}
+
 async function generateOnce(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<void> {
-  if (!model) throw new Error('load a model first');
-  const c = model.config;
+  // the model and tokenizer of this generation, whatever the globals become while it runs
+  const m = model;
+  const tok = tokenizer;
+  if (!m) throw new Error('load a model first');
+  const c = m.config;
   // a JSON array of token ids is taken as the ids themselves (no tokenizer needed)
   const asIds = /^\s*\[[\d\s,]*\]\s*$/.test(prompt) ? (JSON.parse(prompt) as number[]) : null;
   if (asIds && asIds.some((id) => !Number.isInteger(id) || id < 0 || id >= c.vocab_size))
     throw new Error(`token ids must be integers in [0, ${c.vocab_size})`);
-  if (!asIds && !tokenizer) throw new Error('this model has no tokenizer: type a prompt as token ids, e.g. [1, 2, 3]');
+  if (!asIds && !tok) throw new Error('this model has no tokenizer: type a prompt as token ids, e.g. [1, 2, 3]');
   const bos = c.bos_token_id !== null && c.bos_token_id !== undefined ? { addBos: true, bosId: c.bos_token_id } : {};
-  const ids = asIds ?? tokenizer!.encode(prompt, bos);
+  const ids = asIds ?? tok!.encode(prompt, bos);
   if (ids.length === 0) throw new Error('the prompt is empty');
-  const routing = promptRouting(ids);
-  post({ type: 'prompt', tokens: ids.map((id, t) => ({ id, text: tokenText(id), experts: routing[t] ?? null })) });
-  const engine = new Engine(model, { tokenizer, kvCacheMiB: 32, maxNumSeqs: 1, maxBatchedTokens: 256 });
+  const routing = promptRouting(m, ids);
+  post({ type: 'prompt', tokens: ids.map((id, t) => ({ id, text: tokenText(id, tok), experts: routing[t] ?? null })) });
+  const engine = new Engine(m, { tokenizer: tok, kvCacheMiB: 32, maxNumSeqs: 1, maxBatchedTokens: 256 });
   if (ids.length >= c.max_position_embeddings)
     throw new Error(`the prompt is ${ids.length} tokens; the model has ${c.max_position_embeddings} positions`);
   engine.add('web', ids, {
@@ -132,7 +143,7 @@ async function generateOnce(prompt: string, maxTokens: number, temperature: numb
     for (const e of events) {
       if (e.id >= 0) {
         n++;
-        const token: TokenOut = { id: e.id, text: tokenText(e.id), experts: null };
+        const token: TokenOut = { id: e.id, text: tokenText(e.id, tok), experts: null };
         post({ type: 'token', token, previousExperts: e.experts });
       }
       if (e.finishReason) reason = e.finishReason;
@@ -194,7 +205,16 @@ function trainConfig(s: TrainSettings, tok: Tokenizer): DeepseekV2Config {
   return parseConfig({ ...base, ...over });
 }
 
+/** Train; however it ends (finished, stopped, or an error), training is over for the message loop. */
 async function train(s: TrainSettings, text: string | undefined): Promise<void> {
+  try {
+    await trainRun(s, text);
+  } finally {
+    training = null;
+  }
+}
+
+async function trainRun(s: TrainSettings, text: string | undefined): Promise<void> {
   const b = backend!;
   post({ type: 'status', text: 'training the tokenizer…' });
   await tick();
@@ -247,7 +267,6 @@ async function train(s: TrainSettings, text: string | undefined): Promise<void> 
     await tick();
   }
   post({ type: 'trained', steps: step, stopped: state.stop });
-  training = null;
 }
 
 async function handle(m: ToWorker): Promise<void> {
@@ -261,6 +280,7 @@ async function handle(m: ToWorker): Promise<void> {
     }
     case 'load-files':
     case 'load-url': {
+      await stopGeneration(); // a generation beside training must not see the model change under it
       post({ type: 'status', text: 'loading the model…' });
       const files =
         m.type === 'load-url'
@@ -279,6 +299,7 @@ async function handle(m: ToWorker): Promise<void> {
       stopGenerate = true;
       return;
     case 'train':
+      await stopGeneration();
       return train(m.settings, m.corpusText);
     case 'pause':
       if (training) training.paused = true;

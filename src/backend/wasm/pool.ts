@@ -88,10 +88,12 @@ export class ThreadPool {
       Atomics.notify(ctl, CTL.MAILBOX + w);
     });
     // the caller's own share may trap too: the workers are still waited for, so no call overlaps this one
-    let trapped: unknown = null;
+    let failed = false;
+    let trapped: unknown;
     try {
       self(0);
     } catch (e) {
+      failed = true;
       trapped = e;
     }
     const want = chosen.length;
@@ -100,7 +102,7 @@ export class ThreadPool {
       if (d >= want) break;
       if (this.block) Atomics.wait(ctl, CTL.DONE, d, 50);
     }
-    if (trapped) throw trapped;
+    if (failed) throw trapped;
     if (Atomics.load(ctl, CTL.ERROR)) throw new Error(`wasm kernel ${kernel} trapped in a worker thread`);
   }
 
