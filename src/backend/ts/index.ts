@@ -6,7 +6,7 @@ import { accumulate, binary, copy, reduce, reduceMaxBackward, unary, unaryBackwa
 import { crossEntropy, crossEntropyBackward, rmsnorm, rmsnormBackward, softmax, softmaxBackward, swiglu, swigluBackward } from './fused.js';
 import { gemm } from './gemm.js';
 import { argsort, gatherLast, gatherRows, scatterAddLast, scatterAddRows, scatterAddRowsBackward, scatterRows, topk } from './indexing.js';
-import { mlaDecode, pagedAttention } from './paged.js';
+import { mlaDecodeWith, pagedAttention } from './paged.js';
 import { dequantRows, qgemm } from './quant.js';
 import { quantizeRow, rowBytes } from '../../quant/formats.js';
 import { rope } from './rope.js';
@@ -66,7 +66,7 @@ export function createTsBackend(): Backend {
     attention,
     attentionBackward,
     pagedAttention,
-    mlaDecode,
+    mlaDecode: (p, out) => mlaDecodeWith(gemm, p, out),
     adamw,
     sumsq,
     adamwMany: (ps) => ps.forEach(adamw),

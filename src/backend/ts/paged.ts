@@ -1,6 +1,6 @@
 // Reference paged decode attention (see PagedAttentionParams): one query token per sequence, its keys and values
 // read in place from the cache rows its block table names. Scores and the softmax in double.
-import type { F32, MlaDecodeParams, PagedAttentionParams } from '../backend.js';
+import type { F32, GemmParams, MlaDecodeParams, PagedAttentionParams } from '../backend.js';
 
 /** Cache row of key j of sequence n, after checking the block id and the context length. */
 export function pagedRowChecks(p: PagedAttentionParams): void {
@@ -52,26 +52,28 @@ export function pagedAttention(p: PagedAttentionParams, out: F32): void {
 }
 
 /**
- * The absorbed MLA decode (see MlaDecodeParams): the query is carried into the latent space by W^UK_h (float32
- * sums, as a GEMM would make them), attends over the cache rows as pagedAttention, and the latent result is
- * carried out by W^UV_h.
+ * The absorbed MLA decode (see MlaDecodeParams) from a backend's batched GEMM and the reference paged attention: the
+ * query into the latent space by W^UK_h (one product per head), attention over the cache rows, the latent result
+ * out by W^UV_h. The `ts` backend runs it with its own GEMM; the wasm backend with its threaded one.
  */
-export function mlaDecode(p: MlaDecodeParams, out: F32): void {
-  const { N, H, dn, dr, dc, dv, q, kvB } = p;
+export function mlaDecodeWith(gemm: (p: GemmParams) => void, p: MlaDecodeParams, out: F32): void {
+  const { N, H, dn, dr, dc, dv } = p;
   const W = dc + dr;
   const dq = dn + dr;
-  if (kvB.length < H * (dn + dv) * dc) throw new Error(`mla decode: kv_b_proj holds ${kvB.length} floats, not ${H * (dn + dv) * dc}`);
-  const qAbs = new Float32Array(N * H * W);
-  for (let n = 0; n < N; n++)
-    for (let h = 0; h < H; h++) {
-      const qo = (n * H + h) * dq;
-      const ao = (n * H + h) * W;
-      for (let c = 0; c < dc; c++) {
-        let s = 0;
-        for (let i = 0; i < dn; i++) s = Math.fround(s + Math.fround(q[qo + i]! * kvB[(h * (dn + dv) + i) * dc + c]!));
-        qAbs[ao + c] = s;
-      }
-      for (let r = 0; r < dr; r++) qAbs[ao + dc + r] = q[qo + dn + r]!;
+  const per = (dn + dv) * dc; // kv_b_proj rows of one head
+  if (p.kvB.length < H * per) throw new Error(`mla decode: kv_b_proj holds ${p.kvB.length} floats, not ${H * per}`);
+  const tmp = new Float32Array(H * N * Math.max(dc, dv));
+  gemm({
+    batch: H, M: N, N: dc, K: dn, a: p.q, aOffset: 0, aBatchStride: dq, aRowStride: H * dq, aColStride: 1,
+    b: p.kvB, bOffset: 0, bBatchStride: per, bRowStride: dc, bColStride: 1, c: tmp, cOffset: 0, cBatchStride: N * dc,
+    alpha: 1, beta: 0,
+  }); // prettier-ignore
+  const qAbs = new Float32Array(N * H * W); // [N, H, dc + dr]: the latent query, then q_pe
+  for (let h = 0; h < H; h++)
+    for (let n = 0; n < N; n++) {
+      const at = (n * H + h) * W;
+      qAbs.set(tmp.subarray((h * N + n) * dc, (h * N + n + 1) * dc), at);
+      qAbs.set(p.q.subarray((n * H + h) * dq + dn, (n * H + h + 1) * dq), at + dc);
     }
   const lat = new Float32Array(N * H * dc);
   pagedAttention(
@@ -82,14 +84,11 @@ export function mlaDecode(p: MlaDecodeParams, out: F32): void {
     }, // prettier-ignore
     lat,
   );
-  for (let n = 0; n < N; n++)
-    for (let h = 0; h < H; h++) {
-      const lo = (n * H + h) * dc;
-      for (let v = 0; v < dv; v++) {
-        const wo = (h * (dn + dv) + dn + v) * dc;
-        let s = 0;
-        for (let c = 0; c < dc; c++) s = Math.fround(s + Math.fround(lat[lo + c]! * kvB[wo + c]!));
-        out[n * H * dv + h * dv + v] = s;
-      }
-    }
+  gemm({
+    batch: H, M: N, N: dv, K: dc, a: lat, aOffset: 0, aBatchStride: dc, aRowStride: H * dc, aColStride: 1,
+    b: p.kvB, bOffset: dn * dc, bBatchStride: per, bRowStride: 1, bColStride: dc, c: tmp, cOffset: 0, cBatchStride: N * dv,
+    alpha: 1, beta: 0,
+  }); // prettier-ignore
+  for (let h = 0; h < H; h++)
+    for (let n = 0; n < N; n++) out.set(tmp.subarray((h * N + n) * dv, (h * N + n + 1) * dv), n * H * dv + h * dv);
 }

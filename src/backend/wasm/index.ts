@@ -12,6 +12,7 @@
 import type { AdamWParams, AttentionParams, Backend, F32, GemmParams, I32 } from '../backend.js';
 import { denseAttentionLayout } from '../backend.js';
 import { createTsBackend } from '../ts/index.js';
+import { mlaDecodeWith } from '../ts/paged.js';
 import { Heap, PARAMS_AT, whole, type Operand } from './heap.js';
 import { ThreadPool, wasmAbort, type WorkerHandle } from './pool.js';
 
@@ -243,44 +244,7 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
     },
     gemm,
     gemmMany,
-    // the absorbed projections as this backend's threaded products around the reference paged attention (the
-    // reference mlaDecode multiplies them in scalar JavaScript)
-    mlaDecode: (p, out) => {
-      const { N, H, dn, dr, dc, dv } = p;
-      const W = dc + dr;
-      const dq = dn + dr;
-      const per = (dn + dv) * dc; // kv_b_proj rows of one head
-      if (p.kvB.length < H * per) throw new Error(`mla decode: kv_b_proj holds ${p.kvB.length} floats, not ${H * per}`);
-      const tmp = new Float32Array(H * N * Math.max(dc, dv));
-      gemm({
-        batch: H, M: N, N: dc, K: dn, a: p.q, aOffset: 0, aBatchStride: dq, aRowStride: H * dq, aColStride: 1,
-        b: p.kvB, bOffset: 0, bBatchStride: per, bRowStride: dc, bColStride: 1, c: tmp, cOffset: 0, cBatchStride: N * dc,
-        alpha: 1, beta: 0,
-      }); // prettier-ignore
-      const qAbs = new Float32Array(N * H * W);
-      for (let h = 0; h < H; h++)
-        for (let n = 0; n < N; n++) {
-          const at = (n * H + h) * W;
-          qAbs.set(tmp.subarray((h * N + n) * dc, (h * N + n + 1) * dc), at);
-          qAbs.set(p.q.subarray((n * H + h) * dq + dn, (n * H + h + 1) * dq), at + dc);
-        }
-      const lat = new Float32Array(N * H * dc);
-      ref.pagedAttention(
-        {
-          N, H, Hkv: 1, Dk: W, Dv: dc, scale: p.scale, q: qAbs, cache: p.cache, W, kOffset: 0, kHeadStride: 0, vOffset: 0,
-          vHeadStride: 0, blockSize: p.blockSize, numBlocks: p.numBlocks, blockTables: p.blockTables, maxBlocks: p.maxBlocks,
-          contextLens: p.contextLens,
-        }, // prettier-ignore
-        lat,
-      );
-      gemm({
-        batch: H, M: N, N: dv, K: dc, a: lat, aOffset: 0, aBatchStride: dc, aRowStride: H * dc, aColStride: 1,
-        b: p.kvB, bOffset: dn * dc, bBatchStride: per, bRowStride: 1, bColStride: dc, c: tmp, cOffset: 0, cBatchStride: N * dv,
-        alpha: 1, beta: 0,
-      }); // prettier-ignore
-      for (let h = 0; h < H; h++)
-        for (let n = 0; n < N; n++) out.set(tmp.subarray((h * N + n) * dv, (h * N + n + 1) * dv), n * H * dv + h * dv);
-    },
+    mlaDecode: (p, out) => mlaDecodeWith(gemm, p, out), // its two products on this backend's GEMM
     attention: (p, out, lse) => {
       const L = p.layout ?? denseAttentionLayout(p);
       const ops = attentionOps(p);
