@@ -24,3 +24,17 @@ export function memorySource(bytes: Uint8Array): ByteSource {
     close() {},
   };
 }
+
+/**
+ * Read up to dst.length bytes at `pos` into dst, in pieces of at most 1 GiB (a single read of more is refused by
+ * some platforms); returns how many were read (fewer only at the end of the source).
+ */
+export function readFully(src: ByteSource, dst: Uint8Array, pos: number): number {
+  let got = 0;
+  while (got < dst.length) {
+    const r = src.read(dst, got, Math.min(dst.length - got, 2 ** 30), pos + got);
+    if (r <= 0) break;
+    got += r;
+  }
+  return got;
+}

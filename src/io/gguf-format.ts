@@ -5,7 +5,7 @@
 // every count, length, type and offset against the file before it allocates anything, and names the file and the
 // field in its one error. The writer streams: tensor infos first (sizes are known from shapes and types), then each
 // tensor's bytes as its producer yields them, into a temporary file renamed over the target at the end.
-import type { ByteSource } from './bytes.js';
+import { readFully, type ByteSource } from './bytes.js';
 import { QUANT_FORMATS, type QuantType } from '../quant/formats.js';
 
 export class GgufError extends Error {}
@@ -284,11 +284,7 @@ export class GgufReader {
     if (this.mapped) return this.mapped.subarray(t.offset, t.offset + t.bytes);
     if (this.closed) throw new GgufError(`${this.path}: read after close`);
     const out = new Uint8Array(t.bytes);
-    for (let got = 0; got < t.bytes;) {
-      const r = this.src.read(out, got, Math.min(t.bytes - got, 1 << 30), t.offset + got);
-      if (r <= 0) throw new GgufError(`${this.path}: tensor '${name}' could not be read in full`);
-      got += r;
-    }
+    if (readFully(this.src, out, t.offset) < t.bytes) throw new GgufError(`${this.path}: tensor '${name}' could not be read in full`);
     return out;
   }
 

@@ -3,6 +3,7 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { writeStreamAtomic } from './atomic.js';
 import { fileSource } from './file-source.js';
+import { readFully } from './bytes.js';
 import { GgufError, GgufReader, ggufHeader, type GgufHeaderState, type GgufTensorOut, type GgufValue } from './gguf-format.js';
 
 export * from './gguf-format.js';
@@ -40,12 +41,7 @@ const PARSED_MAX_BYTES = 64 * 2 ** 20;
 function headerBytes(src: ReturnType<typeof fileSource>, n: number): Uint8Array | null {
   try {
     const out = new Uint8Array(n);
-    for (let got = 0; got < n;) {
-      const r = src.read(out, got, Math.min(n - got, 2 ** 24), got);
-      if (r <= 0) return out.subarray(0, got);
-      got += r;
-    }
-    return out;
+    return out.subarray(0, readFully(src, out, 0));
   } catch {
     return null;
   }

@@ -3,7 +3,7 @@
 // lazily, one at a time, so a checkpoint larger than memory can be opened and inspected. F32, BF16 and F16 are
 // widened to float32 on read. Files on disk, shards and atomic writes are src/io/safetensors.ts (Node).
 import { brief } from './brief.js';
-import type { ByteSource } from './bytes.js';
+import { readFully, type ByteSource } from './bytes.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 
 export type StDType = 'F32' | 'BF16' | 'F16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
@@ -149,12 +149,8 @@ export class SafetensorsReader {
 
   private readRaw(info: TensorInfo, begin: number, end: number): ArrayBuffer {
     const bytes = new Uint8Array(end - begin); // its own ArrayBuffer: aligned for the typed views below
-    let got = 0;
-    while (got < bytes.length) {
-      const r = this.src.read(bytes, got, bytes.length - got, begin + got);
-      if (r === 0) throw new CheckpointError(`${this.path}: unexpected end of file reading '${info.name}'`);
-      got += r;
-    }
+    if (readFully(this.src, bytes, begin) < bytes.length)
+      throw new CheckpointError(`${this.path}: unexpected end of file reading '${info.name}'`);
     return bytes.buffer;
   }
 
