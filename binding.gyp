@@ -10,7 +10,8 @@
         "src/backend/native/csrc/indexing.cc",
         "src/backend/native/csrc/attention.cc",
         "src/backend/native/csrc/paged.cc",
-        "src/backend/native/csrc/quant.cc"
+        "src/backend/native/csrc/quant.cc",
+        "src/backend/native/csrc/avx512.cc"
       ],
       "cflags_cc!": ["-fno-exceptions", "-O2", "-O0"],
       "cflags_cc": ["-std=c++17", "-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fexceptions", "-Wall", "-Wno-unused-function"],

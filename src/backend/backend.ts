@@ -348,4 +348,12 @@ export interface Backend {
   threads?(): number;
   /** Set the thread count (DSV2_THREADS sets the start value; default: all cores). */
   setThreads?(n: number): void;
+
+  // ---- instruction sets (backends with kernels for several) ---------------------------------------------------
+  /** The instruction set the kernels run with now (native: 'avx2' or 'avx512'). */
+  isa?(): string;
+  /** The instruction sets this CPU runs, the best last. */
+  isas?(): string[];
+  /** Run the kernels with another of isas() (DSV2_ISA sets the start value; default: the best). Results do not change. */
+  setIsa?(name: string): void;
 }

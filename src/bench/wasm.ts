@@ -39,7 +39,7 @@ function record(what: string, unit: string, wasm: Backend, pairs: [number, numbe
 }
 
 /** `pairs` measurements of [a, b], alternating which runs first so that neither always runs on the warmer machine. */
-function interleaved(pairs: number, a: () => number, b: () => number): [number, number][] {
+export function interleaved(pairs: number, a: () => number, b: () => number): [number, number][] {
   return Array.from({ length: pairs }, (_, i): [number, number] => {
     if (i % 2 === 0) return [a(), b()];
     const second = b();
@@ -47,7 +47,7 @@ function interleaved(pairs: number, a: () => number, b: () => number): [number, 
   });
 }
 
-function gemmParams(n: number): GemmParams {
+export function gemmParams(n: number): GemmParams {
   const rng = new Rng(1);
   const rand = (len: number): Float32Array => Float32Array.from({ length: len }, () => rng.uniform() * 2 - 1);
   return {

@@ -1,6 +1,7 @@
-// The `native` backend: the Node-API addon built from ./csrc by node-gyp at install (AVX2/FMA kernels, OpenMP
-// threads). Buffers are ordinary typed arrays; the addon reads and writes their memory in place, so no operand is
-// ever copied at the boundary. Sizes travel in a reused Float64Array ("meta") to keep a call near 0.2 µs.
+// The `native` backend: the Node-API addon built from ./csrc by node-gyp at install (AVX2/FMA kernels, AVX-512 ones
+// where the CPU has them, chosen at run time; OpenMP threads). Buffers are ordinary typed arrays; the addon reads and writes their
+// memory in place, so no operand is ever copied at the boundary. Sizes travel in a reused Float64Array ("meta") to keep a
+// call near 0.2 µs.
 import { denseAttentionLayout } from '../backend.js';
 import { QUANT_CODE } from '../../quant/formats.js';
 import type {
@@ -75,6 +76,14 @@ function stridedMeta(prefix: number[], shape: readonly number[], ...strides: (re
 export function createNativeBackend(): Backend | null {
   const n = loadAddon();
   if (!n) return null;
+  const isaEnv = process.env['DSV2_ISA'];
+  if (isaEnv) {
+    try {
+      n['setIsa']!(isaEnv);
+    } catch (e) {
+      throw new Error(`DSV2_ISA=${isaEnv}: ${(e as Error).message}`);
+    }
+  }
   const gemmMeta = new Float64Array(16);
   let manyMeta = new Float64Array(16 * 64);
   const attnMeta = new Float64Array(10 + 8 * 3);
@@ -105,6 +114,9 @@ export function createNativeBackend(): Backend | null {
     name: 'native',
     threads: () => n['threads']!() as number,
     setThreads: (t: number) => n['setThreads']!(t),
+    isa: () => n['isa']!() as string,
+    isas: () => n['isas']!() as string[],
+    setIsa: (name: string) => n['setIsa']!(name),
     alloc: (len: number): F32 => new Float32Array(len),
     allocInt: (len: number): I32 => new Int32Array(len),
     // Uninitialised memory from malloc (Buffer.allocUnsafeSlow): no zero-filling, and with the addon's malloc

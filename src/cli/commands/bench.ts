@@ -1,10 +1,11 @@
-// `dsv2 bench [gemm|kernels|train|wasm-vs-native|all] [--backend B] [--threads N] [--json]` (npm run bench).
+// `dsv2 bench [gemm|kernels|train|wasm-vs-native|isa|all] [--backend B] [--threads N] [--json]` (npm run bench).
 // With --json: one JSON object per line; otherwise a table. Every figure is the median of ≥ 5 timed runs.
 import { benchGemm, benchKernels, type BenchRecord } from '../../bench/kernels.js';
 import { benchTrainVsPeer } from '../../bench/peer.js';
 import { benchTrain } from '../../bench/train.js';
 import { gemmWasmVsNative, trainWasmVsNative } from '../../bench/wasm.js';
 import { benchWeb } from '../../bench/web.js';
+import { benchIsa } from '../../bench/isa.js';
 import { availableBackends } from '../../backend/registry.js';
 import { benchDecode, benchDecodeVsPeer } from '../../bench/decode.js';
 import type { QuantType } from '../../quant/formats.js';
@@ -13,7 +14,7 @@ import { defaultBackend, loadBackend } from '../../backend/registry.js';
 import { PRESET_NAMES } from '../../model/presets.js';
 import { parseFlags, UsageError } from '../args.js';
 
-const SUITES = ['gemm', 'kernels', 'train', 'decode', 'serve', 'mla-vs-mha', 'wasm-vs-native', 'web', 'all'] as const;
+const SUITES = ['gemm', 'kernels', 'train', 'decode', 'serve', 'mla-vs-mha', 'wasm-vs-native', 'isa', 'web', 'all'] as const;
 
 function fmt(v: number | undefined, digits = 1): string {
   return v === undefined ? '' : v >= 100 ? v.toFixed(0) : v.toFixed(digits);
@@ -121,8 +122,24 @@ export async function runBench(argv: string[]): Promise<number> {
       );
     return 0;
   }
+  if (suite === 'isa') {
+    if (!backend.isas || backend.isas().length < 2)
+      throw new UsageError(
+        `the '${backend.name}' backend has one instruction set here (${backend.isa?.() ?? 'its own'}): nothing to compare`,
+      );
+    for (const r of benchIsa(backend, presetName, Math.max(3, (flags['steps'] as number | undefined) ?? 7)))
+      console.log(
+        json
+          ? JSON.stringify(r)
+          : `${r.what.padEnd(28)} ${r.isa} ${fmt(r.value)} ${r.unit}, ${r.baseline} ${fmt(r.baseline_value)} ${r.unit} (${r.threads} threads, ${r.pairs} interleaved pairs): ` +
+              `${r.isa}/${r.baseline} ${r.ratio.toFixed(2)}× (quartiles ${r.ratio_q1.toFixed(2)}–${r.ratio_q3.toFixed(2)})`,
+      );
+    return 0;
+  }
   if (!json && flags['vs-torch'] !== true)
-    console.log(`backend ${backend.name}, ${backend.threads?.() ?? 1} thread(s); medians of ≥ 5 timed runs after warm-up`);
+    console.log(
+      `backend ${backend.name}${backend.isa ? ` (${backend.isa()})` : ''}, ${backend.threads?.() ?? 1} thread(s); medians of ≥ 5 timed runs after warm-up`,
+    );
   if (suite === 'gemm' || suite === 'all') emit(benchGemm(backend));
   if (suite === 'kernels' || suite === 'all') emit(benchKernels(backend), true);
   const vsTorch = flags['vs-torch'] === true;

@@ -18,6 +18,12 @@ namespace dsv2 {
 
 static int g_threads = 0;
 
+bool cpu_has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+}
+int g_isa = cpu_has_avx512() ? 1 : 0;
+
 /** More threads than 8 per core only slow the kernels down, and libgomp fails on absurd counts (10⁵ segfaulted). */
 static int max_threads() { return std::max(1, 8 * omp_get_num_procs()); }
 
@@ -102,6 +108,13 @@ struct Call {
     return d;
   }
   i64 n(size_t i) { return (i64)num(i); }
+  std::string str(size_t i) {
+    size_t len = 0;
+    if (i >= argc || napi_get_value_string_utf8(env, argv[i], nullptr, 0, &len) != napi_ok) throw KernelError("expected a string argument");
+    std::string s(len, '\0');
+    napi_get_value_string_utf8(env, argv[i], s.data(), len + 1, &len);
+    return s;
+  }
   bool flag(size_t i) {
     bool b = false;
     napi_get_value_bool(env, argv[i], &b);
@@ -131,6 +144,12 @@ napi_value number(napi_env env, double d) {
   return v;
 }
 
+napi_value string(napi_env env, const char* s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
 /** Elements a strided operand reaches: offset + Σ (shape_d − 1)·|stride_d| + 1. */
 double reach(i64 off, const i64* strides, const i64* shape, int nd) {
   double r = (double)off;
@@ -156,6 +175,29 @@ FN(Avx2) {
   napi_value v;
   napi_get_boolean(env, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), &v);
   return v;
+}
+
+FN(Isa) { return string(env, use_avx512() ? "avx512" : "avx2"); }
+FN(Isas) {
+  napi_value a;
+  napi_create_array(env, &a);
+  uint32_t i = 0;
+  for (const char* name : {"avx2", "avx512"}) {
+    if (name[3] == '5' && !cpu_has_avx512()) continue;
+    napi_set_element(env, a, i++, string(env, name));
+  }
+  return a;
+}
+// setIsa(name): "avx2" or "avx512" (refused where the CPU lacks it)
+FN(SetIsa) {
+  BODY("setIsa", {
+    const std::string name = c.str(0);
+    if (name == "avx2") g_isa = 0;
+    else if (name == "avx512" && cpu_has_avx512()) g_isa = 1;
+    else if (name == "avx512") throw KernelError("this CPU lacks AVX-512 (F, BW, VL, DQ and VNNI are needed); it runs avx2");
+    else throw KernelError("unknown instruction set '" + name + "' (avx2 or avx512)");
+    return undef(env);
+  });
 }
 
 // copy(src, dst, meta): meta = [nd, accumulate, srcOff, dstOff, shape×nd, srcStrides×nd, dstStrides×nd]
@@ -783,6 +825,9 @@ napi_value Init(napi_env env, napi_value exports) {
       P("adviseHugePages", AdviseHugePages),
       P("lowerPriority", LowerPriority),
       P("avx2", Avx2),
+      P("isa", Isa),
+      P("isas", Isas),
+      P("setIsa", SetIsa),
       P("mapFile", MapFile),
       P("watchStop", WatchStop),
       P("stopSignal", StopSignal),

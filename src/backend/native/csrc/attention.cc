@@ -94,7 +94,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
       const i64 r0 = bh * p.T + t0;  // lse is dense [B, H, T]
       // S = Q_blk·Kᵀ with Q read in place (the scale is applied in the softmax pass)
       const float* qb = p.q + row_at(p.qs, b, h, t0);
-      for (i64 jp = 0; jp < panels(n); jp++) micro_6x16_direct<true>(p.Dk, qb, p.qs[2], 1, Kp + jp * p.Dk * NR, Sb + jp * NR, ldS, rows, NR, 0.f);
+      direct_panels<true>(p.Dk, qb, p.qs[2], 1, Kp, p.Dk * NR, panels(n) * NR, Sb, ldS, rows, 0.f);
       float inv[MR] = {0, 0, 0, 0, 0, 0};
       for (int r = 0; r < MR; r++) {
         float* row = Sb + r * ldS;
@@ -134,7 +134,7 @@ void attention(const AttentionArgs& p, float* out, float* lse) {
         inv[r] = (float)(1.0 / sum);
         lse[r0 + r] = (float)(mx + std::log(sum));
       }
-      for (i64 vp = 0; vp < panels(p.Dv); vp++) micro_6x16_direct<true>(n, Sb, ldS, 1, Vp + vp * p.S * NR, Ob + vp * NR, ldO, MR, NR, 0.f);
+      direct_panels<true>(n, Sb, ldS, 1, Vp, p.S * NR, panels(p.Dv) * NR, Ob, ldO, MR, 0.f);
       for (int r = 0; r < rows; r++) {
         float* o = out + row_at(p.os, b, h, t0 + r);
         for (i64 d = 0; d < p.Dv; d++) o[d] = Ob[r * ldO + d] * inv[r];
@@ -189,10 +189,8 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
             float* P = Pb + (t0 - c0) * ldS;
             float* dS = dSb + (t0 - c0) * ldS;
             // q·k (scaled in the exp pass) and dP = dO·Vᵀ, the query-side rows read in place
-            for (i64 jp = 0; jp < panels(n); jp++)
-              micro_6x16_direct<true>(p.Dk, qh + t0 * ldq, ldq, 1, Kt + jp * p.Dk * NR, P + jp * NR, ldS, rows, NR, 0.f);
-            for (i64 jp = 0; jp < panels(n); jp++)
-              micro_6x16_direct<true>(p.Dv, doh + t0 * lddo, lddo, 1, Vt + jp * p.Dv * NR, dS + jp * NR, ldS, rows, NR, 0.f);
+            direct_panels<true>(p.Dk, qh + t0 * ldq, ldq, 1, Kt, p.Dk * NR, panels(n) * NR, P, ldS, rows, 0.f);
+            direct_panels<true>(p.Dv, doh + t0 * lddo, lddo, 1, Vt, p.Dv * NR, panels(n) * NR, dS, ldS, rows, 0.f);
             for (int r = 0; r < rows; r++) {
               const i64 t = t0 + r, lo = base + t;
               float* pr = P + r * ldS;
@@ -211,8 +209,7 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
               }
               for (i64 j = nr; j < nc; j++) pr[j] = dr[j] = 0.f;  // invisible keys contribute nothing
             }
-            for (i64 dp = 0; dp < nDk; dp++)
-              micro_6x16_direct<true>(n, dS, ldS, 1, Kn + dp * p.S * NR, dqh + t0 * lddq + dp * NR, lddq, rows, (int)std::min<i64>(NR, p.Dk - dp * NR), 0.f);
+            direct_panels<true>(n, dS, ldS, 1, Kn, p.S * NR, p.Dk, dqh + t0 * lddq, lddq, rows, 0.f);
           }
           // this chunk's share of dK and dV, MR keys at a time, from the first query row that sees them
           for (i64 j0 = 0; j0 < nc; j0 += MR) {
@@ -222,10 +219,8 @@ void attention_backward(const AttentionArgs& p, const float* out, const float* l
             // dSᵀ and Pᵀ read in place: for each query row the block's keys are adjacent
             const float* dSt = dSb + (ts - c0) * ldS + j0;
             const float* Pt = Pb + (ts - c0) * ldS + j0;
-            for (i64 dp = 0; dp < nDk; dp++)
-              micro_6x16_direct<false>(c1 - ts, dSt, 1, ldS, Qp + dp * p.T * NR + ts * NR, dkg + j0 * lddk + dp * NR, lddk, cols, (int)std::min<i64>(NR, p.Dk - dp * NR), 1.f);
-            for (i64 vp = 0; vp < nDv; vp++)
-              micro_6x16_direct<false>(c1 - ts, Pt, 1, ldS, dOp + vp * p.T * NR + ts * NR, dvg + j0 * lddv + vp * NR, lddv, cols, (int)std::min<i64>(NR, p.Dv - vp * NR), 1.f);
+            direct_panels<false>(c1 - ts, dSt, 1, ldS, Qp + ts * NR, p.T * NR, p.Dk, dkg + j0 * lddk, lddk, cols, 1.f);
+            direct_panels<false>(c1 - ts, Pt, 1, ldS, dOp + ts * NR, p.T * NR, p.Dv, dvg + j0 * lddv, lddv, cols, 1.f);
           }
         }
       }

@@ -18,6 +18,13 @@ namespace dsv2 {
 int threads();
 void set_threads(int n);
 
+/** The instruction set of the kernels: 1 = AVX-512 (F, BW, VL, DQ, VNNI), 0 = AVX2/FMA. Starts at the best the CPU
+ * has; set_isa (DSV2_ISA) may lower it, to run or test the AVX2 kernels on an AVX-512 machine. */
+extern int g_isa;
+inline bool use_avx512() { return g_isa == 1; }
+/** Whether this CPU (and the OS, which must save the zmm registers) runs the AVX-512 kernels. */
+bool cpu_has_avx512();
+
 /** Below this many floating-point operations a kernel runs on one thread (a fork/join costs a few µs). */
 constexpr double kParallelFlops = 1 << 17;
 

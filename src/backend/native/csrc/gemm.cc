@@ -207,6 +207,27 @@ inline i64 mc_block(i64 M, int nt) {
   return ((M + per_thread * nt - 1) / (per_thread * nt) + MR - 1) / MR * MR;
 }
 
+/**
+ * Every micro-tile of a packed A block (nap MR-row panels, m rows) against packed B panels [0, nbp) (n columns, each
+ * panel kc×NR, consecutive) into C (the block's top-left corner): pairs of B panels through the AVX-512 6×32 kernel
+ * where the CPU has it, the AVX2 6×16 otherwise and for an odd last panel.
+ */
+void sweep_panels(i64 kc, const float* Ap, i64 nap, i64 m, const float* Bp, i64 nbp, i64 n, float* C, i64 ldc, float beta) {
+  const bool wide = use_avx512();
+  for (i64 jp = 0; jp < nbp; jp++) {
+    const float* B0 = Bp + jp * NR * kc;
+    const bool pair = wide && jp + 1 < nbp;
+    const int nr = (int)std::min<i64>(pair ? 2 * NR : NR, n - jp * NR);
+    for (i64 ip = 0; ip < nap; ip++) {
+      const int mr = (int)std::min<i64>(MR, m - ip * MR);
+      float* c = C + ip * MR * ldc + jp * NR;
+      if (pair) micro_6x32(kc, Ap + ip * MR * kc, B0, B0 + NR * kc, c, ldc, mr, nr, beta);
+      else micro_6x16(kc, Ap + ip * MR * kc, B0, c, ldc, mr, nr, beta);
+    }
+    if (pair) jp++;
+  }
+}
+
 void gemm_blocked(const Gemm& g, int nt) {
   const i64 nc_max = std::min<i64>(NC, (g.N + NR - 1) / NR * NR);
   const i64 kc_max = std::min<i64>(KC, g.K);
@@ -230,13 +251,7 @@ void gemm_blocked(const Gemm& g, int nt) {
           const i64 mc = std::min<i64>(mc_blk, g.M - ic);
           const i64 nap = (mc + MR - 1) / MR;
           pack_a_block(g, ic, mc, pc, kc, Ap);
-          for (i64 jp = 0; jp < nbp; jp++) {
-            const int nr = (int)std::min<i64>(NR, nc - jp * NR);
-            for (i64 ip = 0; ip < nap; ip++) {
-              const int mr = (int)std::min<i64>(MR, mc - ip * MR);
-              micro_6x16(kc, Ap + ip * MR * kc, Bp + jp * NR * kc, g.c + (ic + ip * MR) * g.ldc + jc + jp * NR, g.ldc, mr, nr, beta);
-            }
-          }
+          sweep_panels(kc, Ap, nap, mc, Bp, nbp, nc, g.c + ic * g.ldc + jc, g.ldc, beta);
         }
       }
     }
@@ -269,13 +284,7 @@ void gemm_whole_b(const Gemm& g, int nt) {
         const float beta = pc == 0 ? g.beta : 1.f;
         const float* Bk = Bp + pc * nbp * NR;
         pack_a_block(g, ic, mc, pc, kc, Ap);
-        for (i64 jp = 0; jp < nbp; jp++) {
-          const int nr = (int)std::min<i64>(NR, g.N - jp * NR);
-          for (i64 ip = 0; ip < nap; ip++) {
-            const int mr = (int)std::min<i64>(MR, mc - ip * MR);
-            micro_6x16(kc, Ap + ip * MR * kc, Bk + jp * NR * kc, g.c + (ic + ip * MR) * g.ldc + jp * NR, g.ldc, mr, nr, beta);
-          }
-        }
+        sweep_panels(kc, Ap, nap, mc, Bk, nbp, g.N, g.c + ic * g.ldc, g.ldc, beta);
       }
     }
   }
@@ -290,9 +299,11 @@ void gemm_small_m(const Gemm& g, int nt) {
   const i64 nap = (g.M + MR - 1) / MR, nkb = (g.K + KC - 1) / KC;
   float* Ap = scratch(1, (size_t)nap * MR * g.K);  // k-block pc's panels start at pc·nap·MR (kc×MR each)
   const i64 nbp = (g.N + NR - 1) / NR;
+  const i64 group = use_avx512() ? 2 : 1;  // B panels a thread packs and sweeps together (the 6×32 kernel takes two)
+  const i64 ngroups = (nbp + group - 1) / group;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    float* Bp = scratch(2, (size_t)NR * std::min<i64>(KC, g.K));
+    float* Bp = scratch(2, (size_t)group * NR * std::min<i64>(KC, g.K));
 #pragma omp for schedule(static) collapse(2)
     for (i64 kb = 0; kb < nkb; kb++)
       for (i64 ip = 0; ip < nap; ip++) {
@@ -304,13 +315,10 @@ void gemm_small_m(const Gemm& g, int nt) {
       const float beta = pc == 0 ? g.beta : 1.f;
       const float* Ak = Ap + pc * nap * MR;
 #pragma omp for schedule(static) nowait
-      for (i64 jp = 0; jp < nbp; jp++) {
-        pack_b_panel(g, jp * NR, std::min<i64>(NR, g.N - jp * NR), pc, kc, 0, Bp);
-        const int nr = (int)std::min<i64>(NR, g.N - jp * NR);
-        for (i64 ip = 0; ip < nap; ip++) {
-          const int mr = (int)std::min<i64>(MR, g.M - ip * MR);
-          micro_6x16(kc, Ak + ip * MR * kc, Bp, g.c + ip * MR * g.ldc + jp * NR, g.ldc, mr, nr, beta);
-        }
+      for (i64 q = 0; q < ngroups; q++) {
+        const i64 j0 = q * group * NR, nc = std::min<i64>(group * NR, g.N - j0), np = (nc + NR - 1) / NR;
+        for (i64 jp = 0; jp < np; jp++) pack_b_panel(g, j0, nc, pc, kc, jp, Bp);
+        sweep_panels(kc, Ak, nap, g.M, Bp, np, nc, g.c + j0, g.ldc, beta);
       }
     }
   }
@@ -425,11 +433,18 @@ void gemm_direct_a(const Gemm& g, int nt) {
         const i64 i0 = s * MR;
         const int mr = (int)std::min<i64>(MR, g.M - i0);
         const float* a = g.a + i0 * g.ars + pc * g.acs;
+        const bool wide = use_avx512();
         for (i64 jp = 0; jp < nbp; jp++) {
-          const int nr = (int)std::min<i64>(NR, nc - jp * NR);
           float* c = g.c + i0 * g.ldc + jc + jp * NR;
-          if (g.acs == 1) micro_6x16_direct<true>(kc, a, g.ars, 1, Bk + jp * NR * kc, c, g.ldc, mr, nr, beta);
-          else micro_6x16_direct<false>(kc, a, g.ars, g.acs, Bk + jp * NR * kc, c, g.ldc, mr, nr, beta);
+          const float* B0 = Bk + jp * NR * kc;
+          if (wide && jp + 1 < nbp) {
+            micro_6x32_direct(kc, a, g.ars, g.acs, B0, B0 + NR * kc, c, g.ldc, mr, (int)std::min<i64>(2 * NR, nc - jp * NR), beta);
+            jp++;
+            continue;
+          }
+          const int nr = (int)std::min<i64>(NR, nc - jp * NR);
+          if (g.acs == 1) micro_6x16_direct<true>(kc, a, g.ars, 1, B0, c, g.ldc, mr, nr, beta);
+          else micro_6x16_direct<false>(kc, a, g.ars, g.acs, B0, c, g.ldc, mr, nr, beta);
         }
       }
     }

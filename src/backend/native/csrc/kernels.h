@@ -22,6 +22,12 @@ void gemm(const GemmArgs& p);
 constexpr int GEMM_MR = 6;
 constexpr int GEMM_NR = 16;
 void micro_6x16(i64 kc, const float* __restrict A, const float* __restrict B, float* C, i64 ldc, int mr, int nr, float beta);
+// AVX-512 (avx512.cc; only where use_avx512()): the same over two adjacent B panels B0, B1 (a 6×32 tile, nr ≤ 32),
+// packed or, in the direct form, with A read in place as micro_6x16_direct does. Bit-identical to two 6×16 calls.
+void micro_6x32(i64 kc, const float* __restrict A, const float* __restrict B0, const float* __restrict B1, float* C, i64 ldc, int mr, int nr,
+                float beta);
+void micro_6x32_direct(i64 kc, const float* A, i64 ars, i64 acs, const float* __restrict B0, const float* __restrict B1, float* C, i64 ldc,
+                       int mr, int nr, float beta);
 
 /** C[0..16) = beta·C + v0|v1, with beta 0 and 1 special-cased. */
 inline void store_row(float* c, __m256 v0, __m256 v1, float beta) {
@@ -80,6 +86,28 @@ inline void micro_6x16_direct(i64 kc, const float* A, i64 ars, i64 acs, const fl
     c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
   }
   store_tile(C, ldc, mr, nr, beta, {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51});
+}
+
+/**
+ * C[rows × cols] = beta·C + A·B with A read in place (micro_6x16_direct's A) and B the NR-column panels at
+ * B + jp·pstride (jp < ⌈cols/NR⌉, each kc×NR): two panels a call through AVX-512's 6×32 where the CPU has it.
+ */
+template <bool ROW>
+inline void direct_panels(i64 kc, const float* A, i64 ars, i64 acs, const float* B, i64 pstride, i64 cols, float* C, i64 ldc, int rows,
+                          float beta) {
+  constexpr int NR = GEMM_NR;
+  const i64 np = (cols + NR - 1) / NR;
+  const bool wide = use_avx512();
+  for (i64 jp = 0; jp < np; jp++) {
+    const int nr = (int)std::min<i64>(NR, cols - jp * NR);
+    if (wide && jp + 1 < np) {
+      micro_6x32_direct(kc, A, ars, acs, B + jp * pstride, B + (jp + 1) * pstride, C + jp * NR, ldc, rows, (int)std::min<i64>(2 * NR, cols - jp * NR),
+                        beta);
+      jp++;
+    } else {
+      micro_6x16_direct<ROW>(kc, A, ars, acs, B + jp * pstride, C + jp * NR, ldc, rows, nr, beta);
+    }
+  }
 }
 
 /** 8×8 transpose in registers: r[i][j] → r[j][i]. */
