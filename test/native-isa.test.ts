@@ -166,7 +166,7 @@ describe('native instruction sets', { skip: native ? false : 'the native backend
 
   it('products with stored weights (decode rows, batched rows, prefill) give the same bits', () => {
     for (const type of QUANT_TYPES) {
-      const K = type.endsWith('_k') ? 512 : 320;
+      const K = type.endsWith('_k') ? 512 : 352; // 11 blocks: pairs and an odd last one
       for (const [M, N] of [
         [1, 67],
         [3, 40],
