@@ -1,4 +1,4 @@
-// Packed, cache-blocked SGEMM in the BLIS/GotoBLAS manner, plus a GEMV path for decode (M ≤ 4).
+// Packed, cache-blocked SGEMM in the BLIS/GotoBLAS manner, plus a GEMV path for decode (M ≤ GEMV_ROWS).
 //
 // Loop nest (BLIS): jc over NC columns → pc over KC of the K axis (pack B: KC×NC, lives in L3) → ic over MC rows
 // (pack A: MC×KC, lives in L2) → jr over NR-wide B micro-panels (one stays in L1) → ir over MR-high A micro-panels
@@ -367,10 +367,13 @@ inline void gemv_dot_block(const Gemm& g, i64 bi) {
   }
 }
 
-// Up to this many rows of x go through the dot-product GEMV: it reads each weight row once from memory while the
-// rows of x sit in L1 (a batch of decode tokens); above it the packed micro-kernel's arithmetic wins (8 rows
-// measured no better here, within this machine's noise).
-constexpr i64 GEMV_ROWS = 4;
+// Up to this many rows of x go through the dot-product GEMV: it reads each weight row once, in place, while four of
+// them sit in L1 for all rows of x (a batch of decode tokens, an expert's few routed tokens); above it the packed
+// micro-kernel's arithmetic pays for packing the weight. Measured on an Ice Lake Xeon (2 threads, x·Wᵀ, the dot
+// path against the packed one at the same M): 6 and 8 rows 1.2–2.2× faster at N×K = 4096×256, 1024×1024, 256×256
+// and 64×256, with AVX2 and with AVX-512 kernels alike; 16 rows even with AVX2 and slower with AVX-512; 32 and 64
+// rows slower (0.5–0.9×). An earlier machine (Zen 4) had measured 8 rows no better than 4, within its noise.
+constexpr i64 GEMV_ROWS = 8;
 
 void gemv_dot(const Gemm& g, int nt) {
   const i64 blocks = (g.N + 3) / 4;
@@ -478,8 +481,8 @@ Gemm batch_item(const GemmArgs& p, i64 q) {
 void gemm(const GemmArgs& p) {
   const double flops = 2.0 * p.M * p.N * p.K;
   auto item = [&](i64 q) { return batch_item(p, q); };
-  // A decode product (M ≤ 4) reads its weights from DRAM, latency-bound: a second thread keeps twice the cache lines
-  // in flight, which pays once the weights pass 64 KiB even when the flops alone would not split
+  // A decode product (M ≤ GEMV_ROWS) reads its weights from DRAM, latency-bound: a second thread keeps twice the cache
+  // lines in flight, which pays once the weights pass 64 KiB even when the flops alone would not split
   const bool gemv = p.M <= GEMV_ROWS && (double)p.N * p.K * p.batch >= 16384;
   const int nt = gemv ? threads() : threads_for(flops * p.batch);
   // Many small products: one per thread, each single-threaded. Not when every item adds into the same C.
@@ -494,9 +497,9 @@ void gemm(const GemmArgs& p) {
 }
 
 void gemm_many(const GemmArgs* items, i64 count) {
-  // Decode's routed experts: several GEMVs (M ≤ 4, x·Wᵀ) whose weights come from DRAM. Their column blocks form one
-  // pool split evenly over the threads, so both threads stream weights the whole time (one product per thread
-  // left a thread idle when the count was odd, and each product's rows latency-bound on one core).
+  // Decode's routed experts: several GEMVs (M ≤ GEMV_ROWS, x·Wᵀ) whose weights come from DRAM. Their column blocks
+  // form one pool split evenly over the threads, so both threads stream weights the whole time (one product per
+  // thread left a thread idle when the count was odd, and each product's rows latency-bound on one core).
   {
     bool all_gemv = count > 1;
     i64 blocks = 0;
