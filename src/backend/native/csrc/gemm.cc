@@ -374,6 +374,8 @@ inline void gemv_dot_block(const Gemm& g, i64 bi) {
 // and 64×256, with AVX2 and with AVX-512 kernels alike; 16 rows even with AVX2 and slower with AVX-512; 32 and 64
 // rows slower (0.5–0.9×). An earlier machine (Zen 4) had measured 8 rows no better than 4, within its noise.
 constexpr i64 GEMV_ROWS = 8;
+/** Up to this many rows a product on several threads takes gemm_small_m's per-thread B panels (see gemm_one). */
+constexpr i64 SHORT_ROWS = 128;
 
 void gemv_dot(const Gemm& g, int nt) {
   const i64 blocks = (g.N + 3) / 4;
@@ -462,6 +464,12 @@ void gemm_one(const Gemm& g, int nt) {
   }
   if (g.M <= GEMV_ROWS && g.brs == 1 && g.acs == 1) return gemv_dot(g, nt);
   if (g.M <= 4 && g.bcs == 1) return gemv_axpy(g, nt);
+  // A short product on several threads (a decode batch of 9–128 sequences, a short prefill chunk): each thread packs
+  // its own B panels into L1 and sweeps all of A over them, where the in-place path below packs all of B (up to
+  // 16 MiB) through L3 and splits few six-row strips unevenly. Measured on an Ice Lake Xeon, 2 threads, x·Wᵀ,
+  // against the in-place path: 12–128 × 4096×256 1.1–1.9×, × 1024×1024 1.0–1.9×, × 256×256 1.1–1.7×, with AVX2 and
+  // with AVX-512 kernels. On one thread the in-place path is faster (an expert's 157×64×256: 1.8×), so it keeps those.
+  if (nt > 1 && g.M <= SHORT_ROWS) return gemm_small_m(g, nt);
   // transposed A in place only when short and narrow: a long one is a gather across pages (4096×256×2048: −25%)
   if (g.alpha == 1.f && (g.acs == 1 || (g.ars == 1 && g.M <= 512 && g.N <= 128))) return gemm_direct_a(g, nt);
   if (g.M <= MC) return gemm_small_m(g, nt);
