@@ -7,6 +7,8 @@ import { loadBackend } from '../src/backend/registry.js';
 import { benchTrainVsPeer } from '../src/bench/peer.js';
 import { benchDecode, benchDecodeVsPeer } from '../src/bench/decode.js';
 import { benchMlaVsMha, benchServe } from '../src/bench/serve.js';
+import { benchIsa } from '../src/bench/isa.js';
+import { availableBackends } from '../src/backend/registry.js';
 import { defaultBackend } from '../src/backend/registry.js';
 
 const standIn = (ms: number, dieAt = 0): string[] => [process.execPath, 'test/fixtures/stand-in-peer.mjs', String(ms), String(dieAt)];
@@ -53,6 +55,28 @@ describe('bench train --vs-torch', () => {
       assert.match(r.stderr, msg);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     }
+  });
+});
+
+describe('bench isa', { skip: availableBackends().includes('native') ? false : 'the native backend is not built here' }, () => {
+  it('times each instruction set against the best, interleaved, and leaves the set in use as it was', () => {
+    const native = loadBackend('native');
+    const sets = native.isas!();
+    const before = native.isa!();
+    const rows = benchIsa(native, 'tiny', 3);
+    assert.equal(native.isa!(), before);
+    if (sets.length < 2) {
+      assert.deepEqual(rows, []);
+      const r = spawnSync(process.execPath, ['bin/dsv2.js', 'bench', 'isa'], { encoding: 'utf8' });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /has one instruction set here \(avx2\): nothing to compare/);
+      return;
+    }
+    assert.deepEqual(
+      rows.map((r) => [r.what.split(' ')[0], r.isa, r.baseline]),
+      [['gemm', 'avx512', 'avx2'], ['gemm', 'avx512', 'avx2'], ['train', 'avx512', 'avx2']],
+    ); // prettier-ignore
+    for (const r of rows) assert.ok(r.value > 0 && r.baseline_value > 0 && r.ratio > 0 && r.ratio_q1 <= r.ratio_q3, JSON.stringify(r));
   });
 });
 

@@ -104,6 +104,11 @@ describe('dsv2 cli', () => {
   it('backends reports, as JSON, what the library finds', () => {
     const r = dsv2('backends');
     const j = JSON.parse(r.out) as { available: string[]; default: string };
-    assert.deepEqual(j, { available: T.availableBackends(), default: T.defaultBackend().name });
+    const native = T.availableBackends().includes('native') ? T.loadBackend('native') : null;
+    assert.deepEqual(j, {
+      available: T.availableBackends(),
+      default: T.defaultBackend().name,
+      ...(native ? { native_isa: native.isa!(), native_isas: native.isas!() } : {}),
+    });
   });
 });

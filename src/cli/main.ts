@@ -1,7 +1,7 @@
 // dsv2: the command-line entry point. Every command reports failures as one line and a non-zero exit code.
 import '../backend/node.js'; // registers the native and wasm backends (Node)
 import { readFileSync } from 'node:fs';
-import { availableBackends, defaultBackend } from '../backend/registry.js';
+import { availableBackends, defaultBackend, loadBackend } from '../backend/registry.js';
 import { HelpRequest, UsageError } from './args.js';
 import { runBench } from './commands/bench.js';
 import { runExperts } from './commands/experts.js';
@@ -74,9 +74,16 @@ const commands: Record<string, Command> = {
     run: runBench,
   },
   backends: {
-    summary: 'list the compute backends available on this machine and the default one',
+    summary: 'list the compute backends available on this machine, the default one and the native kernels’ instruction sets',
     run: () => {
-      console.log(JSON.stringify({ available: availableBackends(), default: defaultBackend().name }));
+      const available = availableBackends();
+      const out: Record<string, unknown> = { available, default: defaultBackend().name };
+      if (available.includes('native')) {
+        const native = loadBackend('native');
+        out['native_isa'] = native.isa?.();
+        out['native_isas'] = native.isas?.();
+      }
+      console.log(JSON.stringify(out));
       return 0;
     },
   },
