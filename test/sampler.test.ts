@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   DEFAULT_SAMPLING,
+  expNonPositive,
   MAX_STOP_STRINGS,
   SamplingError,
   SequenceSampler,
@@ -275,6 +276,28 @@ describe('SequenceSampler', () => {
     }
     assert.deepEqual(sampler({ logprobs: 0 }).sample(X6).logprob?.top, []);
     assert.equal(sampler({}).sample(X6).logprob, null);
+  });
+
+  it('e^t for the log-sum-exp: within 3 ulp of Math.exp over [−708, 0], 0 below and at −∞', () => {
+    const rng = new Rng(11);
+    let worst = 0;
+    for (let i = 0; i < 200_000; i++) {
+      const t = i < 8 ? [0, -1e-300, -1e-12, -Math.LN2 / 128, -Math.LN2 / 2, -1, -707.9, -708][i]! : -rng.uniform() * (i % 2 ? 40 : 708);
+      const want = Math.exp(t);
+      if (t <= -708) continue;
+      worst = Math.max(worst, Math.abs(expNonPositive(t) - want) / want);
+    }
+    assert.ok(worst <= 3 * 2 ** -52, `worst relative error ${worst / 2 ** -52} × 2⁻⁵²`);
+    assert.equal(expNonPositive(0), 1);
+    for (const t of [-708, -709, -1e6, -Infinity, NaN]) assert.equal(expNonPositive(t), 0, String(t));
+    // a vocabulary-sized row, logits spread over 60 nats: the logprobs still agree with the double-precision reference
+    const V = 4096;
+    const x = new Float32Array(V).map(() => (rng.uniform() - 0.9) * 60);
+    const ref = logSoftmaxRef(x);
+    const id = argmaxRef(x);
+    const { logprob } = sampler({ temperature: 0, logprobs: 5 }).sample(x);
+    assert.ok(Math.abs(logprob!.logprob - ref[id]!) < 1e-12);
+    for (const e of logprob!.top) assert.ok(Math.abs(e.logprob - ref[e.id]!) < 1e-12);
   });
 
   it('non-finite logits: NaN is never drawn, +Inf always is, and top-p over them returns', () => {

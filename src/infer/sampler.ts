@@ -139,13 +139,35 @@ function argmax(x: ArrayLike<number>): number {
   return best;
 }
 
-/** log Σ exp(x), in double. */
-function logSumExp(x: ArrayLike<number>): number {
+// e^t for t ≤ 0, in double, for the sum of logSumExp: V8's Math.exp is a call into the runtime, ~15 ns, so a
+// 4,096-token vocabulary took 60–90 µs a token, a third of a served token's time when logprobs are asked for.
+// Range reduction by ln 2 / 64 (Cody–Waite: k = round(t·64/ln 2), r = t − k·ln 2/64 in two parts, |r| ≤ ln 2/128),
+// a degree-5 Taylor polynomial (truncation < 3·10⁻¹⁷ there), and 2^(j/64), 2^−m from tables (k = 64·m + j):
+// within 3 ulp of Math.exp over [−708, 0] (test/sampler.test.ts), and V8 inlines it: a 4,096-wide sum 62 → 36 µs.
+const EXP_INV = 64 / Math.LN2;
+const EXP_HI = 6.9314718036912381649e-1 / 64; // ln 2's upper bits: k·EXP_HI is exact for the k used here
+const EXP_LO = 1.90821492927058770002e-10 / 64;
+const EXP_FRAC = Float64Array.from({ length: 64 }, (_, j) => 2 ** (j / 64));
+const EXP_POW = Float64Array.from({ length: 1023 }, (_, m) => 2 ** -m);
+
+/** e^t for t ≤ 0 (0 below −708, where e^t < 3.4·10⁻³⁰⁸; and for −∞). Exported for its test. */
+export function expNonPositive(t: number): number {
+  if (!(t > -708)) return 0;
+  const kf = Math.floor(t * EXP_INV + 0.5);
+  const k = kf | 0;
+  const r = t - kf * EXP_HI - kf * EXP_LO;
+  const r2 = r * r;
+  const p = 1 + r + r2 * (0.5 + r * (1 / 6)) + r2 * r2 * (1 / 24 + r * (1 / 120));
+  return p * EXP_FRAC[k & 63]! * EXP_POW[-(k >> 6)]!;
+}
+
+/** log Σ exp(x), in double (terms below e^−708 count as 0: the largest term is 1, so they cannot change the sum). */
+function logSumExp(x: Float32Array): number {
   let mx = -Infinity;
   for (let i = 0; i < x.length; i++) if (x[i]! > mx) mx = x[i]!;
   if (mx === -Infinity) return mx;
   let s = 0;
-  for (let i = 0; i < x.length; i++) s += Math.exp(x[i]! - mx);
+  for (let i = 0; i < x.length; i++) s += expNonPositive(x[i]! - mx); // small enough for V8 to inline
   return mx + Math.log(s);
 }
 
