@@ -354,6 +354,9 @@ export interface Backend {
   isa?(): string;
   /** The instruction sets this CPU runs, the best last. */
   isas?(): string[];
-  /** Run the kernels with another of isas() (DSV2_ISA sets the start value; default: the best). Results do not change. */
+  /**
+   * Run the kernels with another of isas() (DSV2_ISA sets the start value; default: the best). Results do not change.
+   * Native: one setting for the whole process, every worker thread's backend included.
+   */
   setIsa?(name: string): void;
 }

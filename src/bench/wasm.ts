@@ -47,7 +47,7 @@ export function interleaved(pairs: number, a: () => number, b: () => number): [n
   });
 }
 
-export function gemmParams(n: number): GemmParams {
+function gemmParams(n: number): GemmParams {
   const rng = new Rng(1);
   const rand = (len: number): Float32Array => Float32Array.from({ length: len }, () => rng.uniform() * 2 - 1);
   return {

@@ -142,7 +142,7 @@ function argmax(x: ArrayLike<number>): number {
 // e^t for t ≤ 0, in double, for the sum of logSumExp: V8's Math.exp is a call into the runtime, ~15 ns, so a
 // 4,096-token vocabulary took 60–90 µs a token, a third of a served token's time when logprobs are asked for.
 // Range reduction by ln 2 / 64 (Cody–Waite: k = round(t·64/ln 2), r = t − k·ln 2/64 in two parts, |r| ≤ ln 2/128),
-// a degree-5 Taylor polynomial (truncation < 3·10⁻¹⁷ there), and 2^(j/64), 2^−m from tables (k = 64·m + j):
+// a degree-5 Taylor polynomial (truncation ≤ 3.5·10⁻¹⁷ there), and 2^(j/64), 2^−m from tables (k = 64·m + j):
 // within 3 ulp of Math.exp over [−708, 0] (test/sampler.test.ts), and V8 inlines it: a 4,096-wide sum 62 → 36 µs.
 const EXP_INV = 64 / Math.LN2;
 const EXP_HI = 6.9314718036912381649e-1 / 64; // ln 2's upper bits: k·EXP_HI is exact for the k used here

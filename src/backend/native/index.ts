@@ -78,8 +78,9 @@ export function createNativeBackend(): Backend | null {
   if (!n) return null;
   const isaEnv = process.env['DSV2_ISA'];
   if (isaEnv) {
+    if (!n['setIsa']) throw new Error(`DSV2_ISA=${isaEnv}: this build of the native addon has one instruction set (avx2)`);
     try {
-      n['setIsa']!(isaEnv);
+      n['setIsa'](isaEnv);
     } catch (e) {
       throw new Error(`DSV2_ISA=${isaEnv}: ${(e as Error).message}`);
     }
@@ -114,9 +115,10 @@ export function createNativeBackend(): Backend | null {
     name: 'native',
     threads: () => n['threads']!() as number,
     setThreads: (t: number) => n['setThreads']!(t),
-    isa: () => n['isa']!() as string,
-    isas: () => n['isas']!() as string[],
-    setIsa: (name: string) => n['setIsa']!(name),
+    // (an addon built before the instruction-set choice, named by DSV2_NATIVE_ADDON, has none of these)
+    ...(n['isa']
+      ? { isa: () => n['isa']!() as string, isas: () => n['isas']!() as string[], setIsa: (name: string) => n['setIsa']!(name) }
+      : {}),
     alloc: (len: number): F32 => new Float32Array(len),
     allocInt: (len: number): I32 => new Int32Array(len),
     // Uninitialised memory from malloc (Buffer.allocUnsafeSlow): no zero-filling, and with the addon's malloc

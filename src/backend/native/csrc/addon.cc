@@ -18,11 +18,8 @@ namespace dsv2 {
 
 static int g_threads = 0;
 
-bool cpu_has_avx512() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
-}
-int g_isa = cpu_has_avx512() ? 1 : 0;
+bool cpu_has_avx512() { return __builtin_cpu_supports("avx512f"); }
+std::atomic<int> g_isa{cpu_has_avx512() ? 1 : 0};
 
 /** More threads than 8 per core only slow the kernels down, and libgomp fails on absurd counts (10⁵ segfaulted). */
 static int max_threads() { return std::max(1, 8 * omp_get_num_procs()); }
@@ -194,7 +191,7 @@ FN(SetIsa) {
     const std::string name = c.str(0);
     if (name == "avx2") g_isa = 0;
     else if (name == "avx512" && cpu_has_avx512()) g_isa = 1;
-    else if (name == "avx512") throw KernelError("this CPU lacks AVX-512 (F, BW, VL, DQ and VNNI are needed); it runs avx2");
+    else if (name == "avx512") throw KernelError("this CPU lacks AVX-512 (AVX-512F); it runs avx2");
     else throw KernelError("unknown instruction set '" + name + "' (avx2 or avx512)");
     return undef(env);
   });

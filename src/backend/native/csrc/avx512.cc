@@ -11,7 +11,7 @@
 #include "kernels.h"
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
+#pragma GCC target("avx512f,fma")
 
 namespace dsv2 {
 namespace {

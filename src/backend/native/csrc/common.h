@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <omp.h>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -18,11 +19,11 @@ namespace dsv2 {
 int threads();
 void set_threads(int n);
 
-/** The instruction set of the kernels: 1 = AVX-512 (F, BW, VL, DQ, VNNI), 0 = AVX2/FMA. Starts at the best the CPU
+/** The instruction set of the kernels: 1 = AVX-512 (F), 0 = AVX2/FMA. Starts at the best the CPU
  * has; set_isa (DSV2_ISA) may lower it, to run or test the AVX2 kernels on an AVX-512 machine. */
-extern int g_isa;
-inline bool use_avx512() { return g_isa == 1; }
-/** Whether this CPU (and the OS, which must save the zmm registers) runs the AVX-512 kernels. */
+extern std::atomic<int> g_isa;  // one for the process: every thread's and worker's kernels follow it
+inline bool use_avx512() { return g_isa.load(std::memory_order_relaxed) == 1; }
+/** Whether this CPU (and the OS, which must save the zmm registers) runs the AVX-512 kernels (AVX-512F). */
 bool cpu_has_avx512();
 
 /** Below this many floating-point operations a kernel runs on one thread (a fork/join costs a few µs). */

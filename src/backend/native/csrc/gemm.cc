@@ -464,13 +464,16 @@ void gemm_one(const Gemm& g, int nt) {
   }
   if (g.M <= GEMV_ROWS && g.brs == 1 && g.acs == 1) return gemv_dot(g, nt);
   if (g.M <= 4 && g.bcs == 1) return gemv_axpy(g, nt);
-  // A short product on several threads (a decode batch of 9–128 sequences, a short prefill chunk): each thread packs
-  // its own B panels into L1 and sweeps all of A over them, where the in-place path below packs all of B (up to
-  // 16 MiB) through L3 and splits few six-row strips unevenly. Measured on an Ice Lake Xeon, 2 threads, x·Wᵀ,
-  // against the in-place path: 12–128 × 4096×256 1.1–1.9×, × 1024×1024 1.0–1.9×, × 256×256 1.1–1.7×, with AVX2 and
-  // with AVX-512 kernels. On one thread (or nested in a parallel region: one thread runs it) the in-place path is
-  // faster (an expert's 157×64×256: 1.8×), so it keeps those.
-  if (nt > 1 && g.M <= SHORT_ROWS && !omp_in_parallel()) return gemm_small_m(g, nt);
+  // A short x·Wᵀ-like product (row-major A, 9–128 rows: a decode batch of sequences, a short prefill chunk) on
+  // several threads: each thread packs its own B panels into L1 and sweeps all of A over them, where the in-place
+  // path below packs all of B (up to 16 MiB) through L3 and splits a few six-row strips unevenly. Measured on an
+  // Ice Lake Xeon, 2 threads, against the in-place path: 12–128 × 4096×256 1.1–1.9×, × 1024×1024 1.0–1.9×,
+  // × 256×256 1.1–1.7×, with AVX2 and with AVX-512 kernels. On one thread (or nested in a parallel region, where
+  // one thread runs it) the in-place path is faster (an expert's 157×64×256: 1.8×), so it keeps those; and that
+  // path splits columns only, so it needs at least two column pieces per thread.
+  const i64 pieces = (g.N + NR - 1) / NR / (use_avx512() ? 2 : 1);
+  if (nt > 1 && g.M > GEMV_ROWS && g.M <= SHORT_ROWS && g.acs == 1 && pieces >= 2 * nt && !omp_in_parallel())
+    return gemm_small_m(g, nt);
   // transposed A in place only when short and narrow: a long one is a gather across pages (4096×256×2048: −25%)
   if (g.alpha == 1.f && (g.acs == 1 || (g.ars == 1 && g.M <= 512 && g.N <= 128))) return gemm_direct_a(g, nt);
   if (g.M <= MC) return gemm_small_m(g, nt);

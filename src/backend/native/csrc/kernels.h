@@ -55,7 +55,7 @@ inline void store_tile(float* C, i64 ldc, int mr, int nr, float beta, const __m2
   for (int r = 0; r < MR; r++) _mm256_store_ps(t[r], c[2 * r]), _mm256_store_ps(t[r] + 8, c[2 * r + 1]);
   for (int r = 0; r < mr; r++) {
     float* cr = C + r * ldc;
-    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : beta * cr[j] + t[r][j];
+    for (int j = 0; j < nr; j++) cr[j] = beta == 0.f ? t[r][j] : std::fma(beta, cr[j], t[r][j]);  // one rounding, as store_row
   }
 }
 
