@@ -2,13 +2,12 @@
 // seconds, so each sample of the best set is paired with one of the baseline taken next to it): GEMM 1024³ in the
 // x·Wᵀ layout of a linear layer, a prefill-shaped 64×1024·1024×4096, and one training step of a preset. The sets
 // give bit-identical results (test/native-isa.test.ts), so only the speed differs.
-import type { Backend, GemmParams } from '../backend/backend.js';
+import type { Backend } from '../backend/backend.js';
 import { threadsOf } from './kernels.js';
 import { quartile } from './peer.js';
 import { median } from './timing.js';
 import { trainStepper } from './train.js';
-import { Rng } from '../tensor/random.js';
-import { interleaved } from './wasm.js';
+import { gemmParams, interleaved } from './wasm.js';
 
 export interface IsaRecord {
   bench: 'isa';
@@ -25,18 +24,6 @@ export interface IsaRecord {
   ratio: number;
   ratio_q1: number;
   ratio_q3: number;
-}
-
-/** C [M×N] = A [M×K] · Wᵀ (W [N×K], a linear layer's layout) on random operands. */
-function productParams(M: number, N: number, K: number): GemmParams {
-  const rng = new Rng(1);
-  const rand = (len: number): Float32Array => Float32Array.from({ length: len }, () => rng.uniform() * 2 - 1);
-  return {
-    batch: 1, M, N, K,
-    a: rand(M * K), aOffset: 0, aBatchStride: 0, aRowStride: K, aColStride: 1,
-    b: rand(N * K), bOffset: 0, bBatchStride: 0, bRowStride: 1, bColStride: K,
-    c: new Float32Array(M * N), cOffset: 0, cBatchStride: 0, alpha: 1, beta: 0,
-  }; // prettier-ignore
 }
 
 /** Each instruction set of the backend but its best, against the best: GEMMs and a training step of `presetName`. */
@@ -66,7 +53,7 @@ export function benchIsa(backend: Backend, presetName = 'small', steps = 7): Isa
         [1024, 1024, 1024],
         [64, 4096, 1024],
       ] as const) {
-        const p = productParams(M, N, K);
+        const p = gemmParams(M, N, K);
         const gflops = (): number => {
           const t0 = performance.now();
           for (let r = 0; r < 3; r++) backend.gemm(p);

@@ -47,14 +47,15 @@ export function interleaved(pairs: number, a: () => number, b: () => number): [n
   });
 }
 
-function gemmParams(n: number): GemmParams {
+/** C [M×N] = A [M×K] · Wᵀ (W [N×K], a linear layer's layout) on random operands. */
+export function gemmParams(M: number, N = M, K = M): GemmParams {
   const rng = new Rng(1);
   const rand = (len: number): Float32Array => Float32Array.from({ length: len }, () => rng.uniform() * 2 - 1);
   return {
-    batch: 1, M: n, N: n, K: n,
-    a: rand(n * n), aOffset: 0, aBatchStride: 0, aRowStride: n, aColStride: 1,
-    b: rand(n * n), bOffset: 0, bBatchStride: 0, bRowStride: 1, bColStride: n,
-    c: new Float32Array(n * n), cOffset: 0, cBatchStride: 0, alpha: 1, beta: 0,
+    batch: 1, M, N, K,
+    a: rand(M * K), aOffset: 0, aBatchStride: 0, aRowStride: K, aColStride: 1,
+    b: rand(N * K), bOffset: 0, bBatchStride: 0, bRowStride: 1, bColStride: K,
+    c: new Float32Array(M * N), cOffset: 0, cBatchStride: 0, alpha: 1, beta: 0,
   }; // prettier-ignore
 }
 

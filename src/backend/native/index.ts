@@ -1,7 +1,7 @@
 // The `native` backend: the Node-API addon built from ./csrc by node-gyp at install (AVX2/FMA kernels, AVX-512 ones
-// where the CPU has them, chosen at run time; OpenMP threads). Buffers are ordinary typed arrays; the addon reads and writes their
-// memory in place, so no operand is ever copied at the boundary. Sizes travel in a reused Float64Array ("meta") to keep a
-// call near 0.2 µs.
+// where the CPU has them, chosen at run time; OpenMP threads). Buffers are ordinary typed arrays; the addon reads and
+// writes their memory in place, so no operand is ever copied at the boundary. Sizes travel in a reused Float64Array
+// ("meta") to keep a call near 0.2 µs.
 import { denseAttentionLayout } from '../backend.js';
 import { QUANT_CODE } from '../../quant/formats.js';
 import type {

@@ -438,19 +438,9 @@ void gemm_direct_a(const Gemm& g, int nt) {
         const i64 i0 = s * MR;
         const int mr = (int)std::min<i64>(MR, g.M - i0);
         const float* a = g.a + i0 * g.ars + pc * g.acs;
-        const bool wide = use_avx512();
-        for (i64 jp = 0; jp < nbp; jp++) {
-          float* c = g.c + i0 * g.ldc + jc + jp * NR;
-          const float* B0 = Bk + jp * NR * kc;
-          if (wide && jp + 1 < nbp) {
-            micro_6x32_direct(kc, a, g.ars, g.acs, B0, B0 + NR * kc, c, g.ldc, mr, (int)std::min<i64>(2 * NR, nc - jp * NR), beta);
-            jp++;
-            continue;
-          }
-          const int nr = (int)std::min<i64>(NR, nc - jp * NR);
-          if (g.acs == 1) micro_6x16_direct<true>(kc, a, g.ars, 1, B0, c, g.ldc, mr, nr, beta);
-          else micro_6x16_direct<false>(kc, a, g.ars, g.acs, B0, c, g.ldc, mr, nr, beta);
-        }
+        float* c = g.c + i0 * g.ldc + jc;
+        if (g.acs == 1) direct_panels<true>(kc, a, g.ars, 1, Bk, NR * kc, nc, c, g.ldc, mr, beta);
+        else direct_panels<false>(kc, a, g.ars, g.acs, Bk, NR * kc, nc, c, g.ldc, mr, beta);
       }
     }
   }
