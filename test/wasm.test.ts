@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import * as T from '../src/node.js';
 import type { AttentionParams, Backend, GemmParams } from '../src/backend/backend.js';
-import { createWasmBackend, detectVariant, wasmFileName, type WasmVariant } from '../src/backend/wasm/index.js';
+import { createWasmBackend, detectVariant, wasmFileName, type WasmBackend, type WasmVariant } from '../src/backend/wasm/index.js';
 import { Heap } from '../src/backend/wasm/heap.js';
 import { ThreadPool } from '../src/backend/wasm/pool.js';
 import { ggufMetadata, ggufTensors } from '../src/io/gguf-deepseek2.js';
@@ -25,11 +25,12 @@ const variants: WasmVariant[] = [
   { shared: true, relaxed: true },
 ].filter((v) => (!v.shared || have.shared) && (!v.relaxed || have.relaxed));
 
-function backendOf(v: WasmVariant, threads: number): Backend {
+function backendOf(v: WasmVariant, threads: number, awaitWorkersMs?: number): WasmBackend {
   const module = new WebAssembly.Module(readFileSync(new URL(`../../dist/wasm/${wasmFileName(v)}`, import.meta.url)));
   const workerUrl = new URL('../src/backend/wasm/worker-node.js', import.meta.url);
   return createWasmBackend(module, v, {
     threads,
+    ...(awaitWorkersMs ? { awaitWorkersMs } : {}),
     spawnWorker: () => {
       const w = new Worker(workerUrl);
       w.unref();
@@ -59,6 +60,13 @@ async function settle(): Promise<void> {
 }
 
 describe('wasm builds and threads', () => {
+  it('a synchronous load in Node returns with its workers started (its first calls are not on one thread)', () => {
+    const w = T.loadBackend('wasm') as WasmBackend;
+    assert.equal(w.readyThreads(), w.threads!());
+    const b = backendOf(have, 2, 5000);
+    assert.equal(b.readyThreads(), have.shared ? 2 : 1);
+  });
+
   it('runs here: at least the shared-memory build (Node always has SharedArrayBuffer)', () => {
     assert.ok(
       variants.some((v) => v.shared),

@@ -51,6 +51,7 @@ function loadWasm(): Backend | null {
   const workerUrl = new URL('./wasm/worker-node.js', import.meta.url);
   return (wasm = createWasmBackend(module, variant, {
     threads: wasmThreads(),
+    awaitWorkersMs: 5000, // a synchronous load would otherwise run its first calls on one thread (pool.ts)
     spawnWorker: () => {
       const w = new Worker(workerUrl);
       w.unref(); // a worker waiting for work does not keep the process alive

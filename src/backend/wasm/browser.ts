@@ -56,6 +56,7 @@ export function browserWasmLoader(): BackendLoader {
       const WorkerCtor = (globalThis as { Worker?: new (u: string | URL, o?: { type: 'module' }) => Worker }).Worker;
       backend = createWasmBackend(module, variant, {
         threads: config.threads ?? defaultThreads(),
+        awaitWorkersMs: 5000, // blocks only in a Web Worker (the web app's compute thread); a page returns at once
         ...(WorkerCtor && variant.shared ? { spawnWorker: () => new WorkerCtor(workerUrl, { type: 'module' }) } : {}),
       });
     },

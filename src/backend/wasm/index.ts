@@ -74,11 +74,22 @@ export interface WasmBackendOptions {
   threads?: number;
   /** Start one worker that runs src/backend/wasm/worker-*.ts. */
   spawnWorker?: () => WorkerHandle;
+  /**
+   * Wait up to this many milliseconds for the workers to start before returning (blocking, where the thread may
+   * block: Node, a Web Worker; a page's main thread returns at once and its calls use the workers once they are up).
+   */
+  awaitWorkersMs?: number;
 }
 
 type Exports = Record<string, (...args: number[]) => number>;
 
-export function createWasmBackend(module: WebAssembly.Module, variant: WasmVariant, opts: WasmBackendOptions = {}): Backend {
+/** The wasm backend, with what its thread pool has running now. */
+export interface WasmBackend extends Backend {
+  /** Threads that would run a call now: the caller and the started workers, at most threads(). */
+  readyThreads(): number;
+}
+
+export function createWasmBackend(module: WebAssembly.Module, variant: WasmVariant, opts: WasmBackendOptions = {}): WasmBackend {
   const memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAX_PAGES, shared: variant.shared });
   const inst = new WebAssembly.Instance(module, { env: { memory, abort: wasmAbort } });
   const x = inst.exports as unknown as Exports;
@@ -86,6 +97,7 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
   const ref = createTsBackend();
   const want = Math.max(1, Math.floor(opts.threads ?? 1));
   const pool = variant.shared && opts.spawnWorker && want > 1 ? new ThreadPool(opts.spawnWorker, want - 1, module, memory) : null;
+  if (pool && opts.awaitWorkersMs) pool.awaitReady(opts.awaitWorkersMs);
   let threads = pool ? want : 1;
   const gemmScratch = x['gemmScratchBytes']!();
 
@@ -233,9 +245,10 @@ export function createWasmBackend(module: WebAssembly.Module, variant: WasmVaria
   const dense = (s: readonly number[], heads: number, rows: number, D: number): boolean =>
     s[2] === D && s[1] === rows * D && s[0] === heads * rows * D;
 
-  const backend: Backend = {
+  const backend: WasmBackend = {
     ...ref,
     name: 'wasm',
+    readyThreads: () => Math.min(threads, 1 + (pool?.ready() ?? 0)),
     pin: (buf) => heap.pin(buf),
     free: (buf) => heap.unpin(buf),
     threads: () => threads,

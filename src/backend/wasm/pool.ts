@@ -64,6 +64,25 @@ export class ThreadPool {
     return n;
   }
 
+  /**
+   * Block until every worker is ready or `ms` have passed (where this thread may block: Node, a worker); returns
+   * the workers ready. Workers start on threads of their own, so a synchronous caller (Node's loadBackend) would
+   * otherwise run its first calls alone, for as long as it never yields (measured: a GEMM loop stayed on one
+   * thread for over a second).
+   */
+  awaitReady(ms: number): number {
+    if (!this.block) return this.ready();
+    const all = (1 << this.workers.length) - 1;
+    const until = performance.now() + ms;
+    for (;;) {
+      const r = Atomics.load(this.ctl, CTL.READY);
+      const left = until - performance.now();
+      if ((r & all) === all || left <= 0) break;
+      Atomics.wait(this.ctl, CTL.READY, r, left);
+    }
+    return this.ready();
+  }
+
   private isReady(i: number): boolean {
     return (Atomics.load(this.ctl, CTL.READY) & (1 << (i - 1))) !== 0;
   }
@@ -120,6 +139,7 @@ export function serveTasks(init: WorkerInit): void {
   const box = CTL.MAILBOX + init.index;
   let seen = Atomics.load(ctl, box);
   Atomics.or(ctl, CTL.READY, 1 << (init.index - 1));
+  Atomics.notify(ctl, CTL.READY);
   for (;;) {
     Atomics.wait(ctl, box, seen);
     const v = Atomics.load(ctl, box);
